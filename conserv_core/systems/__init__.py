@@ -1,0 +1,50 @@
+"""Physical systems: ground truth, invariants, data. One file per system.
+
+``ALL_SYSTEMS`` maps each registry key to its class; tests parametrize over it, so a new
+system added here is checked by every generic test automatically.
+"""
+
+from __future__ import annotations
+
+from conserv_core.systems.base import (
+    Dataset,
+    FieldSystem,
+    ODESystem,
+    ParameterError,
+    System,
+    build,
+    describe_range,
+)
+from conserv_core.systems.pendulum import Pendulum
+
+ALL_SYSTEMS: dict[str, type[System]] = {
+    Pendulum.key: Pendulum,
+}
+
+
+def get_system(key: str, **params) -> System:
+    """Build the system registered as ``key`` with validated parameters.
+
+    Raises:
+        ParameterError: unknown key (the message lists the valid ones) or a parameter
+            outside its range (the message names it and the range).
+    """
+    try:
+        cls = ALL_SYSTEMS[key]
+    except KeyError:
+        raise ParameterError(f"system must be one of {', '.join(ALL_SYSTEMS)}; got {key!r}") from None
+    return build(cls, **params)
+
+
+__all__ = [
+    "ALL_SYSTEMS",
+    "Dataset",
+    "FieldSystem",
+    "ODESystem",
+    "ParameterError",
+    "Pendulum",
+    "System",
+    "build",
+    "describe_range",
+    "get_system",
+]

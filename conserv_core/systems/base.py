@@ -1,0 +1,264 @@
+"""The interface every physical system fills.
+
+Two kinds of system live here:
+
+* **ODE systems** (:class:`ODESystem`: pendulum, n-body, spring, ...). The state is
+  ``z = [q, p]`` with shape ``(batch, 2 * dof)``: the first ``dof`` columns are the
+  generalised coordinates ``q``, the last ``dof`` their conjugate momenta ``p``. A model
+  learns the map ``z -> dz/dt``.
+* **Field systems** (:class:`FieldSystem`: 2D incompressible flow). The model learns a
+  velocity field ``u(x, y, t)``; conservation is measured by carrying fluid parcels
+  through it. See :mod:`conserv_core.systems.flow`.
+
+Every system is a :class:`param.Parameterized`: each physical parameter is declared once,
+with its type, bounds and doc. The UI builds its widgets from these declarations, and
+:func:`check_finite` plus param's own bounds refuse bad input with a message that names
+the parameter and its valid range.
+
+All tensors are batched torch tensors on any device, in float32 or float64; functions
+return tensors of the dtype and device of their input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import param
+import torch
+
+Tensor = torch.Tensor
+Invariant = Callable[[Tensor], Tensor]
+
+
+class ParameterError(ValueError):
+    """A user-facing parameter is outside its valid range (the message names both)."""
+
+
+def _range_text(p: param.Parameter) -> str:
+    bounds = getattr(p, "bounds", None)
+    if bounds is None:
+        return ""
+    lo, hi = bounds
+    incl = getattr(p, "inclusive_bounds", (True, True))
+    left = "[" if incl[0] else "("
+    right = "]" if incl[1] else ")"
+    return f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
+
+def describe_range(obj: param.Parameterized | type, name: str) -> str:
+    """Human text for a parameter's valid range, e.g. ``'[2, 8]'`` or one of a list."""
+    p = obj.param[name]
+    if isinstance(p, param.Selector) and not isinstance(p, param.ListSelector):
+        return "one of " + ", ".join(repr(o) for o in p.objects)
+    return _range_text(p)
+
+
+def check_finite(obj: param.Parameterized) -> None:
+    """Refuse NaN/inf in any numeric parameter (param's bounds let NaN through)."""
+    for name, p in obj.param.objects("existing").items():
+        if isinstance(p, param.Number):
+            v = getattr(obj, name)
+            if v is not None and isinstance(v, (int, float)) and not math.isfinite(v):
+                raise ParameterError(
+                    f"{type(obj).__name__}.{name} must be a finite number in "
+                    f"{describe_range(obj, name)}, got {v!r}"
+                )
+
+
+def build(cls: type[param.Parameterized], **params) -> param.Parameterized:
+    """Instantiate ``cls`` and turn param's bound errors into :class:`ParameterError`.
+
+    param raises ``ValueError`` for an out-of-bounds value with a message that already names
+    the parameter and its bounds; we re-raise it as ``ParameterError`` and add NaN checks.
+    Unknown names are refused too, listing the valid ones.
+    """
+    known = set(cls.param) - {"name"}
+    unknown = set(params) - known
+    if unknown:
+        raise ParameterError(
+            f"{cls.__name__} has no parameter {sorted(unknown)[0]!r}; valid: {', '.join(sorted(known))}"
+        )
+    for key, value in params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParameterError(
+                f"{cls.__name__}.{key} must be a finite number in {describe_range(cls, key)}, got {value!r}"
+            )
+    try:
+        obj = cls(**params)
+    except ValueError as err:  # param's bound / type check
+        raise ParameterError(str(err)) from err
+    check_finite(obj)
+    return obj
+
+
+@dataclass
+class Dataset:
+    """Supervised pairs for an ODE system: noisy states ``x`` and their time derivatives.
+
+    Attributes:
+        x: ``(n, 2*dof)`` states (noise added).
+        dxdt: ``(n, 2*dof)`` true time derivatives at the clean states (plus noise if asked).
+        z0: ``(n_traj, 2*dof)`` the trajectories' initial conditions.
+        t: ``(n_points,)`` sample times along each trajectory.
+    """
+
+    x: Tensor
+    dxdt: Tensor
+    z0: Tensor
+    t: Tensor
+
+    def to(self, device=None, dtype=None) -> "Dataset":
+        return Dataset(*(v.to(device=device, dtype=dtype) for v in (self.x, self.dxdt, self.z0, self.t)))
+
+    def split(self, frac: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+        """Random split of the pairs (``z0``/``t`` are shared by both halves)."""
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(self.x.shape[0], generator=g).to(self.x.device)
+        k = int(round(frac * self.x.shape[0]))
+        a, b = perm[:k], perm[k:]
+        return (Dataset(self.x[a], self.dxdt[a], self.z0, self.t), Dataset(self.x[b], self.dxdt[b], self.z0, self.t))
+
+
+class System(param.Parameterized):
+    """Abstract base of every system. Subclasses set the class attributes below."""
+
+    #: registry key, e.g. ``"pendulum"``
+    key: ClassVar[str] = ""
+    #: ``"ode"`` or ``"field"``
+    kind: ClassVar[str] = ""
+    #: one-line description for menus
+    title: ClassVar[str] = ""
+    #: LaTeX strings (without ``$``) keyed by what they state, e.g. ``{"H": r"H = ..."}``
+    equations: ClassVar[dict[str, str]] = {}
+    #: what a student should look for, one or two sentences
+    teaching_note: ClassVar[str] = ""
+
+    __abstract = True
+
+    def invariant_names(self) -> tuple[str, ...]:
+        """Names of the quantities a drift view reports for this system."""
+        raise NotImplementedError
+
+    def is_conserved(self, name: str) -> bool:
+        """Whether the named invariant is actually conserved with the current parameters
+        (a damped pendulum's energy is not; a viscous flow's kinetic energy is not)."""
+        return True
+
+
+class ODESystem(System):
+    """A system with state ``z = [q, p]`` of shape ``(batch, 2 * dof)``.
+
+    Subclasses implement :meth:`vector_field`, :meth:`invariants`, :meth:`sample_initial`
+    and set :attr:`dof`. If the Hamiltonian is separable (``H = T(p) + V(q)``) they set
+    ``separable = True`` and leapfrog may be used on the true field.
+    """
+
+    kind: ClassVar[str] = "ode"
+    separable: ClassVar[bool] = True
+
+    #: default training data, chosen so generating it is far under a second
+    n_traj = param.Integer(default=40, bounds=(1, 10_000), doc="Training trajectories.")
+    t_span = param.Number(default=6.0, bounds=(0.1, 1000.0), doc="Length of each training trajectory.")
+    n_points = param.Integer(default=30, bounds=(2, 10_000), doc="Samples per training trajectory.")
+    noise = param.Number(default=0.0, bounds=(0.0, 10.0), doc="Std of Gaussian noise added to training states.")
+    dt = param.Number(default=0.05, bounds=(1e-5, 1.0), inclusive_bounds=(False, True),
+                      doc="Rollout time step used for evaluation and reference trajectories.")
+    horizon = param.Number(default=30.0, bounds=(0.1, 10_000.0), doc="Evaluation rollout length (time units).")
+
+    __abstract = True
+
+    @property
+    def dof(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def state_dim(self) -> int:
+        return 2 * self.dof
+
+    def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``z (B, 2*dof) -> (q (B, dof), p (B, dof))``."""
+        return z[..., : self.dof], z[..., self.dof :]
+
+    # -- physics ------------------------------------------------------------------------
+    def vector_field(self, z: Tensor, t: Tensor | float | None = None) -> Tensor:
+        """True time derivative ``dz/dt``, ``(B, 2*dof) -> (B, 2*dof)``."""
+        raise NotImplementedError
+
+    def energy(self, z: Tensor) -> Tensor:
+        """Total energy ``(B, 2*dof) -> (B,)``."""
+        raise NotImplementedError
+
+    def invariants(self) -> dict[str, Invariant]:
+        """Named invariants: ``z (B, 2*dof) -> (B,)`` for scalars, ``(B, k)`` for vectors."""
+        return {"energy": self.energy}
+
+    def invariant_names(self) -> tuple[str, ...]:
+        return tuple(self.invariants())
+
+    def invariant_scale(self, name: str, z0: Tensor) -> Tensor:
+        """Scale ``s`` in the drift ``|Q(t) - Q(0)| / s``, shape ``(B,)``.
+
+        Default ``|Q(0)|``; systems override it where Q starts near zero (momentum).
+        """
+        q0 = self.invariants()[name](z0)
+        s = q0.abs() if q0.dim() == 1 else q0.norm(dim=-1)
+        return s.clamp_min(torch.finfo(z0.dtype).tiny ** 0.5)
+
+    def lagrangian(self, q: Tensor, qdot: Tensor) -> Tensor:
+        """True Lagrangian ``L(q, q_dot) -> (B,)`` (used to check the LNN machinery)."""
+        raise NotImplementedError
+
+    def velocity(self, z: Tensor) -> Tensor:
+        """``q_dot`` from ``z = [q, p]`` (the Legendre map), ``(B, 2*dof) -> (B, dof)``."""
+        return self.vector_field(z)[..., : self.dof]
+
+    def momentum(self, q: Tensor, qdot: Tensor) -> Tensor:
+        """``p`` from ``(q, q_dot)`` (inverse Legendre map), ``(B, dof)``."""
+        raise NotImplementedError
+
+    # -- data ---------------------------------------------------------------------------
+    def sample_initial(self, n: int, seed: int = 0, scale: float = 1.0,
+                       dtype: torch.dtype = torch.float64, device=None) -> Tensor:
+        """Seeded initial conditions ``(n, 2*dof)`` from the training distribution.
+
+        ``scale > 1`` moves them out of distribution: the system decides what grows (energy
+        for the pendulum, speeds and spread for n-body), and by how much, so that
+        ``scale = 1`` is the training band itself.
+        """
+        raise NotImplementedError
+
+    def reference_rollout(self, z0: Tensor, t: Tensor) -> Tensor:
+        """Accurate trajectories at the times ``t (T,)``: ``z0 (B, D) -> (T, B, D)``.
+
+        RK4 with a step far below the sampling interval; subclasses may do better.
+        """
+        from conserv_core import integrators
+
+        return integrators.solve(self.vector_field, z0, t, method="rk4", max_dt=self.reference_dt)
+
+    #: step used by the reference solver (RK4); subclasses choose one that is accurate
+    reference_dt: ClassVar[float] = 1e-3
+
+    def sample_data(self, seed: int = 0, dtype: torch.dtype = torch.float32, device=None,
+                    n_traj: int | None = None, scale: float = 1.0) -> Dataset:
+        """Seeded training data: ``n_traj`` trajectories of ``n_points`` samples on
+        ``[0, t_span]``, states with Gaussian noise of std ``noise``, exact derivatives."""
+        n_traj = self.n_traj if n_traj is None else n_traj
+        z0 = self.sample_initial(n_traj, seed=seed, scale=scale, dtype=torch.float64)
+        t = torch.linspace(0.0, self.t_span, self.n_points, dtype=torch.float64)
+        traj = self.reference_rollout(z0, t)  # (T, B, D)
+        x = traj.reshape(-1, self.state_dim)
+        dxdt = self.vector_field(x)
+        if self.noise > 0:
+            g = torch.Generator().manual_seed(seed + 7919)
+            x = x + self.noise * torch.randn(x.shape, generator=g, dtype=x.dtype)
+        return Dataset(x, dxdt, z0, t).to(device=device, dtype=dtype)
+
+
+class FieldSystem(System):
+    """A system whose model learns a velocity field ``u(x, y, t)`` (see ``flow.py``)."""
+
+    kind: ClassVar[str] = "field"
+    __abstract = True
