@@ -1,0 +1,5 @@
+import sys
+
+from conserv_core.cli import main
+
+sys.exit(main())

@@ -1,0 +1,343 @@
+"""The ``conserv`` command (also ``python -m conserv_core``).
+
+    conserv systems                      list systems, their parameters and ranges
+    conserv methods [--system S]         list methods (and which apply to S)
+    conserv run --system S --method M    train one method, print its summary
+    conserv compare --system S --methods a,b,c
+    conserv serve                        start the dashboard (``python -m app``)
+
+Training options are generated from :class:`conserv_core.training.TrainConfig`, so the
+CLI, the dashboard and the notebooks share one declaration of every knob and its range.
+System parameters are given as ``--param name=value`` (repeatable). Bad input exits with
+status 2 and a one-line reason on stderr; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import param
+
+from conserv_core import methods, training
+from conserv_core.systems import ALL_SYSTEMS, ParameterError, describe_range, get_system
+from conserv_core.presets import PRESETS, get_preset
+
+_CONFIG_SKIP = {"name", "invariants"}
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        raise UsageError(message)
+
+
+def _parse_value(p: param.Parameter, text: str):
+    if isinstance(p, param.Boolean):
+        return text.lower() in ("1", "true", "yes", "on")
+    if isinstance(p, param.Integer):
+        return int(text)
+    if isinstance(p, param.Number):
+        return float(text)
+    if isinstance(p, param.Range):
+        lo, hi = text.split(",")
+        return (float(lo), float(hi))
+    if isinstance(p, param.List):
+        return [float(v) for v in text.split(",") if v]
+    return text
+
+
+def _system_params(key: str, pairs: list[str]) -> dict:
+    if key not in ALL_SYSTEMS:
+        raise ParameterError(f"system must be one of {', '.join(ALL_SYSTEMS)}; got {key!r}")
+    cls = ALL_SYSTEMS[key]
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ParameterError(f"--param expects name=value, got {pair!r}")
+        name, text = pair.split("=", 1)
+        if name not in cls.param or name == "name":
+            valid = ", ".join(n for n in cls.param if n != "name")
+            raise ParameterError(f"{key} has no parameter {name!r}; valid: {valid}")
+        try:
+            out[name] = _parse_value(cls.param[name], text)
+        except ValueError:
+            raise ParameterError(f"{key}.{name} must be a number in {describe_range(cls, name)}; got {text!r}") from None
+    return out
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (TrainConfig)")
+    for name, prm in training.TrainConfig.param.objects("existing").items():
+        if name in _CONFIG_SKIP:
+            continue
+        flag = "--" + name.replace("_", "-")
+        rng = describe_range(training.TrainConfig, name)
+        helptext = f"{prm.doc or ''} {rng}".strip()
+        if isinstance(prm, param.Selector):
+            g.add_argument(flag, dest=name, choices=prm.objects, default=None, help=prm.doc)
+        elif isinstance(prm, param.Integer):
+            g.add_argument(flag, dest=name, type=int, default=None, help=helptext)
+        elif isinstance(prm, param.Number):
+            g.add_argument(flag, dest=name, type=float, default=None, help=helptext)
+    g.add_argument("--invariants", default=None,
+                   help="comma-separated invariants for the soft constraints (default: all conserved ones)")
+
+
+def _common(p: argparse.ArgumentParser, methods_flag: str) -> None:
+    p.add_argument("--system", help=f"one of: {', '.join(ALL_SYSTEMS)}")
+    if methods_flag == "method":
+        p.add_argument("--method", help=f"one of: {', '.join(methods.ALL_METHODS)}")
+    else:
+        p.add_argument("--methods", default=None,
+                       help="comma-separated methods (default: every method valid for the system)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a system parameter, e.g. --param damping=0.1 (repeatable)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a named experiment (sets system, methods, options)")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON here")
+    p.add_argument("--save", metavar="PATH", help="save the trained weights (run only) as a checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_options(p)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="conserv", description="Conservation Lab: train neural networks that respect "
+                "(or ignore) conservation laws and compare their drift.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    sub.add_parser("systems", help="list systems with their parameters and ranges")
+    m = sub.add_parser("methods", help="list methods")
+    m.add_argument("--system", help="only the methods valid for this system")
+    r = sub.add_parser("run", help="train one method and report its drift")
+    _common(r, "method")
+    c = sub.add_parser("compare", help="train several methods side by side; print a table")
+    _common(c, "methods")
+    s = sub.add_parser("serve", help="start the dashboard (needs the [app] extra)")
+    s.add_argument("--port", type=int, default=5006)
+    s.add_argument("--address", default="127.0.0.1", help="interface to listen on (0.0.0.0 for a room)")
+    s.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
+                   help="extra origins allowed to connect (repeatable), e.g. myserver.example.org:5006")
+    s.add_argument("--threads", type=int, default=1, help="torch threads per training run")
+    s.add_argument("--num-procs", type=int, default=1, help="server processes (each its own sessions)")
+    s.add_argument("--show", action="store_true", help="open a browser tab")
+    return p
+
+
+# ---------------------------------------------------------------------------------------
+def _cmd_systems(out) -> None:
+    for key, cls in ALL_SYSTEMS.items():
+        out.write(f"{key:<16} {cls.title}\n")
+        for name, prm in cls.param.objects("existing").items():
+            if name == "name":
+                continue
+            out.write(f"    {name:<14} {str(getattr(cls, name)):<14} {describe_range(cls, name):<26} {prm.doc or ''}\n")
+
+
+def _cmd_methods(args, out) -> None:
+    sysm = get_system(args.system) if args.system else None
+    for key, m in methods.ALL_METHODS.items():
+        if sysm is not None and not methods.applies(m, sysm):
+            continue
+        valid = [k for k in ALL_SYSTEMS if methods.applies(m, get_system(k))]
+        out.write(f"{key:<10} {m.kind:<6} {m.title:<32} systems: {', '.join(valid)}\n")
+
+
+class _ProgressBar:
+    """Progress on stderr: one line redrawn on a terminal, occasional lines otherwise."""
+
+    def __init__(self, total: int, stream=sys.stderr, enabled: bool = True):
+        self.total, self.stream, self.enabled = total, stream, enabled
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.last = 0.0
+        self.done: dict[str, int] = {}
+        self.rate: dict[str, float] = {}
+        self.last_pct = -1
+
+    def __call__(self, rec) -> None:
+        if not self.enabled:
+            return
+        if isinstance(rec, training.Progress):
+            self.done[rec.method] = rec.step
+            self.rate[rec.method] = rec.steps_per_s
+        elif isinstance(rec, training.Finished):
+            self.stream.write(("\n" if self.tty else "") + f"{rec.method}: {rec.status}: {rec.message}\n")
+            return
+        else:
+            return
+        now = time.perf_counter()
+        frac = sum(self.done.values()) / max(self.total, 1)
+        pct = int(frac * 100)
+        if self.tty and now - self.last > 0.1:
+            bar = "#" * int(frac * 30)
+            rates = " ".join(f"{k}:{v:.0f}/s" for k, v in self.rate.items())
+            self.stream.write(f"\r[{bar:<30}] {pct:3d}%  {rates}   ")
+            self.stream.flush()
+            self.last = now
+        elif not self.tty and pct // 10 != self.last_pct // 10:
+            self.stream.write(f"{pct}%\n")
+            self.last_pct = pct
+
+
+def _fmt(x: float) -> str:
+    return "nan" if x is None or not math.isfinite(x) else f"{x:.2e}"
+
+
+def _results(comp: training.Comparison, truth: training.Evaluation | None) -> dict:
+    sysm = comp.system
+    out = {
+        "system": sysm.key,
+        "system_params": training._plain_params(sysm),
+        "config": training._plain_params(comp.config),
+        "truth": {k: v.to_dict() for k, v in truth.drift.items()} if truth else {},
+        "methods": [],
+    }
+    for key, tr in comp.trainers.items():
+        d = tr.summary().to_dict()
+        ev = tr.last_eval
+        d["message"] = tr.message
+        if ev is not None:
+            d["drift_ood"] = {k: v.to_dict() for k, v in ev.drift_ood.items()}
+            d["learned_drift"] = {k: v.to_dict() for k, v in ev.learned_drift.items()}
+            d["violation"] = ev.violation
+            d["violation_ood"] = ev.violation_ood
+            d["trajectory_error"] = ev.trajectory_error.to_dict() if ev.trajectory_error else None
+        out["methods"].append(d)
+    return out
+
+
+def _table(res: dict, out) -> None:
+    quantities = []
+    for m in res["methods"]:
+        for q in m["drift"]:
+            if q not in quantities:
+                quantities.append(q)
+    head = f"{'method':<10} {'status':<9} {'steps':>6} {'train s':>8} {'test mse':>9}"
+    head += "".join(f" {('drift ' + q)[:18]:>18}" for q in quantities)
+    head += f" {'violation':>10} {'viol. OOD':>10}"
+    out.write(head + "\n")
+    if res["truth"]:
+        row = f"{'truth':<10} {'-':<9} {'-':>6} {'-':>8} {'-':>9}"
+        row += "".join(f" {_fmt(res['truth'].get(q, {}).get('final')):>18}" for q in quantities)
+        out.write(row + "\n")
+    for m in res["methods"]:
+        row = f"{m['method']:<10} {m['status']:<9} {m['steps']:>6} {m['train_seconds']:>8.1f} {_fmt(m['test_mse']):>9}"
+        row += "".join(f" {_fmt(m['drift'].get(q, {}).get('final')):>18}" for q in quantities)
+        row += f" {_fmt(m.get('violation')):>10} {_fmt(m.get('violation_ood')):>10}"
+        out.write(row + "\n")
+    out.write("drift = |Q(horizon) - Q(0)| / |Q(0)| averaged over the test set; violation = rms of the "
+              "normalised constraint residual (in / out of distribution)\n")
+
+
+def _config_from_args(args, system_key: str, base: dict) -> training.TrainConfig:
+    values = dict(base)
+    for name in training.TrainConfig.param:
+        if name in _CONFIG_SKIP:
+            continue
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    if args.invariants:
+        values["invariants"] = [s.strip() for s in args.invariants.split(",") if s.strip()]
+    return training.make_config(system_key, **values)
+
+
+def _cmd_train(args, out) -> int:
+    preset = get_preset(args.preset) if args.preset else None
+    system_key = args.system or (preset.system if preset else None)
+    if not system_key:
+        raise UsageError("--system is required (or --preset); systems: " + ", ".join(ALL_SYSTEMS))
+    sys_params = dict(preset.system_params) if preset and system_key == preset.system else {}
+    sys_params.update(_system_params(system_key, args.param))
+    sysm = get_system(system_key, **sys_params)
+    if args.command == "run":
+        keys = [args.method] if args.method else (list(preset.methods[-1:]) if preset else [])
+        if not keys:
+            raise UsageError("--method is required; valid for " + system_key + ": "
+                             + ", ".join(methods.valid_methods(sysm)))
+    else:
+        if args.methods:
+            keys = [k.strip() for k in args.methods.split(",") if k.strip()]
+        elif preset:
+            keys = list(preset.methods)
+        else:
+            keys = methods.valid_methods(sysm)
+    cfg = _config_from_args(args, system_key, dict(preset.config) if preset else {})
+    bar = _ProgressBar(cfg.steps * len(keys), enabled=not args.quiet)
+    truth_box = []
+
+    def listen(rec):
+        if isinstance(rec, training.Evaluation) and rec.method == "truth":
+            truth_box.append(rec)
+        bar(rec)
+
+    comp = training.Comparison(sysm, keys, cfg, listener=listen)
+    try:
+        comp.run()
+    except KeyboardInterrupt:
+        comp.stop()
+        sys.stderr.write("interrupted; reporting what was computed\n")
+    res = _results(comp, truth_box[0] if truth_box else None)
+    _table(res, out)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=1, allow_nan=False, default=_json_default)
+    if args.save:
+        next(iter(comp.trainers.values())).save(args.save)
+    bad = [m for m in res["methods"] if m["status"] in ("diverged", "error")]
+    for m in bad:
+        sys.stderr.write(f"conserv: {m['method']} {m['status']}: {m['message']}\n")
+    return 1 if bad else 0
+
+
+def _json_default(o):
+    if isinstance(o, float):
+        return None
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def _cmd_serve(args) -> int:
+    cmd = [sys.executable, "-m", "app", "--port", str(args.port), "--address", args.address,
+           "--threads", str(args.threads), "--num-procs", str(args.num_procs)]
+    for origin in args.allow_websocket_origin:
+        cmd += ["--allow-websocket-origin", origin]
+    if args.show:
+        cmd.append("--show")
+    try:
+        return subprocess.call(cmd, env=dict(os.environ))
+    except KeyboardInterrupt:
+        return 0
+
+
+def main(argv: list[str] | None = None, out=None) -> int:
+    out = out if out is not None else sys.stdout
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(out)
+            return 0
+        if args.command == "systems":
+            _cmd_systems(out)
+            return 0
+        if args.command == "methods":
+            _cmd_methods(args, out)
+            return 0
+        if args.command == "serve":
+            return _cmd_serve(args)
+        return _cmd_train(args, out)
+    except (UsageError, ParameterError, ValueError) as err:
+        sys.stderr.write(f"conserv: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}\n")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The methods a user can compare, and which systems each applies to.
+
+A method is an architecture (the hard part) plus an optional soft constraint on the loss.
+``ALL_METHODS`` is the shared registry: tests parametrize over every (system, method) pair
+that :func:`applies` allows, so a new method is tested by the existing tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conserv_core.systems.base import ParameterError, System
+
+
+@dataclass(frozen=True)
+class Method:
+    key: str
+    title: str
+    #: "none", "hard", "soft" or "mixed"
+    kind: str
+    #: model architecture for ODE systems (None: not applicable)
+    arch_ode: str | None
+    #: model architecture for field systems (None: not applicable)
+    arch_field: str | None
+    #: None, "penalty" or "auglag"
+    constraint: str | None
+    equation: str
+    teaching_note: str
+
+    def arch_for(self, system: System) -> str | None:
+        return self.arch_ode if system.kind == "ode" else self.arch_field
+
+
+ALL_METHODS: dict[str, Method] = {
+    m.key: m
+    for m in [
+        Method(
+            "baseline", "Unconstrained MLP", "none", "mlp", "field_mlp", None,
+            r"\dot z = f_\theta(z)\qquad\text{(flow: } u = f_\theta(x, y, t))",
+            "Fits the data and nothing else. Nothing stops its energy or mass from drifting, "
+            "and the error compounds over a long rollout.",
+        ),
+        Method(
+            "hnn", "Hamiltonian NN (hard)", "hard", "hnn", None, None,
+            r"\dot q = \frac{\partial H_\theta}{\partial p},\quad \dot p = -\frac{\partial H_\theta}{\partial q}"
+            r"\;\Rightarrow\; \frac{dH_\theta}{dt} = \nabla H_\theta^\top J \nabla H_\theta = 0",
+            "Learns a scalar energy and derives the dynamics from it, so its own energy is "
+            "conserved exactly, for any weights and any input. The true energy stays close "
+            "as long as the learned H is close to the true one.",
+        ),
+        Method(
+            "lnn", "Lagrangian NN (hard)", "hard", "lnn", None, None,
+            r"\ddot q = (\nabla_{\dot q}\nabla_{\dot q}^\top L_\theta)^{-1}"
+            r"\left[\nabla_q L_\theta - (\nabla_q \nabla_{\dot q}^\top L_\theta)\,\dot q\right]",
+            "Learns a Lagrangian and gets accelerations from the Euler–Lagrange equations; "
+            "works in positions and velocities, with no need to know the momenta.",
+        ),
+        Method(
+            "divfree", "Divergence-free field (hard)", "hard", None, "divfree", None,
+            r"u = \left(\frac{\partial \psi_\theta}{\partial y}, -\frac{\partial \psi_\theta}{\partial x}\right)"
+            r"\;\Rightarrow\; \nabla\cdot u = 0",
+            "Learns a stream function; the velocity is its curl, so it cannot compress or "
+            "create fluid anywhere, whatever the weights.",
+        ),
+        Method(
+            "penalty", "Penalty loss (soft)", "soft", "mlp", "field_mlp", "penalty",
+            r"\mathcal{L} = \mathcal{L}_{data} + \lambda\,\overline{\left(\tfrac{dQ}{dt}\right)^2}"
+            r"\qquad\text{(flow: } \lambda\,\overline{(\nabla\cdot u)^2})",
+            "The baseline plus a penalty on the rate of change of the known invariants at "
+            "training points. Conservation is encouraged, not guaranteed: watch it leak out "
+            "of distribution.",
+        ),
+        Method(
+            "auglag", "Augmented Lagrangian (mixed)", "mixed", "mlp", "field_mlp", "auglag",
+            r"\mathcal{L} = \mathcal{L}_{data} + \overline{\lambda_i c_i} + \frac{\mu}{2}\overline{c_i^2},"
+            r"\qquad \lambda_i \leftarrow \lambda_i + \mu\, c_i",
+            "A penalty whose multipliers learn where the constraint is violated and push "
+            "harder there; the weight μ grows when progress stalls. Watch the multipliers.",
+        ),
+    ]
+}
+
+
+def get_method(key: str) -> Method:
+    try:
+        return ALL_METHODS[key]
+    except KeyError:
+        raise ParameterError(f"method must be one of {', '.join(ALL_METHODS)}; got {key!r}") from None
+
+
+def applies(method: str | Method, system: System) -> bool:
+    m = get_method(method) if isinstance(method, str) else method
+    return m.arch_for(system) is not None
+
+
+def valid_methods(system: System) -> list[str]:
+    return [k for k, m in ALL_METHODS.items() if applies(m, system)]
+
+
+def check_applies(method: str, system: System) -> Method:
+    """The method, or a ParameterError listing the methods valid for this system."""
+    m = get_method(method)
+    if not applies(m, system):
+        raise ParameterError(
+            f"method {method!r} does not apply to system {system.key!r}; "
+            f"valid: {', '.join(valid_methods(system))}"
+        )
+    return m

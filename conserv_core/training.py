@@ -1,0 +1,705 @@
+"""The trainer: steps, progress records, stopping, evaluation.
+
+The trainer never prints. It hands plain records to whoever listens (the CLI's progress
+bar, the dashboard, a notebook):
+
+* :class:`Progress` after every optimisation step,
+* :class:`Evaluation` every ``eval_every`` steps (and at the start and the end): drift
+  curves of every true invariant on fixed test initial conditions, in and out of
+  distribution, the learned invariant's drift for hnn/lnn, trajectory error, and small
+  arrays for the system view,
+* :class:`Finished` once, with the reason the run ended.
+
+A run can be stopped from another thread (:meth:`Trainer.stop` or a shared
+``threading.Event``) and ends within one step. A non-finite loss ends it with status
+``"diverged"``; the weights from before the bad step are restored and every record
+already sent stays valid.
+
+:class:`Comparison` trains several methods round-robin on the same data, so a comparison
+of k methods costs k single runs and all curves grow together.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import param
+import torch
+
+from conserv_core import constraints, integrators, methods, metrics, models
+from conserv_core.devices import resolve_device
+from conserv_core.systems.base import ParameterError, System, build
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------
+class TrainConfig(param.Parameterized):
+    """Everything a run needs besides the system and the method. Declared once; the CLI
+    and the dashboard build their inputs from these bounds."""
+
+    steps = param.Integer(default=1000, bounds=(1, 200_000), doc="Optimisation steps.")
+    lr = param.Number(default=3e-3, bounds=(1e-6, 10.0), doc="Adam learning rate.")
+    weight_decay = param.Number(default=0.0, bounds=(0.0, 1.0), doc="Adam weight decay.")
+    batch_size = param.Integer(default=512, bounds=(1, 1_000_000),
+                               doc="Minibatch size (the whole set if larger).")
+    width = param.Integer(default=64, bounds=(4, 1024), doc="Hidden units per layer.")
+    depth = param.Integer(default=2, bounds=(1, 8), doc="Hidden layers.")
+    activation = param.Selector(default="tanh", objects=["tanh", "softplus", "silu", "sin"],
+                                doc="Hidden activation (LNN needs a smooth one: softplus is used there).")
+    seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Seed for data, weights and batches.")
+    device = param.Selector(default="auto", objects=["auto", "cpu", "cuda", "mps"],
+                            doc="auto: cuda, then mps, then cpu.")
+    dtype = param.Selector(default="float32", objects=["float32", "float64"], doc="Floating point precision.")
+    threads = param.Integer(default=1, bounds=(0, 256),
+                            doc="torch intra-op threads for the run (0: leave torch's choice). One is "
+                                "fastest for small models on a busy machine.")
+    eval_every = param.Integer(default=0, bounds=(0, 200_000), doc="Steps between evaluations (0: steps/10).")
+    integrator = param.Selector(default="rk4", objects=["rk4", "leapfrog", "implicit_midpoint", "euler"],
+                                doc="Rollout integrator for evaluation (truth and models alike).")
+    horizon = param.Number(default=None, allow_None=True, bounds=(1e-3, 1e5),
+                           doc="Evaluation rollout length (None: the system's default).")
+    dt = param.Number(default=None, allow_None=True, bounds=(1e-5, 10.0),
+                      doc="Evaluation rollout step (None: the system's default).")
+    n_test = param.Integer(default=16, bounds=(1, 4096), doc="Fixed test initial conditions.")
+    ood_factor = param.Number(default=3.0, bounds=(1.0, 1000.0),
+                              doc="How far out of distribution the OOD test set goes (1 = training band).")
+    invariants = param.List(default=[], item_type=str,
+                            doc="Invariants the soft constraints act on (empty: all conserved ones).")
+    lam = param.Number(default=1.0, bounds=(0.0, 1e6), doc="Penalty weight λ.")
+    mu = param.Number(default=1.0, bounds=(1e-6, 1e6), doc="Augmented Lagrangian initial μ.")
+    mu_growth = param.Number(default=2.0, bounds=(1.0, 100.0), doc="Factor on μ when the violation stalls.")
+    mu_max = param.Number(default=1e3, bounds=(1e-6, 1e9), doc="Cap on μ.")
+    update_every = param.Integer(default=50, bounds=(1, 100_000), doc="Steps between multiplier updates.")
+    n_colloc = param.Integer(default=256, bounds=(1, 100_000), doc="Collocation points for soft constraints.")
+
+
+#: defaults tuned for live teaching (see benchmarks/bench_training.py for the timings)
+RECOMMENDED: dict[str, dict] = {
+    "pendulum": dict(steps=1500, lr=3e-3, width=64),
+    "nbody": dict(steps=2000, lr=2e-3, width=128),
+    "flow": dict(steps=1500, lr=3e-3, width=64),
+}
+
+
+def make_config(system: str | None = None, **overrides) -> TrainConfig:
+    """A validated :class:`TrainConfig`: the system's recommended defaults, then overrides."""
+    values = dict(RECOMMENDED.get(system, {})) if system else {}
+    values.update(overrides)
+    return build(TrainConfig, **values)
+
+
+# ---------------------------------------------------------------------------------------
+# records
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Progress:
+    method: str
+    step: int
+    total_steps: int
+    loss: float
+    data_loss: float
+    constraint_loss: float
+    #: rms of the (normalised) true constraint residual on the collocation points
+    violation: float
+    multipliers: dict[str, float]
+    steps_per_s: float
+    elapsed: float
+
+
+@dataclass
+class Evaluation:
+    method: str
+    step: int
+    elapsed: float
+    #: true invariants along rollouts from the test initial conditions
+    drift: dict[str, metrics.Curve]
+    #: the same from the out-of-distribution initial conditions
+    drift_ood: dict[str, metrics.Curve]
+    #: the model's own conserved quantity (hnn, lnn), in and out of distribution
+    learned_drift: dict[str, metrics.Curve]
+    trajectory_error: metrics.Curve | None
+    test_mse: float
+    violation: float
+    violation_ood: float
+    #: small numpy arrays for the system view (trajectories, fields, dye)
+    view: dict = field(default_factory=dict)
+
+
+@dataclass
+class Finished:
+    method: str
+    status: str  # "done", "stopped", "diverged", "error"
+    message: str
+    step: int
+    elapsed: float
+
+
+Record = Progress | Evaluation | Finished
+Listener = Callable[[Record], None]
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _default_invariants(system: System) -> list[str]:
+    if system.kind == "field":
+        return ["divergence"]
+    return [n for n in system.invariant_names() if system.is_conserved(n)] or list(system.invariant_names())
+
+
+class _Coords:
+    """Conversion between the system's canonical state ``z = [q, p]`` and a model's."""
+
+    def __init__(self, system: System, model_coords: str):
+        self.system = system
+        self.velocity = model_coords == "velocity"
+
+    def from_canonical(self, z: Tensor) -> Tensor:
+        if not self.velocity:
+            return z
+        q = z[..., : self.system.dof]
+        return torch.cat([q, self.system.velocity(z)], -1)
+
+    def to_canonical(self, s: Tensor) -> Tensor:
+        if not self.velocity:
+            return s
+        q, qd = s[..., : self.system.dof], s[..., self.system.dof:]
+        return torch.cat([q, self.system.momentum(q, qd)], -1)
+
+    def targets(self, z: Tensor, dzdt: Tensor) -> Tensor:
+        """``ds/dt`` from ``dz/dt`` by the chain rule (a Jacobian–vector product)."""
+        if not self.velocity:
+            return dzdt
+        _, ds = torch.func.jvp(self.from_canonical, (z,), (dzdt,))
+        return ds
+
+
+# ---------------------------------------------------------------------------------------
+# the trainer
+# ---------------------------------------------------------------------------------------
+class Trainer:
+    """Trains one method on one system.
+
+    Args:
+        system: a built system (``conserv_core.get_system``).
+        method: a key of ``conserv_core.methods.ALL_METHODS`` valid for the system.
+        config: a :class:`TrainConfig` (default: the system's recommended one).
+        listener: called with every record, on the training thread.
+        stop_event: a shared event; setting it ends the run within one step.
+    """
+
+    def __init__(self, system: System, method: str, config: TrainConfig | None = None,
+                 listener: Listener | None = None, stop_event: threading.Event | None = None):
+        self.system = system
+        self.method = methods.check_applies(method, system)
+        self.config = config if config is not None else make_config(system.key)
+        self.listener = listener
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        cfg = self.config
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.dtype = _DTYPES[cfg.dtype]
+        self.step_count = 0
+        self.elapsed = 0.0
+        self.status = "ready"
+        self.message = ""
+        self.last_eval: Evaluation | None = None
+        self.history: list[Progress] = []
+        self.evaluations: list[Evaluation] = []
+        self.inv_names = list(cfg.invariants) or _default_invariants(system)
+        if system.kind == "ode":
+            bad = [n for n in self.inv_names if n not in system.invariant_names()]
+            if bad:
+                raise ParameterError(
+                    f"invariants must be among {', '.join(system.invariant_names())}; got {', '.join(bad)}")
+        self._build()
+
+    # -- set-up -------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg, sysm = self.config, self.system
+        arch = self.method.arch_for(sysm)
+        torch.manual_seed(cfg.seed)
+        self._gen = torch.Generator().manual_seed(cfg.seed + 1)
+        activation = "softplus" if arch == "lnn" and cfg.activation in ("tanh", "silu") else cfg.activation
+        kw = dict(width=cfg.width, depth=cfg.depth, activation=activation)
+        if sysm.kind == "ode":
+            self.model = models.build(arch, state_dim=sysm.state_dim, dof=sysm.dof, **kw)
+        else:
+            self.model = models.build(arch, **kw)
+        self.model.to(device=self.device, dtype=self.dtype)
+        if sysm.kind == "ode":
+            self._setup_ode()
+        else:
+            self._setup_field()
+        self._constraint = None
+        if self.method.constraint == "penalty":
+            self._constraint = constraints.Penalty(cfg.lam)
+        elif self.method.constraint == "auglag":
+            self._constraint = constraints.AugmentedLagrangian(
+                cfg.mu, update_every=cfg.update_every, mu_growth=cfg.mu_growth, mu_max=cfg.mu_max)
+        # the data loss is the MSE of targets scaled to unit rms per component, so it is
+        # dimensionless like the constraint residuals and λ means the same on every system
+        self.y_scale = self.y_train.pow(2).mean(0).sqrt().clamp_min(1e-12)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self._backup = [p.detach().clone() for p in self.model.parameters()]
+        self._t_start: float | None = None
+
+    def _setup_ode(self) -> None:
+        cfg, sysm, dev, dt = self.config, self.system, self.device, self.dtype
+        self.coords = _Coords(sysm, getattr(self.model, "coords", "canonical"))
+        data = sysm.sample_data(seed=cfg.seed, dtype=torch.float64)
+        x, dxdt = data.x, data.dxdt
+        s, dsdt = self.coords.from_canonical(x), self.coords.targets(x, dxdt)
+        g = torch.Generator().manual_seed(cfg.seed + 2)
+        perm = torch.randperm(s.shape[0], generator=g)
+        n_train = max(1, int(0.8 * s.shape[0]))
+        tr, te = perm[:n_train], perm[n_train:] if s.shape[0] > n_train else perm[:1]
+        to = dict(device=dev, dtype=dt)
+        self.x_train, self.y_train = s[tr].to(**to), dsdt[tr].to(**to)
+        self.x_test, self.y_test = s[te].to(**to), dsdt[te].to(**to)
+        if hasattr(self.model, "set_scales"):
+            self.model.set_scales(self.x_train, self.y_train)
+        # fixed collocation points for the soft constraints: a subset of training inputs
+        m = min(cfg.n_colloc, self.x_train.shape[0])
+        self.colloc = self.x_train[torch.randperm(self.x_train.shape[0], generator=g)[:m]]
+        self.residual = constraints.InvariantRates(sysm, self.inv_names, self.coords.to_canonical,
+                                                   self.x_train, self.y_train)
+        self._colloc_grads = self.residual._grads(self.colloc)
+        # evaluation: fixed test ICs in and out of distribution, rolled out together
+        self.eval_dt = cfg.dt if cfg.dt is not None else sysm.dt
+        horizon = cfg.horizon if cfg.horizon is not None else sysm.horizon
+        self.eval_steps = max(1, int(round(horizon / self.eval_dt)))
+        self.eval_every_save = max(1, self.eval_steps // 200)
+        z_in = sysm.sample_initial(cfg.n_test, seed=10_000 + cfg.seed, dtype=torch.float64)
+        z_ood = sysm.sample_initial(cfg.n_test, seed=20_000 + cfg.seed, scale=cfg.ood_factor, dtype=torch.float64)
+        self.z0_eval = torch.cat([z_in, z_ood]).to(**to)  # (2 n_test, D)
+        with torch.no_grad():
+            t, z_true = integrators.rollout(lambda z, t: sysm.vector_field(z, t), self.z0_eval, self.eval_dt,
+                                            self.eval_steps, method=cfg.integrator, every=self.eval_every_save)
+        self.t_eval, self.z_true = t, z_true  # (T,), (T, 2n, D)
+        # states far along the OOD true trajectories, where the soft constraint was never trained
+        n = cfg.n_test
+        self.ood_points = self.coords.from_canonical(z_true[:, n:].reshape(-1, sysm.state_dim))
+        self.ood_points = self.ood_points[torch.isfinite(self.ood_points).all(-1)][:: max(1, z_true.shape[0] // 16)]
+        self._ood_grads = self.residual._grads(self.ood_points)
+        self.in_points = self.x_test
+        self._in_grads = self.residual._grads(self.in_points)
+
+    def _setup_field(self) -> None:
+        cfg, sysm, dev, dt = self.config, self.system, self.device, self.dtype
+        self.coords = None
+        data = sysm.sample_data(seed=cfg.seed, dtype=torch.float64)
+        g = torch.Generator().manual_seed(cfg.seed + 2)
+        n = data.xyt.shape[0]
+        perm = torch.randperm(n, generator=g)
+        n_train = max(1, int(0.8 * n))
+        tr, te = perm[:n_train], perm[n_train:]
+        to = dict(device=dev, dtype=dt)
+        self.x_train, self.y_train = data.xyt[tr].to(**to), data.u[tr].to(**to)
+        self.x_test, self.y_test = data.xyt[te].to(**to), data.u[te].to(**to)
+        t_end = float(data.xyt[:, 2].max())
+        self.t_end = t_end
+        # collocation points: uniform in the periodic square, times in the training window
+        m = cfg.n_colloc
+        xy = 2 * math.pi * torch.rand(m, 2, generator=g, dtype=torch.float64)
+        tt = t_end * torch.rand(m, 1, generator=g, dtype=torch.float64)
+        self.colloc = torch.cat([xy, tt], -1).to(**to)
+        self.residual = constraints.Divergence(models.divergence, self.y_train)
+        self._colloc_grads = None
+        # OOD: the same square at later times than any training sample
+        xy = 2 * math.pi * torch.rand(m, 2, generator=g, dtype=torch.float64)
+        tt = t_end * (1 + (cfg.ood_factor - 1) * torch.rand(m, 1, generator=g, dtype=torch.float64))
+        self.ood_points = torch.cat([xy, tt], -1).to(**to)
+        self.in_points = self.x_test[: m]
+        self._ood_grads = self._in_grads = None
+        self.eval_dt = cfg.dt if cfg.dt is not None else sysm.dt
+        horizon = cfg.horizon if cfg.horizon is not None else sysm.horizon
+        self.eval_steps = max(1, int(round(horizon / self.eval_dt)))
+        self.eval_every_save = max(1, self.eval_steps // 200)
+        self.patch0 = sysm.dye_patch().to(**to)
+        with torch.no_grad():
+            self.t_eval, xy_true, logj_true = sysm.carry(sysm.velocity, sysm.divergence, self.patch0, 0.0,
+                                                         self.eval_dt * self.eval_steps, self.eval_dt,
+                                                         method=self._field_integrator())
+        self.dye_true = xy_true[:: self.eval_every_save]
+        self.mass_true = sysm.mass(logj_true)
+
+    def _field_integrator(self) -> str:
+        # parcels are not a Hamiltonian system: leapfrog's q/p split would be meaningless
+        return "rk4" if self.config.integrator == "leapfrog" else self.config.integrator
+
+    # -- control ------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the run to end; safe to call from any thread."""
+        self.stop_event.set()
+
+    @property
+    def eval_every(self) -> int:
+        return self.config.eval_every or max(1, self.config.steps // 10)
+
+    def _emit(self, rec: Record) -> None:
+        if self.listener is not None:
+            self.listener(rec)
+
+    # -- one step -----------------------------------------------------------------------
+    def _batch(self) -> tuple[Tensor, Tensor]:
+        n = self.x_train.shape[0]
+        if self.config.batch_size >= n:
+            return self.x_train, self.y_train
+        idx = torch.randint(0, n, (self.config.batch_size,), generator=self._gen).to(self.device)
+        return self.x_train[idx], self.y_train[idx]
+
+    def _predict(self, x: Tensor) -> Tensor:
+        if self.system.kind == "field":
+            return self.model(x[:, :2], x[:, 2])
+        return self.model(x)
+
+    def step(self) -> Progress:
+        """One optimisation step. Raises :class:`FloatingPointError` on a non-finite loss
+        (after restoring the weights from before the step)."""
+        if self._t_start is None:
+            self._t_start = time.perf_counter()
+        t0 = time.perf_counter()
+        self.model.train()
+        xb, yb = self._batch()
+        data_loss = (((self._predict(xb) - yb) / self.y_scale) ** 2).mean()
+        loss = data_loss
+        c_loss = torch.zeros((), device=self.device, dtype=self.dtype)
+        if self._constraint is not None:
+            res = self.residual(self.model, self.colloc, self._colloc_grads)
+            c_loss = self._constraint.loss(res)
+            loss = loss + c_loss
+            violation = constraints.rms(res)
+        else:
+            violation = float("nan")
+        if not torch.isfinite(loss):
+            self._restore()
+            raise FloatingPointError(
+                f"loss became {float(loss)} at step {self.step_count + 1} (lr={self.config.lr:g}); "
+                f"kept the weights from step {self.step_count} and every curve so far — lower the learning rate")
+        for b, p in zip(self._backup, self.model.parameters()):
+            b.copy_(p.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step_count += 1
+        if self._constraint is not None and self.step_count % getattr(self._constraint, "update_every", 1) == 0:
+            with torch.no_grad():
+                res_now = self.residual(self.model, self.colloc, self._colloc_grads) \
+                    if self.system.kind == "ode" else None
+            if res_now is None:  # divergence needs autograd through the model
+                res_now = {k: v.detach() for k, v in self.residual(self.model, self.colloc).items()}
+            self._constraint.update(self.step_count, res_now)
+        if not math.isfinite(violation):
+            violation = self._violation(self.colloc, self._colloc_grads)
+        dt_step = time.perf_counter() - t0
+        self.elapsed += dt_step
+        rec = Progress(
+            method=self.method.key, step=self.step_count, total_steps=self.config.steps,
+            loss=float(loss.detach()), data_loss=float(data_loss.detach()), constraint_loss=float(c_loss.detach()),
+            violation=violation, multipliers=self._constraint.multipliers() if self._constraint else {},
+            steps_per_s=self.step_count / max(self.elapsed, 1e-9), elapsed=self.elapsed,
+        )
+        self.history.append(rec)
+        return rec
+
+    def _restore(self) -> None:
+        with torch.no_grad():
+            for b, p in zip(self._backup, self.model.parameters()):
+                p.copy_(b)
+
+    def _violation(self, points: Tensor, grads) -> float:
+        if self.system.kind == "field":
+            with torch.enable_grad():
+                res = self.residual(self.model, points)
+        else:
+            with torch.no_grad():
+                res = self.residual(self.model, points, grads)
+        return constraints.rms(res)
+
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate(self) -> Evaluation:
+        """Roll out the current model from the fixed test initial conditions and measure."""
+        t0 = time.perf_counter()
+        self.model.eval()
+        ev = self._evaluate_ode() if self.system.kind == "ode" else self._evaluate_field()
+        self.model.train()
+        self.elapsed += time.perf_counter() - t0
+        ev.elapsed = self.elapsed
+        self.last_eval = ev
+        self.evaluations.append(ev)
+        return ev
+
+    def _evaluate_ode(self) -> Evaluation:
+        sysm, cfg, n = self.system, self.config, self.config.n_test
+        with torch.no_grad():
+            s0 = self.coords.from_canonical(self.z0_eval)
+            t, s = integrators.rollout(lambda z, t: self.model(z, t), s0, self.eval_dt, self.eval_steps,
+                                       method=cfg.integrator, every=self.eval_every_save)
+            z = self.coords.to_canonical(s)
+            test_mse = metrics.mse(self.model(self.x_test), self.y_test)
+        drift, drift_ood = {}, {}
+        for name, fn in sysm.invariants().items():
+            q = fn(z.reshape(-1, sysm.state_dim)).reshape(z.shape[0], z.shape[1], *fn(z[0]).shape[1:])
+            scale = sysm.invariant_scale(name, self.z0_eval)
+            drift[name] = metrics.drift_curve(q[:, :n], scale[:n], t)
+            drift_ood[name] = metrics.drift_curve(q[:, n:], scale[n:], t)
+        learned = {}
+        if getattr(self.model, "has_learned_energy", False):
+            e = self.model.learned_energy(s.reshape(-1, s.shape[-1])).reshape(s.shape[0], s.shape[1]).detach()
+            scale = e[0].abs().clamp_min(1e-12)
+            learned["energy"] = metrics.drift_curve(e[:, :n], scale[:n], t)
+            learned["energy_ood"] = metrics.drift_curve(e[:, n:], scale[n:], t)
+        traj = metrics.trajectory_error(z[:, :n], self.z_true[:, :n], t)
+        view = {
+            "t": t.cpu().numpy(),
+            "true": self.z_true[:, :4].detach().cpu().double().numpy(),
+            "model": z[:, :4].detach().cpu().double().numpy(),
+        }
+        if getattr(self.model, "has_learned_energy", False) and sysm.dof == 1:
+            view["energy_grid"] = self._energy_grid()
+        return Evaluation(
+            method=self.method.key, step=self.step_count, elapsed=0.0, drift=drift, drift_ood=drift_ood,
+            learned_drift=learned, trajectory_error=traj, test_mse=test_mse,
+            violation=self._violation(self.in_points, self._in_grads),
+            violation_ood=self._violation(self.ood_points, self._ood_grads), view=view,
+        )
+
+    def _energy_grid(self, n: int = 41) -> dict:
+        zt = self.z_true[:, : self.config.n_test].reshape(-1, self.system.state_dim)
+        zt = zt[torch.isfinite(zt).all(-1)]
+        qmax = float(zt[:, 0].abs().max()) * 1.2 + 1e-6
+        pmax = float(zt[:, 1].abs().max()) * 1.2 + 1e-6
+        qs = torch.linspace(-qmax, qmax, n, dtype=self.dtype, device=self.device)
+        ps = torch.linspace(-pmax, pmax, n, dtype=self.dtype, device=self.device)
+        Q, P = torch.meshgrid(qs, ps, indexing="xy")
+        z = torch.stack([Q.reshape(-1), P.reshape(-1)], -1)
+        with torch.no_grad():
+            e = self.model.learned_energy(self.coords.from_canonical(z)).reshape(n, n)
+        return {"q": qs.cpu().double().numpy(), "p": ps.cpu().double().numpy(), "H": e.cpu().double().numpy()}
+
+    def _evaluate_field(self) -> Evaluation:
+        sysm, cfg = self.system, self.config
+        model = self.model
+
+        def vel(xy, t):
+            with torch.no_grad():
+                return model(xy, t)
+
+        def div(xy, t):
+            return models.divergence(model, xy, t).detach()
+
+        t, xy, logj = sysm.carry(vel, div, self.patch0, 0.0, self.eval_dt * self.eval_steps, self.eval_dt,
+                                 method=self._field_integrator())
+        mass = sysm.mass(logj)  # (T,)
+        ones = torch.ones(1, dtype=mass.dtype, device=mass.device)
+        drift = {"mass": metrics.drift_curve(mass.unsqueeze(1), ones, t)}
+        with torch.no_grad():
+            test_mse = metrics.mse(self._predict(self.x_test), self.y_test)
+        # divergence along time, a 'drift' view of the local constraint
+        n_t = 24
+        times = torch.linspace(0, float(t[-1]), n_t, dtype=self.dtype, device=self.device)
+        g = torch.Generator().manual_seed(123)
+        xy_probe = (2 * math.pi * torch.rand(256, 2, generator=g, dtype=torch.float64)).to(self.device, self.dtype)
+        u_scale = float(self.residual.scales["divergence"])
+        div_t = [float(div(xy_probe, float(tt)).pow(2).mean().sqrt()) / u_scale for tt in times]
+        drift["divergence"] = metrics.Curve(times.double().cpu().tolist(), div_t)
+        view = {
+            "t": t[:: self.eval_every_save].cpu().numpy(),
+            "dye_model": xy[:: self.eval_every_save].detach().cpu().double().numpy(),
+            "dye_true": self.dye_true.detach().cpu().double().numpy(),
+            "mass": mass.detach().cpu().double().numpy(),
+            "mass_true": self.mass_true.detach().cpu().double().numpy(),
+        }
+        view.update(self._field_view(div))
+        return Evaluation(
+            method=self.method.key, step=self.step_count, elapsed=0.0, drift=drift, drift_ood={},
+            learned_drift={}, trajectory_error=None, test_mse=test_mse,
+            violation=self._violation(self.in_points, None),
+            violation_ood=self._violation(self.ood_points, None), view=view,
+        )
+
+    def _field_view(self, div, n: int = 24) -> dict:
+        xs = torch.linspace(0, 2 * math.pi, n + 1, dtype=self.dtype, device=self.device)[:-1]
+        X, Y = torch.meshgrid(xs, xs, indexing="xy")
+        xy = torch.stack([X.reshape(-1), Y.reshape(-1)], -1)
+        with torch.no_grad():
+            u = self.model(xy, 0.0).reshape(n, n, 2)
+        d = div(xy, 0.0).reshape(n, n)
+        return {"grid": xs.cpu().double().numpy(), "u": u.cpu().double().numpy(), "div": d.cpu().double().numpy()}
+
+    # -- running ------------------------------------------------------------------------
+    def run(self) -> "Trainer":
+        """Train to ``config.steps`` (or until stopped / diverged), emitting records."""
+        for rec in self.iter_records():
+            self._emit(rec)
+        return self
+
+    def iter_records(self):
+        """Generator form of :meth:`run`: yields every record in order."""
+        if self.step_count == 0:
+            yield self.evaluate()
+        yield from self._advance(self.config.steps - self.step_count)
+
+    def _advance(self, n: int):
+        """Up to ``n`` steps with evaluations on schedule; sets the final status."""
+        self.status = "running"
+        try:
+            for _ in range(n):
+                if self.stop_event.is_set():
+                    yield self._finish("stopped", f"stopped at step {self.step_count}")
+                    return
+                yield self.step()
+                if self.step_count % self.eval_every == 0 or self.step_count == self.config.steps:
+                    yield self.evaluate()
+        except FloatingPointError as err:
+            yield self._finish("diverged", str(err))
+            return
+        if self.step_count >= self.config.steps:
+            yield self._finish("done", f"finished {self.step_count} steps in {self.elapsed:.1f} s")
+
+    def _finish(self, status: str, message: str) -> Finished:
+        self.status, self.message = status, message
+        return Finished(self.method.key, status, message, self.step_count, self.elapsed)
+
+    # -- results ------------------------------------------------------------------------
+    def summary(self) -> metrics.Summary:
+        ev = self.last_eval
+        return metrics.Summary(
+            method=self.method.key, train_seconds=self.elapsed, steps=self.step_count,
+            test_mse=ev.test_mse if ev else float("nan"), drift=dict(ev.drift) if ev else {},
+            status=self.status,
+        )
+
+    def save(self, path) -> None:
+        """Checkpoint as plain tensors and primitives (loadable with ``weights_only=True``)."""
+        torch.save({
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "system": self.system.key,
+            "system_params": _plain_params(self.system),
+            "method": self.method.key,
+            "config": _plain_params(self.config),
+            "step": self.step_count,
+        }, path)
+
+
+def _plain_params(obj: param.Parameterized) -> dict:
+    out = {}
+    for k, v in obj.param.values().items():
+        if k == "name":
+            continue
+        if isinstance(v, (tuple, list)):
+            v = list(v)
+        out[k] = v
+    return out
+
+
+def load_checkpoint(path) -> Trainer:
+    """Rebuild a trainer (system, method, config, weights) from :meth:`Trainer.save`."""
+    from conserv_core.systems import get_system
+
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    sysm = get_system(ck["system"], **{k: tuple(v) if isinstance(v, list) and k.endswith("band") else v
+                                       for k, v in ck["system_params"].items()})
+    tr = Trainer(sysm, ck["method"], build(TrainConfig, **ck["config"]))
+    tr.model.load_state_dict(ck["state_dict"])
+    tr.step_count = ck["step"]
+    return tr
+
+
+def truth_evaluation(trainer: Trainer) -> Evaluation:
+    """Drift of the true system under the run's rollout integrator: the floor every
+    model's curve should be read against (it separates integrator error from model error)."""
+    sysm, n = trainer.system, trainer.config.n_test
+    if sysm.kind == "field":
+        ones = torch.ones(1, dtype=trainer.mass_true.dtype, device=trainer.mass_true.device)
+        mass = trainer.mass_true
+        t = torch.linspace(0, trainer.eval_dt * trainer.eval_steps, mass.shape[0], dtype=mass.dtype)
+        drift = {"mass": metrics.drift_curve(mass.unsqueeze(1), ones, t)}
+        return Evaluation("truth", 0, 0.0, drift, {}, {}, None, 0.0, 0.0, 0.0, {})
+    z, t = trainer.z_true, trainer.t_eval
+    drift, drift_ood = {}, {}
+    for name, fn in sysm.invariants().items():
+        q = fn(z.reshape(-1, sysm.state_dim)).reshape(z.shape[0], z.shape[1], *fn(z[0]).shape[1:])
+        scale = sysm.invariant_scale(name, trainer.z0_eval)
+        drift[name] = metrics.drift_curve(q[:, :n], scale[:n], t)
+        drift_ood[name] = metrics.drift_curve(q[:, n:], scale[n:], t)
+    return Evaluation("truth", 0, 0.0, drift, drift_ood, {}, None, 0.0, 0.0, 0.0, {})
+
+
+# ---------------------------------------------------------------------------------------
+# several methods side by side
+# ---------------------------------------------------------------------------------------
+class Comparison:
+    """Train several methods on the same system and data, round-robin, one step each in
+    turn, so every method's curves grow together and k methods cost k single runs.
+
+    Records are passed to ``listener`` exactly as a single :class:`Trainer` emits them
+    (each carries its ``method``), plus a ``truth`` :class:`Evaluation` first.
+    """
+
+    def __init__(self, system: System, method_keys: list[str], config: TrainConfig | None = None,
+                 listener: Listener | None = None, stop_event: threading.Event | None = None):
+        if not method_keys:
+            raise ParameterError(f"methods must name at least one of {', '.join(methods.valid_methods(system))}")
+        self.system = system
+        self.config = config if config is not None else make_config(system.key)
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self.listener = listener
+        seen = []
+        for k in method_keys:
+            methods.check_applies(k, system)
+            if k not in seen:
+                seen.append(k)
+        self.trainers = {k: Trainer(system, k, self.config, None, self.stop_event) for k in seen}
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _emit(self, rec: Record) -> None:
+        if self.listener is not None:
+            self.listener(rec)
+
+    def run(self) -> "Comparison":
+        first = next(iter(self.trainers.values()))
+        self._emit(truth_evaluation(first))
+        gens = {k: tr.iter_records() for k, tr in self.trainers.items()}
+        active = dict(gens)
+        while active:
+            for k in list(active):
+                # advance one method by one step (plus its evaluation / finish record)
+                tr = self.trainers[k]
+                target = tr.step_count + 1
+                try:
+                    while True:
+                        rec = next(active[k])
+                        self._emit(rec)
+                        if isinstance(rec, Finished):
+                            del active[k]
+                            break
+                        if isinstance(rec, Progress) and rec.step >= target:
+                            break
+                except StopIteration:
+                    active.pop(k, None)
+        return self
+
+    def summaries(self) -> list[metrics.Summary]:
+        return [tr.summary() for tr in self.trainers.values()]
+
+
+__all__ = [
+    "Comparison", "Evaluation", "Finished", "Progress", "RECOMMENDED", "TrainConfig", "Trainer",
+    "load_checkpoint", "make_config", "truth_evaluation",
+]
+

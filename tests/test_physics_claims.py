@@ -1,0 +1,111 @@
+"""The claims the product makes, checked on the default short CPU runs.
+
+Each comparison trains with the system's recommended configuration (what the dashboard
+and ``conserv compare`` use), once per module, and the tests read its results:
+
+* pendulum: HNN's true-energy drift at the horizon is at most 1/5 of the baseline's;
+* flow: the divergence-free field's mass drift is at most 1e-4 and the baseline's at
+  least ten times larger;
+* n-body: HNN's energy drift is below the baseline's;
+* soft constraints: the penalty's violation is below the baseline's; the augmented
+  Lagrangian's multipliers move and its violation falls during training;
+* out of distribution: the hard constraint's own invariant holds to round-off while the
+  penalty's violation grows.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conserv_core import get_system, training
+
+pytestmark = pytest.mark.slow
+
+
+def _compare(system: str, methods: list[str], **kw):
+    sysm = get_system(system)
+    records = []
+    comp = training.Comparison(sysm, methods, training.make_config(system, **kw), listener=records.append)
+    comp.run()
+    for tr in comp.trainers.values():
+        assert tr.status == "done", (tr.method.key, tr.message)
+    return comp, records
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    return _compare("pendulum", ["baseline", "hnn", "lnn", "penalty", "auglag"])
+
+
+@pytest.fixture(scope="module")
+def flow():
+    return _compare("flow", ["baseline", "divfree", "penalty"])
+
+
+@pytest.fixture(scope="module")
+def nbody():
+    return _compare("nbody", ["baseline", "hnn"])
+
+
+def final(comp, method, quantity="energy"):
+    return comp.trainers[method].last_eval.drift[quantity].final
+
+
+def test_pendulum_hnn_energy_drift_at_most_a_fifth_of_baseline(pendulum):
+    comp, _ = pendulum
+    assert final(comp, "hnn") <= final(comp, "baseline") / 5, (final(comp, "hnn"), final(comp, "baseline"))
+
+
+def test_pendulum_lnn_energy_drift_below_baseline(pendulum):
+    comp, _ = pendulum
+    assert final(comp, "lnn") < final(comp, "baseline")
+
+
+def test_pendulum_hard_models_conserve_their_learned_energy(pendulum):
+    comp, _ = pendulum
+    for m in ("hnn", "lnn"):
+        ev = comp.trainers[m].last_eval
+        # the model's own energy is conserved up to the rollout integrator's error
+        assert ev.learned_drift["energy"].final < 1e-3, (m, ev.learned_drift["energy"].final)
+        assert ev.learned_drift["energy_ood"].final < 1e-2, (m, ev.learned_drift["energy_ood"].final)
+
+
+def test_penalty_violation_below_baseline(pendulum, flow):
+    for comp, _ in (pendulum, flow):
+        v = {m: comp.trainers[m].last_eval.violation for m in ("baseline", "penalty")}
+        assert v["penalty"] < v["baseline"], v
+
+
+def test_auglag_multipliers_move_and_violation_falls(pendulum):
+    comp, _ = pendulum
+    hist = comp.trainers["auglag"].history
+    mults = [h.multipliers.get("energy", 0.0) for h in hist]
+    assert mults[0] == 0.0 and max(mults) > 0.0
+    first = sum(h.violation for h in hist[:50]) / 50
+    last = sum(h.violation for h in hist[-50:]) / 50
+    assert last < first / 3, (first, last)
+
+
+def test_flow_divfree_mass_drift_tiny_and_baseline_ten_times_larger(flow):
+    comp, _ = flow
+    div, base = final(comp, "divfree", "mass"), final(comp, "baseline", "mass")
+    assert div <= 1e-4, div
+    assert base >= 10 * max(div, 1e-7), (div, base)
+
+
+def test_nbody_hnn_energy_drift_below_baseline(nbody):
+    comp, _ = nbody
+    assert final(comp, "hnn") < final(comp, "baseline")
+
+
+def test_out_of_distribution_hard_holds_soft_leaks(pendulum, flow):
+    # divergence-free: the true constraint itself is held to round-off, anywhere
+    comp, _ = flow
+    ev = comp.trainers["divfree"].last_eval
+    assert ev.violation_ood < 1e-4 and ev.violation < 1e-4
+    pen = comp.trainers["penalty"].last_eval
+    assert pen.violation_ood > 3 * pen.violation, (pen.violation, pen.violation_ood)
+    # pendulum: the penalty was trained in the energy band only; beyond it the violation grows
+    comp, _ = pendulum
+    pen = comp.trainers["penalty"].last_eval
+    assert pen.violation_ood > 3 * pen.violation, (pen.violation, pen.violation_ood)

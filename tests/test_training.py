@@ -1,0 +1,129 @@
+"""The trainer: every method on every system it applies to, the physics claims of the
+default short runs, stopping, divergence, determinism, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+import torch
+
+from conserv_core import get_system, methods, training
+from conserv_core.systems import ALL_SYSTEMS
+
+PAIRS = [(s, m) for s in ALL_SYSTEMS for m in methods.ALL_METHODS
+         if methods.applies(m, get_system(s))]
+
+
+def tiny(system: str, **kw) -> training.TrainConfig:
+    """A config small enough for a smoke test of every pair."""
+    values = dict(steps=6, width=16, eval_every=3, n_test=3, horizon=1.0, n_colloc=32, update_every=2)
+    values.update(kw)
+    return training.make_config(system, **values)
+
+
+@pytest.mark.parametrize("system,method", PAIRS)
+def test_every_pair_trains_and_reports(system, method):
+    sysm = get_system(system)
+    records = []
+    tr = training.Trainer(sysm, method, tiny(system), listener=records.append)
+    tr.run()
+    kinds = [type(r).__name__ for r in records]
+    assert kinds[0] == "Evaluation" and kinds[-1] == "Finished", kinds
+    assert records[-1].status == "done", records[-1].message
+    progress = [r for r in records if isinstance(r, training.Progress)]
+    assert [p.step for p in progress] == list(range(1, 7))
+    assert all(math.isfinite(p.loss) and math.isfinite(p.violation) for p in progress)
+    ev = tr.last_eval
+    assert ev.step == 6
+    assert set(ev.drift) >= ({"mass"} if sysm.kind == "field" else set(sysm.invariant_names()))
+    for curve in ev.drift.values():
+        assert len(curve.t) == len(curve.rel) >= 2
+    if method in ("hnn", "lnn"):
+        assert "energy" in ev.learned_drift
+    if method == "auglag":
+        assert p.multipliers and progress[-1].multipliers["mu"] > 0
+
+
+@pytest.mark.parametrize("system,method", PAIRS)
+def test_deterministic_on_cpu(system, method):
+    sysm = get_system(system)
+    a = training.Trainer(sysm, method, tiny(system, steps=3, eval_every=100)).run()
+    b = training.Trainer(sysm, method, tiny(system, steps=3, eval_every=100)).run()
+    assert [p.loss for p in a.history] == [p.loss for p in b.history]
+
+
+def test_method_not_applicable_is_refused_with_valid_list():
+    with pytest.raises(ValueError, match="valid: .*baseline"):
+        training.Trainer(get_system("pendulum"), "divfree", tiny("pendulum"))
+
+
+def test_stop_from_another_thread_ends_within_one_step():
+    sysm = get_system("pendulum")
+    cfg = training.make_config("pendulum", steps=100_000, width=16, eval_every=100_000, n_test=2, horizon=1.0)
+    records = []
+    tr = training.Trainer(sysm, "baseline", cfg, listener=records.append)
+    th = threading.Thread(target=tr.run)
+    th.start()
+    while len(records) < 20:
+        time.sleep(0.01)
+    tr.stop()
+    asked_at = max(r.step for r in records if isinstance(r, training.Progress))
+    th.join(timeout=10)
+    assert not th.is_alive()
+    fin = records[-1]
+    assert isinstance(fin, training.Finished) and fin.status == "stopped"
+    assert fin.step <= asked_at + 2  # the step under way when asked, and nothing more
+    assert tr.last_eval is not None  # curves from before the stop survive
+
+
+def test_diverging_learning_rate_stops_with_nan_message_and_keeps_results():
+    sysm = get_system("pendulum")
+    cfg = training.make_config("pendulum", steps=400, lr=10.0, width=16, eval_every=1, n_test=2, horizon=0.5)
+    records = []
+    tr = training.Trainer(sysm, "baseline", cfg, listener=records.append)
+    tr.run()
+    fin = records[-1]
+    assert fin.status == "diverged", fin
+    assert "nan" in fin.message.lower() or "inf" in fin.message.lower()
+    assert "learning rate" in fin.message
+    # weights restored to the last finite ones, earlier evaluations intact
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+    evals = [r for r in records if isinstance(r, training.Evaluation)]
+    assert evals and tr.last_eval is evals[-1]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    sysm = get_system("pendulum")
+    tr = training.Trainer(sysm, "hnn", tiny("pendulum")).run()
+    path = tmp_path / "hnn.pt"
+    tr.save(path)
+    back = training.load_checkpoint(path)
+    z = torch.randn(5, 2, dtype=back.dtype)
+    assert torch.allclose(back.model(z), tr.model(z))
+    assert back.method.key == "hnn" and back.step_count == tr.step_count
+
+
+def test_comparison_interleaves_methods_and_emits_truth_first():
+    sysm = get_system("pendulum")
+    records = []
+    comp = training.Comparison(sysm, ["baseline", "hnn"], tiny("pendulum"), listener=records.append)
+    comp.run()
+    assert records[0].method == "truth"
+    steps = [(r.method, r.step) for r in records if isinstance(r, training.Progress)]
+    # round-robin: both methods reach step 1 before either reaches step 2
+    first_two = [m for m, s in steps[:2]]
+    assert sorted(first_two) == ["baseline", "hnn"]
+    finished = [r for r in records if isinstance(r, training.Finished)]
+    assert sorted(f.method for f in finished) == ["baseline", "hnn"]
+
+
+def test_bad_config_refused_naming_parameter():
+    with pytest.raises(ValueError, match="steps"):
+        training.make_config("pendulum", steps=0)
+    with pytest.raises(ValueError, match="lr"):
+        training.make_config("pendulum", lr=float("nan"))
+    with pytest.raises(ValueError, match="invariants"):
+        training.Trainer(get_system("pendulum"), "penalty", tiny("pendulum", invariants=["momentum"]))
