@@ -15,10 +15,14 @@ from conserv_core.systems.base import (
     build,
     describe_range,
 )
+from conserv_core.systems.nbody import NBody
+from conserv_core.systems.flow import Flow
 from conserv_core.systems.pendulum import Pendulum
 
 ALL_SYSTEMS: dict[str, type[System]] = {
     Pendulum.key: Pendulum,
+    Flow.key: Flow,
+    NBody.key: NBody,
 }
 
 
@@ -40,6 +44,8 @@ __all__ = [
     "ALL_SYSTEMS",
     "Dataset",
     "FieldSystem",
+    "Flow",
+    "NBody",
     "ODESystem",
     "ParameterError",
     "Pendulum",
