@@ -45,7 +45,9 @@ class TrainConfig(param.Parameterized):
     and the dashboard build their inputs from these bounds."""
 
     steps = param.Integer(default=1000, bounds=(1, 200_000), doc="Optimisation steps.")
-    lr = param.Number(default=3e-3, bounds=(1e-6, 10.0), doc="Adam learning rate.")
+    optimizer = param.Selector(default="adam", objects=["adam", "sgd"],
+                               doc="Adam (robust) or plain SGD (diverges quickly when lr is too large).")
+    lr = param.Number(default=3e-3, bounds=(1e-6, 1e3), doc="Learning rate.")
     weight_decay = param.Number(default=0.0, bounds=(0.0, 1.0), doc="Adam weight decay.")
     batch_size = param.Integer(default=512, bounds=(1, 1_000_000),
                                doc="Minibatch size (the whole set if larger).")
@@ -251,7 +253,8 @@ class Trainer:
         # the data loss is the MSE of targets scaled to unit rms per component, so it is
         # dimensionless like the constraint residuals and λ means the same on every system
         self.y_scale = self.y_train.pow(2).mean(0).sqrt().clamp_min(1e-12)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
+        self.optimizer = opt(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self._backup = [p.detach().clone() for p in self.model.parameters()]
         self._t_start: float | None = None
 
@@ -386,7 +389,7 @@ class Trainer:
         if not torch.isfinite(loss):
             self._restore()
             raise FloatingPointError(
-                f"loss became {float(loss)} at step {self.step_count + 1} (lr={self.config.lr:g}); "
+                f"training diverged: loss became {float(loss.detach())} (NaN/inf) at step {self.step_count + 1} (lr={self.config.lr:g}); "
                 f"kept the weights from step {self.step_count} and every curve so far — lower the learning rate")
         for b, p in zip(self._backup, self.model.parameters()):
             b.copy_(p.detach())

@@ -81,7 +81,8 @@ def test_stop_from_another_thread_ends_within_one_step():
 
 def test_diverging_learning_rate_stops_with_nan_message_and_keeps_results():
     sysm = get_system("pendulum")
-    cfg = training.make_config("pendulum", steps=400, lr=10.0, width=16, eval_every=1, n_test=2, horizon=0.5)
+    cfg = training.make_config("pendulum", steps=400, lr=1.0, optimizer="sgd", width=16, eval_every=1,
+                               n_test=2, horizon=0.5)
     records = []
     tr = training.Trainer(sysm, "baseline", cfg, listener=records.append)
     tr.run()

@@ -22,6 +22,7 @@ return tensors of the dtype and device of their input.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -55,24 +56,58 @@ def describe_range(obj: param.Parameterized | type, name: str) -> str:
     return _range_text(p)
 
 
+def _numbers(p: param.Parameter, value) -> tuple:
+    """The real numbers in ``value`` if ``p`` is numeric (a Number or a numeric tuple such
+    as a Range), else ``()``. Booleans and None are not numbers here."""
+    if isinstance(p, param.NumericTuple) and isinstance(value, tuple):
+        items = value
+    elif isinstance(p, param.Number):
+        items = (value,)
+    else:
+        return ()
+    return tuple(v for v in items if isinstance(v, numbers.Real) and not isinstance(v, bool))
+
+
+def _within(p: param.Parameter, v: float) -> bool:
+    lo, hi = p.bounds if getattr(p, "bounds", None) is not None else (None, None)
+    incl_lo, incl_hi = getattr(p, "inclusive_bounds", (True, True))
+    above = lo is None or v > lo or (incl_lo and v == lo)
+    below = hi is None or v < hi or (incl_hi and v == hi)
+    return above and below
+
+
+def _refuse(owner: str, name: str, obj, p: param.Parameter, value) -> None:
+    """Raise :class:`ParameterError` if ``value`` holds a non-finite or out-of-bounds number.
+
+    param's own messages name one violated bound ("must be at least 0.001"); ours name the
+    whole range, and param lets NaN through every bound check, so both are checked here.
+    """
+    nums = _numbers(p, value)
+    if not nums:
+        return
+    if isinstance(p, param.Range) and len(nums) == 2 and nums[0] > nums[1]:
+        raise ParameterError(f"{owner}.{name} must be an increasing pair (low, high) in "
+                             f"{describe_range(obj, name)}, got {value!r}")
+    if not all(math.isfinite(v) and _within(p, v) for v in nums):
+        what = ("hold finite numbers" if isinstance(p, param.NumericTuple)
+                else "be an integer" if isinstance(p, param.Integer) else "be a finite number")
+        where = describe_range(obj, name)
+        raise ParameterError(f"{owner}.{name} must {what}{' in ' + where if where else ''}, got {value!r}")
+
+
 def check_finite(obj: param.Parameterized) -> None:
-    """Refuse NaN/inf in any numeric parameter (param's bounds let NaN through)."""
+    """Refuse NaN/inf in any numeric parameter or numeric tuple (param's bounds let NaN
+    through), and out-of-bounds values set where param does not check them."""
     for name, p in obj.param.objects("existing").items():
-        if isinstance(p, param.Number):
-            v = getattr(obj, name)
-            if v is not None and isinstance(v, (int, float)) and not math.isfinite(v):
-                raise ParameterError(
-                    f"{type(obj).__name__}.{name} must be a finite number in "
-                    f"{describe_range(obj, name)}, got {v!r}"
-                )
+        _refuse(type(obj).__name__, name, obj, p, getattr(obj, name))
 
 
 def build(cls: type[param.Parameterized], **params) -> param.Parameterized:
-    """Instantiate ``cls`` and turn param's bound errors into :class:`ParameterError`.
+    """Instantiate ``cls`` with validated parameters, or raise :class:`ParameterError`.
 
-    param raises ``ValueError`` for an out-of-bounds value with a message that already names
-    the parameter and its bounds; we re-raise it as ``ParameterError`` and add NaN checks.
-    Unknown names are refused too, listing the valid ones.
+    Unknown names are refused listing the valid ones; a NaN/inf or out-of-bounds number
+    (also inside a Range) with the parameter's name and whole range. Anything else param
+    refuses (a wrong type, a system's own checks) is re-raised as ``ParameterError``.
     """
     known = set(cls.param) - {"name"}
     unknown = set(params) - known
@@ -81,10 +116,7 @@ def build(cls: type[param.Parameterized], **params) -> param.Parameterized:
             f"{cls.__name__} has no parameter {sorted(unknown)[0]!r}; valid: {', '.join(sorted(known))}"
         )
     for key, value in params.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ParameterError(
-                f"{cls.__name__}.{key} must be a finite number in {describe_range(cls, key)}, got {value!r}"
-            )
+        _refuse(cls.__name__, key, cls, cls.param[key], value)
     try:
         obj = cls(**params)
     except ValueError as err:  # param's bound / type check

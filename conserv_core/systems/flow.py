@@ -348,11 +348,11 @@ class Flow(FieldSystem):
     noise = param.Number(default=0.02, bounds=(0.0, 1.0),
                          doc="Std of Gaussian noise on the velocity targets (the field's rms speed is about 1).")
     horizon = param.Number(default=2.0, bounds=(0.01, 100.0), doc="Length of the parcel (dye) rollouts.")
-    dt = param.Number(default=0.02, bounds=(1e-4, 0.5), inclusive_bounds=(False, True),
+    dt = param.Number(default=0.04, bounds=(1e-4, 0.5), inclusive_bounds=(False, True),
                       doc="Time step of the parcel rollouts.")
     patch_radius = param.Number(default=0.6, bounds=(0.01, 3.0), doc="Radius of the dye patch.")
     patch_center = _DomainPoint(default=(math.pi, math.pi), length=2, doc="Centre (x, y) of the dye patch.")
-    n_parcels = param.Integer(default=2000, bounds=(8, 100_000), doc="Parcels that sample the dye patch.")
+    n_parcels = param.Integer(default=500, bounds=(8, 100_000), doc="Parcels that sample the dye patch.")
 
     def __init__(self, **params):
         super().__init__(**params)

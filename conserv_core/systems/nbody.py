@@ -115,7 +115,7 @@ class NBody(ODESystem):
     n_traj = param.Integer(default=32, bounds=(1, 10_000), doc="Training trajectories.")
     t_span = param.Number(default=5.0, bounds=(0.1, 1000.0), doc="Length of each training trajectory.")
     n_points = param.Integer(default=40, bounds=(2, 10_000), doc="Samples per training trajectory.")
-    dt = param.Number(default=0.01, bounds=(1e-5, 1.0), inclusive_bounds=(False, True),
+    dt = param.Number(default=0.02, bounds=(1e-5, 1.0), inclusive_bounds=(False, True),
                       doc="Rollout time step used for evaluation and reference trajectories.")
     horizon = param.Number(default=20.0, bounds=(0.1, 10_000.0), doc="Evaluation rollout length (time units).")
 
