@@ -552,7 +552,12 @@ class Trainer:
     def iter_records(self):
         """Generator form of :meth:`run`: yields every record in order."""
         if self.step_count == 0:
-            yield self.evaluate()
+            try:
+                first = self.evaluate()
+            except (RuntimeError, ValueError) as err:
+                yield self._finish("error", f"{type(err).__name__}: {err}")
+                return
+            yield first
         yield from self._advance(self.config.steps - self.step_count)
 
     def _advance(self, n: int):
@@ -568,6 +573,11 @@ class Trainer:
                     yield self.evaluate()
         except FloatingPointError as err:
             yield self._finish("diverged", str(err))
+            return
+        except (RuntimeError, ValueError) as err:
+            # e.g. implicit midpoint not converging on a stiff learned field: report it,
+            # keep every record already sent
+            yield self._finish("error", f"{type(err).__name__}: {err}")
             return
         if self.step_count >= self.config.steps:
             yield self._finish("done", f"finished {self.step_count} steps in {self.elapsed:.1f} s")

@@ -1,0 +1,143 @@
+"""Learned vector fields: the unconstrained baselines and the hard-constrained models.
+
+``ARCHITECTURES`` maps each registry key to its class; tests parametrize over it, so an
+architecture added here is checked by every generic test automatically. Every class
+carries ``kind`` (``"ode"`` or ``"field"``), ``coords`` (``"canonical"``: state
+``[q, p]``; ``"velocity"``: ``[q, q̇]``; ``"field"``), ``has_learned_energy`` and
+``default_activation``.
+
+=============  =======  ==========================================  =====================
+key            kind     model                                       hard constraint
+=============  =======  ==========================================  =====================
+``mlp``        ode      ``z -> dz/dt``                              none
+``hnn``        ode      ``J∇H_θ``                                   ``dH_θ/dt = 0``
+``lnn``        ode      Euler–Lagrange of ``L_θ(q, q̇)``             ``dE_θ/dt = 0``
+``field_mlp``  field    ``(x, y, t) -> u``                          none
+``divfree``    field    ``u = (∂ψ_θ/∂y, −∂ψ_θ/∂x)``                 ``∇·u = 0``
+=============  =======  ==========================================  =====================
+
+The knobs (width, depth, activation, Fourier modes) are declared once, with bounds, in
+:class:`ModelSpec`; :func:`build` refuses values outside them.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import param
+from torch import nn
+
+from conserv_core.models import divfree, hamiltonian, lagrangian, mlp
+from conserv_core.models.divfree import DivFreeField, divergence, stream_function_velocity
+from conserv_core.models.hamiltonian import HamiltonianNN, hamiltonian_vector_field
+from conserv_core.models.lagrangian import LagrangianNN, euler_lagrange_acceleration, tikhonov_solve
+from conserv_core.models.mlp import ACTIVATIONS, FieldMLP, MLPVectorField, PeriodicFeatures
+from conserv_core.systems.base import ParameterError, describe_range
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "mlp": MLPVectorField,
+    "hnn": HamiltonianNN,
+    "lnn": LagrangianNN,
+    "field_mlp": FieldMLP,
+    "divfree": DivFreeField,
+}
+
+#: largest ODE state accepted by :func:`build` (n-body: 8 bodies in 2D is 32)
+MAX_STATE_DIM = 256
+
+
+class ModelSpec(param.Parameterized):
+    """The user-facing knobs of a learned model (``pn.Param(ModelSpec)`` gives widgets).
+
+    ``activation = None`` means the architecture's own default (softplus for ``lnn``,
+    whose dynamics uses second derivatives; tanh elsewhere).
+    """
+
+    width = param.Integer(default=64, bounds=(4, 1024), doc="Units per hidden layer.")
+    depth = param.Integer(default=2, bounds=(1, 8), doc="Number of hidden layers.")
+    activation = param.Selector(default=None, objects=list(ACTIVATIONS), allow_None=True,
+                                doc="Hidden-layer nonlinearity (None: the architecture's default).")
+    n_modes = param.Integer(default=4, bounds=(1, 32),
+                            doc="Field models: Fourier modes per axis in the periodic input features.")
+
+
+def _int_in(name: str, value, lo: int, hi: int, where: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise ParameterError(f"{name} must be an integer in [{lo}, {hi}]{where}; got {value!r}")
+    return int(value)
+
+
+def _spec_int(name: str, value) -> int:
+    lo, hi = ModelSpec.param[name].bounds
+    return _int_in(name, value, lo, hi)
+
+
+def build(arch: str, *, state_dim: int | None = None, dof: int | None = None, width: int = 64,
+          depth: int = 2, activation: str | None = None, n_modes: int = 4) -> nn.Module:
+    """A fresh, untrained model of architecture ``arch`` (seed with ``torch.manual_seed``
+    first for reproducible weights; float32 on CPU: move it with ``.to(device, dtype)``).
+
+    Args:
+        arch: one of :data:`ARCHITECTURES`.
+        state_dim: ODE models, size of the state (``2·dof``); or give ``dof``.
+        dof: ODE models, degrees of freedom; if both are given they must agree.
+        width, depth, activation, n_modes: see :class:`ModelSpec` (``n_modes`` is used by
+            field models only; ``state_dim``/``dof`` are ignored by them).
+
+    Raises:
+        ParameterError (a ``ValueError``): unknown ``arch`` or activation, or a value
+            outside its range; the message names the parameter and the range.
+    """
+    try:
+        cls = ARCHITECTURES[arch]
+    except (KeyError, TypeError):
+        raise ParameterError(f"arch must be one of {', '.join(ARCHITECTURES)}; got {arch!r}") from None
+    width = _spec_int("width", width)
+    depth = _spec_int("depth", depth)
+    if activation is None:
+        activation = cls.default_activation
+    if activation not in ACTIVATIONS:
+        raise ParameterError(f"activation must be {describe_range(ModelSpec, 'activation')}; got {activation!r}")
+    if cls.kind == "field":
+        return cls(n_modes=_spec_int("n_modes", n_modes), width=width, depth=depth, activation=activation)
+
+    if state_dim is None and dof is None:
+        raise ParameterError(f"{arch} needs state_dim (or dof)")
+    if state_dim is not None:
+        state_dim = _int_in("state_dim", state_dim, 1, MAX_STATE_DIM)
+    if dof is not None:
+        dof = _int_in("dof", dof, 1, MAX_STATE_DIM // 2)
+        if state_dim is not None and state_dim != 2 * dof:
+            raise ParameterError(f"state_dim must equal 2*dof; got state_dim={state_dim}, dof={dof}")
+        state_dim = 2 * dof
+    if cls is MLPVectorField:
+        return cls(state_dim, width=width, depth=depth, activation=activation)
+    if state_dim % 2:
+        raise ParameterError(f"state_dim must be even for {arch} (state = [q, p] or [q, q̇]); got {state_dim}")
+    if cls is HamiltonianNN:
+        return cls(state_dim, width=width, depth=depth, activation=activation)
+    return cls(state_dim // 2, width=width, depth=depth, activation=activation)
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "ARCHITECTURES",
+    "MAX_STATE_DIM",
+    "DivFreeField",
+    "FieldMLP",
+    "HamiltonianNN",
+    "LagrangianNN",
+    "MLPVectorField",
+    "ModelSpec",
+    "PeriodicFeatures",
+    "build",
+    "divergence",
+    "divfree",
+    "euler_lagrange_acceleration",
+    "hamiltonian",
+    "hamiltonian_vector_field",
+    "lagrangian",
+    "mlp",
+    "stream_function_velocity",
+    "tikhonov_solve",
+]
