@@ -1,7 +1,10 @@
 """Soft constraints: a penalty and an augmented Lagrangian, usable with any model.
 
 Both act on a *residual* ``c`` that is zero when the constraint holds, evaluated on a
-fixed set of collocation points (a subset of the training inputs):
+fixed pool of collocation points (ODE systems: the training inputs; fields: random points
+of the periodic square and the training time window), a random batch of the pool at each
+step. A small fixed set was tried first and the network learned to satisfy the
+constraint on those points only, so the pool is large and sampled:
 
 * ODE systems, for each chosen invariant ``Q`` (component-wise for vectors):
   ``c = dQ/dt = ∇Q(z) · f_θ(z)`` — the rate form of ``Q_out − Q_in`` (DESIGN.md writes
@@ -104,11 +107,12 @@ class Penalty:
     """``loss += λ · Σ_Q mean(c²)``; nothing to update."""
 
     kind = "penalty"
+    update_every = 0  # nothing to update
 
     def __init__(self, lam: float):
         self.lam = float(lam)
 
-    def loss(self, res: dict[str, Tensor]) -> Tensor:
+    def loss(self, res: dict[str, Tensor], idx: Tensor | None = None) -> Tensor:
         return self.lam * sum(c.pow(2).mean() for c in res.values())
 
     def update(self, step: int, res: dict[str, Tensor]) -> bool:
@@ -133,7 +137,7 @@ class AugmentedLagrangian:
     kind = "auglag"
 
     def __init__(self, mu: float, update_every: int = 50, mu_growth: float = 2.0,
-                 mu_max: float = 1e4, stall_ratio: float = 0.5):
+                 mu_max: float = 1e4, stall_ratio: float = 0.8):
         self.mu = float(mu)
         self.update_every = int(update_every)
         self.mu_growth = float(mu_growth)
@@ -142,17 +146,21 @@ class AugmentedLagrangian:
         self.lam: dict[str, Tensor] = {}
         self._last_violation: float | None = None
 
-    def loss(self, res: dict[str, Tensor]) -> Tensor:
+    def loss(self, res: dict[str, Tensor], idx: Tensor | None = None) -> Tensor:
+        """``res`` holds residuals at the pool points ``idx`` (all of them if None)."""
         total = 0.0
         for n, c in res.items():
             lam = self.lam.get(n)
-            if lam is None:
-                lam = self.lam[n] = torch.zeros_like(c.detach())
-            total = total + (lam * c).mean() + 0.5 * self.mu * c.pow(2).mean()
+            if lam is not None:
+                lam = lam if idx is None else lam[idx]
+                total = total + (lam * c).mean()
+            total = total + 0.5 * self.mu * c.pow(2).mean()
         return total
 
     def update(self, step: int, res: dict[str, Tensor]) -> bool:
-        """Apply the multiplier step if ``step`` is on the schedule; True if it did."""
+        """Apply the multiplier step if ``step`` is on the schedule; True if it did.
+
+        ``res`` holds the residuals at *every* point of the collocation pool."""
         if step == 0 or step % self.update_every:
             return False
         for n, c in res.items():

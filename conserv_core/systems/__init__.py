@@ -15,14 +15,18 @@ from conserv_core.systems.base import (
     build,
     describe_range,
 )
+from conserv_core.systems.double_pendulum import DoublePendulum
 from conserv_core.systems.nbody import NBody
 from conserv_core.systems.flow import Flow
 from conserv_core.systems.pendulum import Pendulum
+from conserv_core.systems.spring import Spring
 
 ALL_SYSTEMS: dict[str, type[System]] = {
     Pendulum.key: Pendulum,
     Flow.key: Flow,
     NBody.key: NBody,
+    Spring.key: Spring,
+    DoublePendulum.key: DoublePendulum,
 }
 
 
@@ -43,12 +47,14 @@ def get_system(key: str, **params) -> System:
 __all__ = [
     "ALL_SYSTEMS",
     "Dataset",
+    "DoublePendulum",
     "FieldSystem",
     "Flow",
     "NBody",
     "ODESystem",
     "ParameterError",
     "Pendulum",
+    "Spring",
     "System",
     "build",
     "describe_range",

@@ -44,6 +44,8 @@ class Pendulum(ODESystem):
     gravity = param.Number(default=9.81, bounds=(1e-2, 1e3), doc="Gravitational acceleration g.")
     damping = param.Number(default=0.0, bounds=(0.0, 10.0),
                            doc="Linear damping b ≥ 0 on the momentum (0: energy is conserved).")
+    noise = param.Number(default=0.05, bounds=(0.0, 10.0),
+                         doc="Std of Gaussian noise added to training states (measurement noise).")
     energy_band = param.Range(default=(0.1, 0.8), bounds=(0.0, 1.0),
                               doc="Training energies as a fraction of the separatrix energy 2mgl.")
 

@@ -1,0 +1,364 @@
+"""The dashboard without a browser: widgets, a short live run, Stop, Reset, errors, URLs.
+
+Runs are real (tiny models, short rollouts). The periodic callback is replaced by calling
+``Dashboard.drain()`` from the test, which is exactly what the callback does when served.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import panel as pn
+import pytest
+from bokeh.models import ColumnDataSource
+from panel.io.location import Location
+
+import app
+from app import session as app_session
+from app import theme
+from conserv_core import presets, training
+from conserv_core.systems import ALL_SYSTEMS
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def tiny(dash: app.Dashboard, steps: int = 24, width: int = 8, horizon: float | None = 2.0) -> None:
+    """Set a tiny run through the widgets (the path a user's input takes)."""
+    w = dash.controls.config_widgets
+    w["steps"].value = steps
+    w["width"].value = width
+    if horizon is not None:
+        w["horizon"].value = horizon
+    dash.session.evals_per_run = 3
+
+
+def drain_until(dash: app.Dashboard, cond, timeout: float = 60.0) -> float:
+    """Drain like the periodic callback until ``cond()``; return the seconds it took."""
+    t0 = time.perf_counter()
+    while not cond():
+        dash.drain()
+        if time.perf_counter() - t0 > timeout:
+            raise AssertionError(f"timed out; status: {dash.session.status}")
+        time.sleep(0.02)
+    dash.drain()
+    return time.perf_counter() - t0
+
+
+def click(button) -> None:
+    button.clicks += 1  # the same on_click path a browser click takes
+
+
+def cds_lengths(root, column: str) -> list[int]:
+    return [len(m.data[column]) for m in root.select({"type": ColumnDataSource}) if column in m.data]
+
+
+@pytest.fixture
+def dash():
+    d = app.Dashboard(autodrain=False)
+    yield d
+    d.close()
+
+
+def test_dashboard_and_every_view_render(dash):
+    assert pn.panel(dash).get_root() is not None
+    for view in (dash.controls, dash.status_view, dash.drift_view, dash.loss_view, dash.system_view,
+                 dash.multiplier_view, dash.teaching_view):
+        assert pn.panel(view).get_root() is not None
+    assert dash.template() is not None
+
+
+def test_controls_come_from_param_bounds(dash):
+    w = dash.controls.config_widgets
+    assert (w["steps"].start, w["steps"].end) == training.TrainConfig.param.steps.bounds
+    mass = dash.controls._system_widgets["pendulum"][0]
+    assert (mass.fixed_start, mass.fixed_end) == ALL_SYSTEMS["pendulum"].param.mass.bounds
+    with pytest.raises(ValueError, match="at most 200000"):
+        w["steps"].value = 10**7
+    assert dash.session.config.steps != 10**7
+    assert "cuda" not in w["device"].options or "cuda" in app_session.available_devices()
+    # the methods offered follow the system
+    dash.session.system = "flow"
+    assert list(dash.controls.methods.options.values()) == ["baseline", "divfree", "penalty", "auglag"]
+    assert dash.session.methods == ["baseline", "divfree", "penalty"]
+
+
+def test_short_run_streams_into_plots_and_finishes(dash):
+    tiny(dash)
+    root = pn.panel(dash).get_root()
+    status0 = dash.session.status
+    click(dash.controls.train_button)
+    s = dash.session
+    assert s.running and dash.controls.stop_button.disabled is False
+    drain_until(dash, lambda: not s.running)
+    data = s.data
+    assert s.status_kind == "success", s.status
+    assert s.status != status0 and "Energy" in s.status and "truth" in s.status
+    assert s.progress == 100 and "steps/s" in s.speed
+    for m in ["baseline", "hnn", "penalty"]:
+        assert len(data.loss[m].data) >= 10, m
+        assert len(data.drift[(m, "energy")].data["t"]) > 10, m
+        assert data.finished[m].status == "done"
+    assert len(data.drift[("truth", "energy")].data["t"]) > 10
+    assert "energy_grid" in data.view["hnn"].data  # the HNN's level sets for the phase portrait
+    assert isinstance(dash.system_view._box.objects[0], pn.Column)  # built, not the placeholder
+    # the page's plots hold the data (their ColumnDataSources were updated by the drain)
+    assert max(cds_lengths(root, "loss")) >= 10
+    assert max(cds_lengths(root, "drift")) > 10
+    assert dash.controls.stop_button.disabled is True
+
+
+def test_plots_grow_while_training(dash):
+    tiny(dash, steps=200, horizon=1.0)
+    dash.session.evals_per_run = 8
+    root = pn.panel(dash).get_root()  # one page: the run's plots are added to it at Train
+    click(dash.controls.train_button)
+    s = dash.session
+    drain_until(dash, lambda: s.data.n_points > 0 and len(s.data.latest_eval) == 3)
+    first = max(cds_lengths(root, "loss"))
+    progress = s.progress
+    drain_until(dash, lambda: s.progress > progress + 20 or not s.running)
+    assert max(cds_lengths(root, "loss")) > first
+    assert max(cds_lengths(root, "drift")) > 0
+    click(dash.controls.stop_button)
+    drain_until(dash, lambda: not s.running, timeout=5)
+
+
+def test_stop_ends_within_a_second_and_keeps_curves(dash):
+    tiny(dash, steps=100_000, horizon=1.0)
+    click(dash.controls.train_button)
+    s = dash.session
+    run = s.run
+    drain_until(dash, lambda: s.data.n_points >= 3)
+    t0 = time.perf_counter()
+    click(dash.controls.stop_button)
+    assert run.finished.wait(timeout=5)
+    stopped_in = time.perf_counter() - t0
+    drain_until(dash, lambda: not s.running, timeout=5)
+    assert stopped_in < 1.0, f"the worker took {stopped_in:.2f} s to stop"
+    assert s.status_kind == "warning" and "Stopped at step" in s.status
+    assert all(f.status == "stopped" for f in s.data.finished.values())
+    kept = {m: len(s.data.loss[m].data) for m in s.data.methods}
+    assert min(kept.values()) > 0
+    time.sleep(0.2)
+    dash.drain()
+    assert {m: len(s.data.loss[m].data) for m in s.data.methods} == kept
+    assert not run.thread.is_alive()
+
+
+def test_reset_stops_and_clears(dash):
+    tiny(dash, steps=100_000, horizon=1.0)
+    click(dash.controls.train_button)
+    s = dash.session
+    run = s.run
+    drain_until(dash, lambda: s.data.n_points > 0)
+    click(dash.controls.reset_button)
+    assert s.data is None and not s.running and s.progress == 0
+    assert run.finished.wait(timeout=5)
+    assert "Cleared" in s.status
+    assert dash.drain() == 0  # the old run's records are dropped, not drawn
+
+
+def test_changing_system_stops_the_run_cleanly(dash):
+    tiny(dash, steps=100_000, horizon=1.0)
+    click(dash.controls.train_button)
+    s = dash.session
+    run = s.run
+    drain_until(dash, lambda: s.data.n_points > 0)
+    dash.controls.system.value = "nbody"
+    assert run.finished.wait(timeout=5)
+    assert s.data is None and not s.running
+    assert s.status_kind == "warning" and "system changed" in s.status
+    assert s.methods == theme.DEFAULT_METHODS["nbody"]
+
+
+def test_two_dashboards_do_not_share_state():
+    a, b = app.Dashboard(autodrain=False), app.Dashboard(autodrain=False)
+    try:
+        assert a.session is not b.session and a.session.config is not b.session.config
+        a.controls.config_widgets["seed"].value = 42
+        a.controls._system_widgets["pendulum"][3].value = 0.3  # damping
+        b.controls.methods.value = ["baseline"]
+        assert b.session.config.seed == 0 and b.session.systems["pendulum"].damping == 0.0
+        assert a.session.methods == theme.DEFAULT_METHODS["pendulum"]
+        tiny(a)
+        tiny(b)
+        b.controls.config_widgets["steps"].value = 12
+        click(a.controls.train_button)
+        click(b.controls.train_button)
+        drain_until(a, lambda: not a.session.running)
+        drain_until(b, lambda: not b.session.running)
+        assert a.session.data.methods == theme.DEFAULT_METHODS["pendulum"]
+        assert b.session.data.methods == ["baseline"]
+        assert b.session.data.progress["baseline"].step == 12
+        assert a.session.data.progress["baseline"].step == 24
+        assert a.session.data.system.damping == 0.3 and b.session.data.system.damping == 0.0
+        assert a.session.data.loss["baseline"] is not b.session.data.loss["baseline"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_diverging_run_reports_nan_and_keeps_curves(dash, monkeypatch):
+    real_step = training.Trainer.step
+
+    def step(self):
+        if self.method.key == "hnn" and self.step_count >= 8:
+            raise FloatingPointError(f"loss became nan at step {self.step_count + 1} (lr=0.005); kept the weights")
+        return real_step(self)
+
+    monkeypatch.setattr(training.Trainer, "step", step)
+    tiny(dash, steps=24)
+    click(dash.controls.train_button)
+    s = dash.session
+    drain_until(dash, lambda: not s.running)
+    assert s.status_kind == "danger"
+    assert "NaN" in s.status and "HNN" in s.status and "kept" in s.status
+    assert s.data.finished["hnn"].status == "diverged"
+    assert len(s.data.loss["hnn"].data) >= 5  # the curve up to the bad step stays
+    assert len(s.data.drift[("hnn", "energy")].data["t"]) > 0
+    assert s.data.finished["baseline"].status == "done"
+
+
+def test_callback_errors_go_to_the_status_line(dash, monkeypatch):
+    def boom():
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(dash.session, "train", boom)
+    click(dash.controls.train_button)  # must not raise
+    assert dash.session.status_kind == "danger" and "something broke" in dash.session.status
+    dash.controls.methods.value = []
+    monkeypatch.undo()
+    click(dash.controls.train_button)
+    assert dash.session.status_kind == "warning" and "Tick at least one method" in dash.session.status
+    assert dash.session.run is None
+
+
+def test_worker_failure_is_reported(dash, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no data today")
+
+    monkeypatch.setattr(training, "Comparison", broken)
+    click(dash.controls.train_button)
+    drain_until(dash, lambda: not dash.session.running, timeout=10)
+    assert dash.session.status_kind == "danger" and "no data today" in dash.session.status
+
+
+def test_url_parameters_configure_the_dashboard():
+    loc = Location(search="?system=nbody&methods=baseline,lnn&steps=123&seed=7&lr=0.002"
+                          "&nbody.n_bodies=3&integrator=leapfrog&ood_factor=5")
+    d = app.Dashboard(autodrain=False, location=loc)
+    try:
+        s = d.session
+        assert s.system == "nbody" and s.methods == ["baseline", "lnn"]
+        assert (s.config.steps, s.config.seed, s.config.lr) == (123, 7, 0.002)
+        assert s.config.integrator == "leapfrog" and s.config.ood_factor == 5
+        assert s.systems["nbody"].n_bodies == 3
+        assert d.controls.methods.value == ["baseline", "lnn"] and d.controls.system.value == "nbody"
+        # and back: a change lands in the URL, so the address bar reproduces the run
+        d.controls.config_widgets["seed"].value = 11
+        d.controls._system_widgets["nbody"][0].value = 4
+        assert "seed=11" in loc.search and "nbody.n_bodies=4" in loc.search
+        assert "pendulum." not in loc.search  # only the current system's parameters
+        cfg = s.build_config()
+        assert (cfg.seed, cfg.steps, cfg.threads) == (11, 123, s.threads)
+    finally:
+        d.close()
+
+
+def test_bad_url_values_are_refused_not_fatal():
+    loc = Location(search="?system=pendulum&steps=-5&methods=baseline,divfree")
+    d = app.Dashboard(autodrain=False, location=loc)
+    try:
+        assert d.session.config.steps >= 1
+        assert d.session.methods == ["baseline"]
+        assert d.session.status_kind == "warning"
+    finally:
+        d.close()
+
+
+def test_presets_apply(dash):
+    for name, p in presets.PRESETS.items():
+        dash.controls.preset.value = name
+        s = dash.session
+        assert s.system == p.system and s.methods == list(p.methods), name
+        for k, v in p.system_params.items():
+            assert getattr(s.systems[p.system], k) == v, (name, k)
+        assert p.title in s.status
+
+
+def test_downloads_hold_curves_and_summary(dash):
+    tiny(dash)
+    click(dash.controls.train_button)
+    drain_until(dash, lambda: not dash.session.running)
+    frame = pd.read_csv(io.StringIO(dash.controls.csv.callback().read()))
+    assert set(frame["method"]) >= {"baseline", "hnn", "penalty", "truth"}
+    assert set(frame["curve"]) >= {"loss", "violation", "drift", "drift_ood", "learned_drift"}
+    summary = json.loads(dash.controls.json.callback().read())
+    assert summary["system"] == "pendulum" and summary["config"]["seed"] == 0
+    by = {m["method"]: m for m in summary["methods"]}
+    assert set(by) == {"baseline", "hnn", "penalty"}
+    for m in by.values():
+        assert m["status"] == "done" and m["steps"] == 24
+        assert math.isfinite(m["drift"]["energy"]["final"])
+    assert "system=pendulum" in summary["url_query"]
+
+
+@pytest.mark.parametrize("system", [k for k in ALL_SYSTEMS if k != "pendulum"])
+def test_every_system_draws_its_views(dash, system):
+    dash.controls.system.value = system
+    s = dash.session
+    valid = s.valid_methods()
+    methods = theme.default_methods(system, valid)[:2] + (["auglag"] if system == "nbody" else [])
+    dash.controls.methods.value = methods
+    assert s.methods == methods
+    tiny(dash, steps=6, horizon=0.2 if ALL_SYSTEMS[system].kind == "field" else 1.0)
+    s.evals_per_run = 1
+    root = pn.panel(dash).get_root()
+    click(dash.controls.train_button)
+    drain_until(dash, lambda: not s.running, timeout=90)
+    assert s.status_kind == "success", s.status
+    assert set(s.data.invariants) <= set(s.data.latest_eval[methods[0]].drift)
+    assert max(cds_lengths(root, "drift")) > 0
+    assert isinstance(dash.system_view._box.objects[0], pn.Column)  # built, not the placeholder
+    if "auglag" in methods:
+        assert max(cds_lengths(root, "value")) > 0  # the multiplier trace
+        assert s.data.mult_rows
+    if system == "nbody":
+        dash.system_view.orbit = 2  # another test case redraws without error
+    if ALL_SYSTEMS[system].kind == "field":
+        assert max(cds_lengths(root, "image")) > 0  # the ∇·u heat map
+        dash.system_view.field_of = methods[1]
+        dash.system_view.frame = 0.5
+    assert s.status_kind == "success", s.status
+
+
+def test_server_options_default_to_localhost():
+    from app.__main__ import make_parser
+
+    args = make_parser().parse_args([])
+    assert (args.address, args.port, args.threads) == ("127.0.0.1", 5006, 1)
+    args = make_parser().parse_args(["--address", "0.0.0.0", "--allow-websocket-origin", "lab:5006",
+                                     "--allow-websocket-origin", "x:1", "--threads", "2"])
+    assert args.allow_websocket_origin == ["lab:5006", "x:1"] and args.threads == 2
+
+
+def test_threads_is_a_server_setting(monkeypatch):
+    monkeypatch.setenv("CONSERV_THREADS", "3")
+    d = app.Dashboard(autodrain=False)
+    try:
+        assert d.session.build_config().threads == 3
+    finally:
+        d.close()
+
+
+def test_engine_never_imports_the_ui():
+    code = ("import sys, conserv_core, conserv_core.training, conserv_core.cli, conserv_core.presets;"
+            "bad = [m for m in ('panel', 'holoviews', 'bokeh', 'app') if m in sys.modules];"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
