@@ -185,8 +185,10 @@ class _Coords:
         """``ds/dt`` from ``dz/dt`` by the chain rule (a Jacobian–vector product)."""
         if not self.velocity:
             return dzdt
-        _, ds = torch.func.jvp(self.from_canonical, (z,), (dzdt,))
-        return ds
+        # reverse-mode (double-backward) JVP: torch.func.jvp's forward AD loads JIT
+        # decompositions on first use (~2 s and a deprecation warning)
+        _, ds = torch.autograd.functional.jvp(self.from_canonical, z, dzdt)
+        return ds.detach()
 
 
 # ---------------------------------------------------------------------------------------

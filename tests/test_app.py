@@ -63,6 +63,7 @@ def dash():
     d = app.Dashboard(autodrain=False)
     yield d
     d.close()
+    assert not d.session.errors or d.session.errors == ["RuntimeError: something broke"], d.session.errors
 
 
 def test_dashboard_and_every_view_render(dash):
@@ -101,11 +102,12 @@ def test_short_run_streams_into_plots_and_finishes(dash):
     assert s.status != status0 and "Energy" in s.status and "truth" in s.status
     assert s.progress == 100 and "steps/s" in s.speed
     for m in ["baseline", "hnn", "penalty"]:
-        assert len(data.loss[m].data) >= 10, m
-        assert len(data.drift[(m, "energy")].data["t"]) > 10, m
+        assert len(data.loss.data[m]["loss"]) >= 10, m
+        assert len(data.drift["energy"].data[m]["t"]) > 10, m
         assert data.finished[m].status == "done"
-    assert len(data.drift[("truth", "energy")].data["t"]) > 10
-    assert "energy_grid" in data.view["hnn"].data  # the HNN's level sets for the phase portrait
+    assert len(data.drift["energy"].data["truth"]["t"]) > 10
+    assert len(data.drift["energy"].data["hnn:own"]["t"]) > 10  # the HNN's own energy, dotted
+    assert "energy_grid" in data.views.data["hnn"]  # the HNN's level sets for the phase portrait
     assert isinstance(dash.system_view._box.objects[0], pn.Column)  # built, not the placeholder
     # the page's plots hold the data (their ColumnDataSources were updated by the drain)
     assert max(cds_lengths(root, "loss")) >= 10
@@ -143,11 +145,11 @@ def test_stop_ends_within_a_second_and_keeps_curves(dash):
     assert stopped_in < 1.0, f"the worker took {stopped_in:.2f} s to stop"
     assert s.status_kind == "warning" and "Stopped at step" in s.status
     assert all(f.status == "stopped" for f in s.data.finished.values())
-    kept = {m: len(s.data.loss[m].data) for m in s.data.methods}
+    kept = {m: len(s.data.loss.data[m]["loss"]) for m in s.data.methods}
     assert min(kept.values()) > 0
     time.sleep(0.2)
     dash.drain()
-    assert {m: len(s.data.loss[m].data) for m in s.data.methods} == kept
+    assert {m: len(s.data.loss.data[m]["loss"]) for m in s.data.methods} == kept
     assert not run.thread.is_alive()
 
 
@@ -198,7 +200,7 @@ def test_two_dashboards_do_not_share_state():
         assert b.session.data.progress["baseline"].step == 12
         assert a.session.data.progress["baseline"].step == 24
         assert a.session.data.system.damping == 0.3 and b.session.data.system.damping == 0.0
-        assert a.session.data.loss["baseline"] is not b.session.data.loss["baseline"]
+        assert a.session.data.loss is not b.session.data.loss
     finally:
         a.close()
         b.close()
@@ -220,8 +222,8 @@ def test_diverging_run_reports_nan_and_keeps_curves(dash, monkeypatch):
     assert s.status_kind == "danger"
     assert "NaN" in s.status and "HNN" in s.status and "kept" in s.status
     assert s.data.finished["hnn"].status == "diverged"
-    assert len(s.data.loss["hnn"].data) >= 5  # the curve up to the bad step stays
-    assert len(s.data.drift[("hnn", "energy")].data["t"]) > 0
+    assert len(s.data.loss.data["hnn"]["loss"]) >= 5  # the curve up to the bad step stays
+    assert len(s.data.drift["energy"].data["hnn"]["t"]) > 0
     assert s.data.finished["baseline"].status == "done"
 
 
