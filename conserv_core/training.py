@@ -91,6 +91,13 @@ RECOMMENDED: dict[str, dict] = {
 }
 
 
+def warm_up() -> None:
+    """Pay torch's one-time lazy imports (the first optimiser pulls in torch._dynamo,
+    ~1.5 s) now, so a user's first run does not. Servers call this at start-up."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    torch.optim.Adam([p], lr=1e-3)
+
+
 def make_config(system: str | None = None, **overrides) -> TrainConfig:
     """A validated :class:`TrainConfig`: the system's recommended defaults, then overrides."""
     values = dict(RECOMMENDED.get(system, {})) if system else {}
@@ -732,6 +739,6 @@ class Comparison:
 
 __all__ = [
     "Comparison", "Evaluation", "Finished", "Progress", "RECOMMENDED", "TrainConfig", "Trainer",
-    "load_checkpoint", "make_config", "truth_evaluation",
+    "load_checkpoint", "make_config", "truth_evaluation", "warm_up",
 ]
 
