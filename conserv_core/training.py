@@ -298,9 +298,13 @@ class Trainer:
         z_in = sysm.sample_initial(cfg.n_test, seed=10_000 + cfg.seed, dtype=torch.float64)
         z_ood = sysm.sample_initial(cfg.n_test, seed=20_000 + cfg.seed, scale=cfg.ood_factor, dtype=torch.float64)
         self.z0_eval = torch.cat([z_in, z_ood]).to(**to)  # (2 n_test, D)
-        with torch.no_grad():
-            t, z_true = integrators.rollout(lambda z, t: sysm.vector_field(z, t), self.z0_eval, self.eval_dt,
-                                            self.eval_steps, method=cfg.integrator, every=self.eval_every_save)
+        try:
+            with torch.no_grad():
+                t, z_true = integrators.rollout(lambda z, t: sysm.vector_field(z, t), self.z0_eval, self.eval_dt,
+                                                self.eval_steps, method=cfg.integrator, every=self.eval_every_save)
+        except RuntimeError as err:
+            raise ParameterError(f"dt={self.eval_dt:g} is too large for a {cfg.integrator} rollout of the true "
+                                 f"{sysm.key}: {err}") from None
         self.t_eval, self.z_true = t, z_true  # (T,), (T, 2n, D)
         # states far along the OOD true trajectories, where the soft constraint was never trained
         n = cfg.n_test
