@@ -273,6 +273,22 @@ def test_url_parameters_configure_the_dashboard():
         d.close()
 
 
+def test_a_preset_link_restores_the_preset_and_its_overrides():
+    loc = Location(search="?preset=hnn-table1-pendulum&steps=100")
+    d = app.Dashboard(autodrain=False, location=loc)
+    try:
+        s, p = d.session, presets.PRESETS["hnn-table1-pendulum"]
+        assert s.system == "pendulum" and s.methods == list(p.methods)
+        assert s.systems["pendulum"].energy_band == p.system_params["energy_band"]  # a tuple: via the preset
+        assert s.config.width == p.config["width"] and s.config.batch_size == p.config["batch_size"]
+        assert s.config.steps == 100  # the link's own value on top
+        assert d.controls.preset.value == "hnn-table1-pendulum"
+        d.controls.system.value = "spring"  # the preset no longer describes the settings
+        assert s.preset == "" and "preset=hnn" not in loc.search
+    finally:
+        d.close()
+
+
 def test_bad_url_values_are_refused_not_fatal():
     loc = Location(search="?system=pendulum&steps=-5&methods=baseline,divfree")
     d = app.Dashboard(autodrain=False, location=loc)

@@ -1,0 +1,181 @@
+"""The Conservation Lab dashboard: one object for a notebook, one page per browser tab.
+
+    panel serve app/dashboard.py          # or: conserv serve / python -m app
+    # notebook:
+    import app; app.extension(); dash = app.Dashboard(); dash
+    dash.drift_view                        # each view on its own
+
+Each session gets its own :class:`~app.session.LabSession`: its own settings, worker
+thread and streams, so two tabs train different things without touching each other.
+"""
+
+from __future__ import annotations
+
+import holoviews as hv
+import panel as pn
+import param
+
+from app import theme
+from app.session import URL_CONFIG_FIELDS, LabSession, release_memory, url_system_fields
+from app.views import Controls, DriftView, LossView, MultiplierView, StatusView, SystemView, TeachingView, html
+
+TITLE = "Conservation Lab"
+
+_loaded = False
+
+
+def extension(inline: bool | None = None) -> None:
+    """Load Panel and HoloViews for the dashboard (``inline=True`` offline in notebooks)."""
+    global _loaded
+    kw = {} if inline is None else {"inline": inline}
+    pn.extension("katex", raw_css=[theme.CSS], **kw)
+    hv.extension("bokeh", logo=False, **kw)
+    _loaded = True
+
+
+class Dashboard(pn.viewable.Viewer):
+    """Pick a system and methods, press Train, watch the baseline drift and the
+    constrained models hold.
+
+    Args:
+        autodrain: drain the worker's records on a periodic callback (served pages and
+            notebooks). Tests pass ``False`` and call :meth:`drain` themselves.
+        threads: torch threads per training run (default: ``CONSERV_THREADS`` or 1).
+        sync_url: keep every setting in the page's URL (served pages only).
+        location: the URL to sync with (default: the served page's ``pn.state.location``).
+    """
+
+    session = param.ClassSelector(class_=LabSession)
+
+    def __init__(self, autodrain: bool = True, threads: int | None = None, sync_url: bool = True,
+                 location: pn.io.location.Location | None = None, **params):
+        if not _loaded:
+            extension()
+        params.setdefault("session", LabSession(threads=threads))
+        super().__init__(**params)
+        s = self.session
+        s.autodrain = autodrain
+        self.controls = Controls(session=s)
+        self.status_view = StatusView(session=s)
+        self.drift_view = DriftView(session=s)
+        self.loss_view = LossView(session=s)
+        self.multiplier_view = MultiplierView(session=s)
+        self.system_view = SystemView(session=s)
+        self.teaching_view = TeachingView(session=s)
+        if sync_url:
+            served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+            loc = location if location is not None else (pn.state.location if served else None)
+            if loc is not None:
+                self._sync_url(loc)
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.on_session_destroyed(self._destroyed)
+
+    def _destroyed(self, session_context) -> None:
+        import sys; print("DESTROYED", file=sys.stderr)
+        self.session.close()
+        # the page's Location lives in a WeakKeyDictionary keyed by the document; what it
+        # syncs must not point back at the document, or the session is never freed
+        loc = self.session.location
+        if loc is not None:
+            for obj in [self.session, self.session.config, *self.session.systems.values()]:
+                try:
+                    loc.unsync(obj)
+                except ValueError:  # never synced
+                    pass
+        release_memory()
+
+    # -- the public handles tests and notebooks use ------------------------------------------
+    def drain(self) -> int:
+        """Move the worker's records into the plots now (what the periodic callback does)."""
+        return self.session.drain()
+
+    def train(self):
+        return self.session.train()
+
+    def stop(self) -> None:
+        self.session.stop()
+
+    def reset(self) -> None:
+        self.session.reset()
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- URL ----------------------------------------------------------------------------------
+    def _sync_url(self, loc: pn.io.location.Location) -> None:
+        """Settings <-> URL query: the link reproduces the run (seed included). The system
+        comes first, so that its defaults are applied before the link's own settings."""
+        s = self.session
+        s.location = loc
+        report = lambda bad: s._set_status(  # noqa: E731
+            f"Some settings in the link were refused: {', '.join(map(str, bad))}. Using defaults.", "warning")
+        try:
+            # a preset first (it carries the settings a URL cannot: tuples, lists), then the
+            # link's own values on top of it
+            preset = loc.query_params.get("preset")
+            if preset:
+                try:
+                    s.preset = preset
+                except ValueError:
+                    report(["preset"])
+            loc.sync(s, {"system": "system", "methods_text": "methods", "preset": "preset"}, on_error=report)
+            loc.sync(s.config, {k: k for k in URL_CONFIG_FIELDS}, on_error=report)
+            self._sync_system(loc, s.system, report)
+        except Exception as err:  # a bad link must still open the page
+            s.report_error(err)
+
+        def swap(event):  # only the current system's parameters live in the URL
+            try:
+                loc.unsync(s.systems[event.old])
+            except ValueError:
+                pass
+            self._sync_system(loc, event.new, report)
+
+        s.param.watch(swap, "system")
+
+    def _sync_system(self, loc, key: str, report) -> None:
+        loc.sync(self.session.systems[key], {k: f"{key}.{k}" for k in url_system_fields(key)}, on_error=report)
+
+    # -- layout -------------------------------------------------------------------------------
+    def main(self) -> list:
+        """The main area's rows (the template puts the controls in the sidebar)."""
+        h = html
+        return [
+            pn.Column(self.status_view, sizing_mode="stretch_width"),
+            pn.Column(h("<h3 style='margin:4px 0'>Is the invariant kept? Drift along rollouts (log scale)</h3>"),
+                      self.drift_view, sizing_mode="stretch_width"),
+            pn.Row(
+                pn.Column(h("<h3 style='margin:4px 0'>What the learned dynamics do</h3>"),
+                          self.system_view, sizing_mode="stretch_width", styles={"flex": "3 1 0%"}),
+                pn.Column(h("<h3 style='margin:4px 0'>Training</h3>"), self.loss_view, self.multiplier_view,
+                          sizing_mode="stretch_width", styles={"flex": "2 1 0%"}),
+                sizing_mode="stretch_width",
+            ),
+            pn.Column(h("<h3 style='margin:4px 0'>The physics and the methods</h3>"), self.teaching_view,
+                      sizing_mode="stretch_width"),
+        ]
+
+    def template(self) -> pn.template.BaseTemplate:
+        """The full page (served by ``panel serve`` / ``conserv serve``)."""
+        # Bootstrap: every resource is served by Panel itself (no web fonts, no CDN), so a
+        # workshop without internet loads as fast as one with it
+        return pn.template.BootstrapTemplate(
+            title=TITLE,
+            sidebar=[self.controls],
+            main=self.main(),
+            sidebar_width=370,
+            header_background="#0b3d62",
+        )
+
+    def __panel__(self):
+        return pn.Row(pn.Column(self.controls, width=340), pn.Column(*self.main(), sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width")
+
+
+def create_app() -> pn.template.BaseTemplate:
+    """One page for one session (``pn.serve(create_app)``)."""
+    return Dashboard().template()
+
+
+if __name__.startswith("bokeh_app"):  # run as a script by `panel serve app/dashboard.py`
+    create_app().servable(title=TITLE)

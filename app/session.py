@@ -1,0 +1,799 @@
+"""The state of one dashboard session: what to train, the training worker, and the drain.
+
+Threads. Training runs on a daemon worker thread (one :class:`Run` per Train click). The
+worker never touches Panel, Bokeh or HoloViews: the trainer's listener only appends
+records to a ``deque``. :meth:`LabSession.drain` moves them into HoloViews streams and
+param values on the session's own thread: under ``panel serve`` a periodic callback
+calls it every :data:`DRAIN_MS`; tests and scripts call it themselves.
+
+Nothing here builds a widget; the views in :mod:`app.views` watch this object.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import param
+
+from conserv_core import methods as cmethods
+from conserv_core import presets, training
+from conserv_core.devices import available_devices
+from conserv_core.systems import ALL_SYSTEMS, FieldSystem, ODESystem, ParameterError, System, get_system
+
+from app import theme
+
+#: how often a served session drains the worker's records (ms)
+DRAIN_MS = 200
+#: seconds of plot redrawing a served drain may spend (the rest waits for the next drain)
+DRAW_BUDGET_S = 0.05
+#: the loss plots are redrawn at most this often while a run goes on (seconds)
+LOSS_EVERY_S = 0.6
+#: how much lower the training threads' OS priority is than the server's (nice increment)
+WORKER_NICE = 10
+#: drift values below this are drawn at it (a log axis has no zero)
+DRIFT_FLOOR = 1e-12
+#: at most this many loss points per method reach the browser
+MAX_LOSS_POINTS = 600
+#: evaluations per run besides the one at step 0 (each costs a rollout of every test case)
+EVALS_PER_RUN = 6
+
+#: training settings that get a widget
+CONFIG_FIELDS = ["steps", "lr", "width", "seed", "lam", "mu", "mu_growth", "update_every",
+                 "integrator", "horizon", "ood_factor", "device", "invariants"]
+#: training settings the URL carries: every one a run reads (threads is the server's, and
+#: the dashboard sets eval_every from the number of refreshes it wants)
+URL_CONFIG_FIELDS = [k for k in training.TrainConfig.param if k not in ("name", "threads", "eval_every")]
+#: training settings a change of system leaves alone
+KEEP_ON_SYSTEM_CHANGE = ("seed", "device")
+
+#: system parameters the controls show (the rest keep their defaults); a system not
+#: named here shows the numbers and choices its own class declares
+SYSTEM_FIELDS: dict[str, list[str]] = {
+    "pendulum": ["mass", "length", "gravity", "damping"],
+    "nbody": ["n_bodies", "preset", "G", "softening"],
+    "flow": ["grid", "viscosity", "initial", "field_seed"],
+}
+
+
+def url_system_fields(key: str) -> list[str]:
+    """Every scalar parameter of system ``key``: what a link carries (tuples and lists,
+    which only presets set, travel as the preset's name)."""
+    return [n for n, p in ALL_SYSTEMS[key].param.objects("existing").items()
+            if n != "name" and isinstance(p, (param.Number, param.Selector, param.String, param.Boolean))
+            and not isinstance(p, param.ListSelector)]
+
+
+def system_fields(key: str) -> list[str]:
+    """The parameters of system ``key`` that get a widget (and a place in the URL)."""
+    if key in SYSTEM_FIELDS:
+        return SYSTEM_FIELDS[key]
+    cls = ALL_SYSTEMS[key]
+    inherited = set(ODESystem.param) | set(FieldSystem.param)
+    return [n for n, p in cls.param.objects("existing").items()
+            if n not in inherited and isinstance(p, (param.Number, param.Selector))
+            and not isinstance(p, param.ListSelector)]
+
+
+def server_threads() -> int:
+    """torch intra-op threads per run: a server setting (``--threads``), default 1."""
+    try:
+        return max(0, int(os.environ.get("CONSERV_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
+def warm_up() -> None:
+    """Pay torch's one-time costs before the first Train click (the first optimiser
+    imports torch._dynamo: seconds on a small machine)."""
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
+def release_memory() -> None:
+    """Collect a closed session's garbage and hand freed heap back to the OS, so a
+    workshop server's memory returns to its baseline between classes."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the allocator keeps its pages
+        pass
+
+
+def drift_keys(system: System) -> list[str]:
+    """The drift plots a system gets, in order."""
+    if system.kind == "field":
+        return ["mass", "divergence"]
+    return list(system.invariant_names())
+
+
+def plot_drift(curve) -> dict:
+    """A drift curve as plot data: zeros floored for the log axis, t = 0 dropped
+    (every drift is exactly 0 there), non-finite values kept as gaps."""
+    t = np.asarray(curve.t, dtype=float)[1:]
+    rel = np.asarray(curve.rel, dtype=float)[1:]
+    rel = np.where(np.isfinite(rel), np.maximum(rel, DRIFT_FLOOR), np.nan)
+    return {"t": t, "drift": rel}
+
+
+def _fmt(x: float | None) -> str:
+    return "NaN" if x is None or not math.isfinite(x) else f"{x:.1e}"
+
+
+def _final(curve) -> float:
+    """The drift at the horizon (NaN if the rollout blew up before it)."""
+    return float(curve.rel[-1]) if curve.rel else float("nan")
+
+
+@dataclass
+class SetupDone:
+    """The worker built the comparison (data generated, models initialised)."""
+    seconds: float
+
+
+@dataclass
+class Failed:
+    """The worker could not build or run the comparison."""
+    message: str
+
+
+class Run:
+    """One training run: a :class:`training.Comparison` on a daemon thread.
+
+    The listener runs on the worker thread and only appends to :attr:`queue`. Progress
+    records are thinned to about :data:`MAX_LOSS_POINTS` per method; the newest one per
+    method is always in :attr:`latest`, for the progress bar.
+    """
+
+    def __init__(self, run_id: int, system: System, method_keys: list[str], config: training.TrainConfig):
+        self.id = run_id
+        self.system = system
+        self.method_keys = list(method_keys)
+        self.config = config
+        self.queue: collections.deque = collections.deque()
+        self.latest: dict[str, training.Progress] = {}
+        self.stop_event = threading.Event()
+        self.finished = threading.Event()
+        self.comparison: training.Comparison | None = None
+        self.started_at = time.perf_counter()
+        self._every = max(1, config.steps // MAX_LOSS_POINTS)
+        self.thread = threading.Thread(target=self._work, name=f"conserv-run-{run_id}", daemon=True)
+
+    def start(self) -> "Run":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the run to end; the trainer checks between steps (well under a second)."""
+        self.stop_event.set()
+
+    def _listen(self, rec) -> None:
+        if isinstance(rec, training.Progress):
+            self.latest[rec.method] = rec
+            if rec.step % self._every and rec.step != rec.total_steps and rec.step != 1:
+                return
+        self.queue.append(rec)
+
+    def _work(self) -> None:
+        # training yields the CPU to the session's thread (clicks, redraws) and to the other
+        # sessions' UIs: a lower OS priority for this thread only (Linux: per-thread nice)
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+        except (AttributeError, OSError):
+            pass
+        try:
+            t0 = time.perf_counter()
+            comp = training.Comparison(self.system, self.method_keys, self.config,
+                                       listener=self._listen, stop_event=self.stop_event)
+            self.comparison = comp
+            self.queue.append(SetupDone(time.perf_counter() - t0))
+            if self.stop_event.is_set():
+                for k in comp.trainers:
+                    self.queue.append(training.Finished(k, "stopped", "stopped before training", 0, 0.0))
+            else:
+                comp.run()
+        except Exception as err:  # reported in the status line; the server goes on
+            self.queue.append(Failed(f"{type(err).__name__}: {err}"))
+        finally:
+            self.finished.set()
+
+
+def _empty(cols) -> pd.DataFrame:
+    return pd.DataFrame({c: np.zeros(0) for c in cols})
+
+
+class LiveData:
+    """The streams one run feeds, and everything it has reported so far.
+
+    One stream per plot: a plot is redrawn once per refresh whatever the number of
+    methods. The drain marks plots dirty as records arrive and :meth:`flush` sends them,
+    within a time budget when served (a drain must never hold the session's thread long
+    enough to delay a click).
+    """
+
+    def __init__(self, system: System, method_keys: list[str], config: training.TrainConfig):
+        self.system = system
+        self.system_key = system.key
+        self.methods = list(method_keys)
+        self.config = config
+        self.invariants = drift_keys(system)
+        #: {method: {"step", "loss"}} and {method: {"step", "violation"}}
+        self.loss = hv.streams.Pipe(data={})
+        self.violation = hv.streams.Pipe(data={})
+        #: long form: step, multiplier, value
+        self.multipliers = hv.streams.Pipe(data=_empty(["step", "multiplier", "value"]))
+        #: per invariant {series: {"t", "drift"}}; series: "truth", a method, "<method>:own"
+        self.drift = {q: hv.streams.Pipe(data={}) for q in self.invariants}
+        #: {method: Evaluation.view}, the system view's arrays
+        self.views = hv.streams.Pipe(data={})
+        self.truth: training.Evaluation | None = None
+        self.latest_eval: dict[str, training.Evaluation] = {}
+        self.finished: dict[str, training.Finished] = {}
+        self.progress: dict[str, training.Progress] = {}
+        self.history: dict[str, list[training.Progress]] = {m: [] for m in self.methods}
+        self.mult_rows: list[tuple[int, str, float]] = []
+        self.failed: str = ""
+        self.setup_seconds: float | None = None
+        self.first_step_at: float | None = None
+        self.ood = False
+        self.dirty: set[str] = set()
+        self.views_announced = False
+        self._sent_at: dict[str, float] = {}
+        self._round_since: float | None = None
+
+    @property
+    def has_auglag(self) -> bool:
+        return "auglag" in self.methods
+
+    @property
+    def n_points(self) -> int:
+        """Loss points received so far, all methods together."""
+        return sum(len(h) for h in self.history.values())
+
+    # -- what the plots show ----------------------------------------------------------------
+    def drift_series(self, q: str) -> dict:
+        out = {}
+        evs = {"truth": self.truth, **self.latest_eval} if self.truth is not None else dict(self.latest_eval)
+        for key, ev in evs.items():
+            source = ev.drift_ood if (self.ood and ev.drift_ood) else ev.drift
+            if q in source:
+                out[key] = plot_drift(source[q])
+            own = "energy_ood" if self.ood else "energy"
+            if q == "energy" and own in ev.learned_drift:
+                out[f"{key}:own"] = plot_drift(ev.learned_drift[own])
+        return out
+
+    def loss_series(self, column: str) -> dict:
+        out = {}
+        for m, hist in self.history.items():
+            step = np.fromiter((p.step for p in hist), float, len(hist))
+            val = np.fromiter((getattr(p, column) for p in hist), float, len(hist))
+            val = np.where(np.isfinite(val), np.maximum(val, 1e-30), np.nan)
+            out[m] = {"step": step, column: val}
+        return out
+
+    def set_ood(self, ood: bool) -> None:
+        self.ood = ood
+        self.mark("drift")
+        self.flush()
+
+    def plots(self) -> list[str]:
+        """Every plot this run feeds, most telling first (a drain short of time does these)."""
+        return [*(f"drift:{q}" for q in self.invariants), "views", "loss", "violation", "multipliers"]
+
+    def mark(self, *groups: str) -> None:
+        """Mark plots dirty: ``"drift"`` stands for every drift plot."""
+        for g in groups:
+            self.dirty.update(f"drift:{q}" for q in self.invariants) if g == "drift" else self.dirty.add(g)
+
+    def evaluation_arrived(self, rec: training.Evaluation, now: float) -> None:
+        """Redraw drift and system views once per evaluation round (all methods at the same
+        step), not once per method: a redraw holds the session's thread. The very first
+        round is drawn as it comes, and a round that waits over 2 s is drawn anyway."""
+        if rec.method == "truth":
+            self.truth = rec
+            self.mark("drift")
+            return
+        first_round = rec.method not in self.latest_eval
+        self.latest_eval[rec.method] = rec
+        pending = [m for m in self.methods if m not in self.finished
+                   and (m not in self.latest_eval or self.latest_eval[m].step < rec.step)]
+        if first_round or not pending:
+            self.mark("drift", "views")
+            self._round_since = None
+        elif self._round_since is None:
+            self._round_since = now
+
+    def flush(self, budget: float | None = None, loss_every: float = 0.0) -> None:
+        """Send dirty plots' data, most telling first, until ``budget`` seconds are spent
+        (the rest stays dirty for the next drain). The loss plots are redrawn at most every
+        ``loss_every`` seconds."""
+        t0 = time.perf_counter()
+        if self._round_since is not None and t0 - self._round_since > 2.0:
+            self.mark("drift", "views")
+            self._round_since = None
+        for plot in self.plots():
+            if plot not in self.dirty:
+                continue
+            if budget is not None and time.perf_counter() - t0 > budget:
+                return
+            if plot in ("loss", "violation"):
+                if t0 - self._sent_at.get(plot, -math.inf) < loss_every:
+                    continue
+                self._sent_at[plot] = t0
+                getattr(self, plot).send(self.loss_series(plot))
+            elif plot.startswith("drift:"):
+                q = plot.split(":", 1)[1]
+                self.drift[q].send(self.drift_series(q))
+            elif plot == "views":
+                self.views.send({m: ev.view for m, ev in self.latest_eval.items()})
+            elif plot == "multipliers":
+                self.multipliers.send(pd.DataFrame(self.mult_rows, columns=["step", "multiplier", "value"]))
+            self.dirty.discard(plot)
+
+    # -- results for download ---------------------------------------------------------------
+    def curves_frame(self) -> pd.DataFrame:
+        """Every curve in long form: method, curve, quantity, x, value."""
+        rows = []
+        for m, hist in self.history.items():
+            for p in hist:
+                rows.append((m, "loss", "loss", p.step, p.loss))
+                rows.append((m, "violation", "violation", p.step, p.violation))
+        for step, name, value in self.mult_rows:
+            rows.append(("auglag", "multiplier", name, step, value))
+        evs = dict(self.latest_eval)
+        if self.truth is not None:
+            evs = {"truth": self.truth, **evs}
+        for m, ev in evs.items():
+            for kind, curves in (("drift", ev.drift), ("drift_ood", ev.drift_ood), ("learned_drift", ev.learned_drift)):
+                for q, c in curves.items():
+                    rows.extend((m, kind, q, t, r) for t, r in zip(c.t, c.rel))
+        return pd.DataFrame(rows, columns=["method", "curve", "quantity", "x", "value"])
+
+    def summary(self) -> dict:
+        """The comparison's summary, in the shape of ``conserv compare --json``."""
+        out = {
+            "system": self.system_key,
+            "system_params": training._plain_params(self.system),
+            "config": training._plain_params(self.config),
+            "truth": {k: v.to_dict() for k, v in self.truth.drift.items()} if self.truth else {},
+            "methods": [],
+        }
+        for m in self.methods:
+            ev = self.latest_eval.get(m)
+            fin = self.finished.get(m)
+            prog = self.progress.get(m)
+            d = {
+                "method": m,
+                "status": fin.status if fin else "running",
+                "message": fin.message if fin else "",
+                "train_seconds": prog.elapsed if prog else 0.0,
+                "steps": prog.step if prog else 0,
+                "test_mse": ev.test_mse if ev else None,
+                "drift": {k: v.to_dict() for k, v in ev.drift.items()} if ev else {},
+            }
+            if ev is not None:
+                d["drift_ood"] = {k: v.to_dict() for k, v in ev.drift_ood.items()}
+                d["learned_drift"] = {k: v.to_dict() for k, v in ev.learned_drift.items()}
+                d["violation"] = ev.violation
+                d["violation_ood"] = ev.violation_ood
+            out["methods"].append(d)
+        return out
+
+
+class LabSession(param.Parameterized):
+    """What one browser tab (or notebook) trains, and what it has seen.
+
+    Settings live in :attr:`config` (a :class:`training.TrainConfig`), in one system
+    object per system (:attr:`systems`) and in the parameters below. The live part
+    (``status``, ``progress``, ``data``) is written only by :meth:`drain` and the button
+    handlers, on the session's thread.
+    """
+
+    system = param.Selector(default="pendulum", objects=list(ALL_SYSTEMS), doc="The physical system.")
+    methods = param.ListSelector(default=list(theme.DEFAULT_METHODS["pendulum"]),
+                                 objects=list(cmethods.ALL_METHODS), doc="Methods to train side by side.")
+    methods_text = param.String(default=",".join(theme.DEFAULT_METHODS["pendulum"]),
+                                doc="The methods as 'a,b,c' (how the URL carries them).")
+    preset = param.Selector(default="", objects=["", *presets.PRESETS], doc="The last preset applied.")
+    ood = param.Boolean(default=False, doc="Show drift on the out-of-distribution test set.")
+
+    status = param.String(default="Pick a system and methods, then press Train.")
+    status_kind = param.Selector(default="info", objects=["info", "running", "success", "warning", "danger"])
+    progress = param.Integer(default=0, bounds=(0, 100))
+    speed = param.String(default="")
+    running = param.Boolean(default=False)
+    data = param.ClassSelector(class_=LiveData, allow_None=True, doc="The current run's live data.")
+    views_ready = param.Event(doc="Fires when the run's first system-view arrays arrive.")
+    evals_per_run = param.Integer(default=EVALS_PER_RUN, bounds=(1, 1000),
+                                  doc="Drift curves refresh this many times per run (each costs a rollout).")
+
+    def __init__(self, threads: int | None = None, **params):
+        self.systems: dict[str, System] = {k: get_system(k) for k in ALL_SYSTEMS}
+        self.config = training.make_config("pendulum", **theme.DEMO_CONFIG["pendulum"])
+        super().__init__(**params)
+        self.threads = server_threads() if threads is None else threads
+        self.run: Run | None = None
+        self._run_id = 0
+        self._periodic = None
+        self.autodrain = False
+        #: unexpected errors caught from callbacks (also shown in the status line)
+        self.errors: list[str] = []
+        #: the page's URL (set by the dashboard when served), for the JSON download
+        self.location = None
+        self._applying_preset = False
+        self._apply_system_defaults()
+        self.param.watch(self._system_changed, "system")
+        self.param.watch(self._preset_chosen, "preset")
+        self.config.param.watch(self._setting_changed, URL_CONFIG_FIELDS)
+        for key, sysm in self.systems.items():
+            sysm.param.watch(self._setting_changed, url_system_fields(key))
+        self.param.watch(self._setting_changed, "methods")
+        self.param.watch(self._methods_to_text, "methods")
+        self.param.watch(self._methods_from_text, "methods_text")
+        self.param.watch(self._ood_changed, "ood")
+
+    # -- settings ---------------------------------------------------------------------------
+    @property
+    def current_system(self) -> System:
+        return self.systems[self.system]
+
+    def valid_methods(self) -> list[str]:
+        return cmethods.valid_methods(self.current_system)
+
+    def _apply_system_defaults(self) -> None:
+        sysm = self.current_system
+        base = training.make_config(self.system, **theme.DEMO_CONFIG.get(self.system, theme.DEMO_CONFIG_OTHER))
+        values = {k: v for k, v in _values(base).items() if k not in (*KEEP_ON_SYSTEM_CHANGE, "threads")}
+        values["horizon"] = float(sysm.horizon)
+        values["invariants"] = []
+        self.config.param.update(**values)
+        # keep the ticked methods (or those a link names) if they all apply, else the defaults
+        valid = self.valid_methods()
+        wanted = [k.strip() for k in self.methods_text.split(",") if k.strip()]
+        if not wanted or any(m not in valid for m in wanted):
+            wanted = theme.default_methods(self.system, valid)
+        if wanted != self.methods:
+            self.methods = wanted
+
+    def _system_changed(self, event) -> None:
+        if not self._applying_preset:
+            self.preset = ""  # the preset's settings belonged to the other system
+        was_running = self.running
+        self._discard_run()
+        self._apply_system_defaults()
+        self.data = None
+        title = self.current_system.title
+        if was_running:
+            self._set_status(f"Stopped the run because the system changed to {title}. Press Train to start.",
+                             "warning")
+        else:
+            self._set_status(f"{title}: pick methods, then press Train.", "info")
+
+    def _setting_changed(self, *events) -> None:
+        if self.running:
+            if "next run" not in self.status:
+                self.status = self.status.rstrip(". ") + ". (Your change applies to the next run.)"
+        elif self.data is not None and self.status_kind in ("success", "warning"):
+            self._set_status("Settings changed: press Train to rerun with them (the curves shown are from "
+                             "the last run).", "info")
+
+    def _methods_to_text(self, event) -> None:
+        text = ",".join(event.new)
+        if text != self.methods_text:
+            self.methods_text = text
+
+    def _methods_from_text(self, event) -> None:
+        keys = [k.strip() for k in event.new.split(",") if k.strip()]
+        valid = self.valid_methods()
+        bad = [k for k in keys if k not in valid]
+        if bad:
+            self._set_status(f"Unknown or inapplicable method(s) in the link: {', '.join(bad)}; "
+                             f"{self.current_system.title} takes {', '.join(valid)}.", "warning")
+        keys = [k for k in keys if k in valid]
+        if keys and keys != self.methods:
+            self.methods = keys
+
+    def _ood_changed(self, event) -> None:
+        if self.data is not None:
+            self.data.set_ood(event.new)
+
+    def apply_preset(self, name: str) -> None:
+        """System, system parameters, methods and options of a named experiment (every
+        other setting back to its default, the seed and device kept)."""
+        p = presets.get_preset(name)
+        self._applying_preset = True
+        try:
+            if self.system != p.system:
+                self.system = p.system
+            else:
+                self._discard_run()
+                self.data = None
+            self._apply_system_defaults()
+            sysm = self.systems[p.system]
+            defaults = {k: v for k, v in type(sysm)().param.values().items() if k != "name"}
+            sysm.param.update(**{**defaults, **p.system_params})
+            # again: a system's own watchers may have reacted to the first update (the n-body
+            # preset restores its softening when leaving the figure-eight)
+            sysm.param.update(**p.system_params)
+            if p.config:
+                self.config.param.update(**p.config)
+            self.methods = [m for m in p.methods if m in self.valid_methods()]
+            self.preset = name
+        finally:
+            self._applying_preset = False
+        self._set_status(f"Preset “{p.title}”: {p.description} Press Train.", "info")
+
+    def _preset_chosen(self, event) -> None:
+        if event.new and not self._applying_preset:
+            self.apply_preset(event.new)
+
+    def build_config(self) -> training.TrainConfig:
+        """A fresh, validated copy of the settings for one run (later edits don't touch it)."""
+        values = _values(self.config)
+        values["threads"] = self.threads
+        steps = values["steps"]
+        values["eval_every"] = max(1, math.ceil(steps / self.evals_per_run))
+        return training.make_config(None, **values)
+
+    def build_system(self) -> System:
+        """A fresh copy of the current system (the run keeps it while the user edits)."""
+        return get_system(self.system, **_values(self.current_system))
+
+    # -- actions ----------------------------------------------------------------------------
+    def train(self) -> Run | None:
+        """Start a run with the current settings (stopping any run in progress)."""
+        self._discard_run()
+        keys = [m for m in self.methods if m in self.valid_methods()]
+        if not keys:
+            self._set_status("Tick at least one method to train (the baseline is a good start).", "warning")
+            return None
+        try:
+            sysm = self.build_system()
+            cfg = self.build_config()
+        except (ParameterError, ValueError) as err:
+            self._set_status(f"Cannot start: {err}", "danger")
+            return None
+        if cfg.device not in available_devices():
+            self._set_status(f"Device {cfg.device!r} is not available here; choose one of "
+                             f"{', '.join(available_devices())}.", "danger")
+            return None
+        self._run_id += 1
+        self.data = LiveData(sysm, keys, cfg)
+        self.data.ood = self.ood
+        self.run = Run(self._run_id, sysm, keys, cfg).start()
+        self.running = True
+        self.progress = 0
+        self.speed = ""
+        names = ", ".join(theme.SHORT[k] for k in keys)
+        self._set_status(f"Setting up {sysm.title}: generating training data for {names}…", "running")
+        self._ensure_periodic()
+        return self.run
+
+    def stop(self) -> None:
+        """End the run within a step; everything drawn so far stays."""
+        if self.run is not None and self.running:
+            self.run.stop()
+            self._set_status("Stopping…", "warning")
+
+    def reset(self) -> None:
+        """Stop any run and clear every plot (the settings stay)."""
+        self._discard_run()
+        self.data = None
+        self.progress = 0
+        self.speed = ""
+        self._set_status("Cleared. Press Train to start a new run.", "info")
+
+    def close(self) -> None:
+        """End the session: stop the worker and the periodic callback."""
+        self._discard_run()
+        self._stop_periodic()
+
+    def _discard_run(self) -> None:
+        if self.run is not None:
+            self.run.stop()
+        self.run = None
+        self.running = False
+
+    # -- the periodic drain -----------------------------------------------------------------
+    def _ensure_periodic(self) -> None:
+        if not self.autodrain or self._periodic is not None:
+            return
+        import panel as pn
+
+        self._periodic = pn.state.add_periodic_callback(self._periodic_drain, period=DRAIN_MS)
+
+    def _stop_periodic(self) -> None:
+        if self._periodic is not None:
+            try:
+                self._periodic.stop()
+            except Exception:  # already stopped with its document
+                pass
+            self._periodic = None
+
+    def _periodic_drain(self) -> None:
+        try:
+            self.drain(budget=DRAW_BUDGET_S)
+        except Exception as err:  # never let a drain error kill the callback silently
+            self.report_error(err)
+        if self.run is None and self._periodic is not None:
+            self._stop_periodic()
+
+    def drain(self, budget: float | None = None) -> int:
+        """Move the worker's records into streams and status; return how many were taken.
+
+        Called on the session's thread: by a periodic callback when served (with a time
+        ``budget`` for redrawing plots), directly by tests and scripts (``budget=None``:
+        everything is drawn before it returns).
+        """
+        run, data = self.run, self.data
+        if run is None or data is None:
+            return 0
+        records = []
+        while run.queue:
+            records.append(run.queue.popleft())
+        import panel as pn
+
+        with pn.io.hold():
+            self._consume(run, data, records)
+            self._update_progress(run, data)
+            done = run.finished.is_set() and not run.queue
+            data.flush(None if done else budget, loss_every=0.0 if done or budget is None else LOSS_EVERY_S)
+            if data.views.data and not data.views_announced:
+                data.views_announced = True
+                self.views_ready = True
+            if done:
+                self._conclude(run, data)
+        return len(records)
+
+    def _consume(self, run: Run, data: LiveData, records: list) -> None:
+        for rec in records:
+            if isinstance(rec, training.Progress):
+                if data.first_step_at is None:
+                    data.first_step_at = time.perf_counter()
+                data.history[rec.method].append(rec)
+                data.mark("loss", "violation")
+                if rec.multipliers:
+                    data.mult_rows.extend((rec.step, k, v) for k, v in rec.multipliers.items())
+                    data.mark("multipliers")
+            elif isinstance(rec, training.Evaluation):
+                data.evaluation_arrived(rec, time.perf_counter())
+            elif isinstance(rec, training.Finished):
+                data.finished[rec.method] = rec
+                last = run.latest.get(rec.method)
+                hist = data.history[rec.method]
+                if last is not None and (not hist or last.step > hist[-1].step):
+                    hist.append(last)
+                    data.mark("loss", "violation")
+                data.mark("drift", "views")  # a finished method may close a round
+            elif isinstance(rec, SetupDone):
+                data.setup_seconds = rec.seconds
+                self._set_status(f"Training {len(data.methods)} method(s) on {data.system.title}…", "running")
+            elif isinstance(rec, Failed):
+                data.failed = rec.message
+
+    def _update_progress(self, run: Run, data: LiveData) -> None:
+        latest = dict(run.latest)
+        for m, p in latest.items():
+            data.progress[m] = p
+        total = run.config.steps * len(data.methods)
+        done = sum(data.finished[m].step if m in data.finished else (latest[m].step if m in latest else 0)
+                   for m in data.methods)
+        # a finished method counts as complete for the bar and for the time left
+        remaining = sum(0 if m in data.finished else run.config.steps - (latest[m].step if m in latest else 0)
+                        for m in data.methods)
+        self.progress = int(round(100 * (total - remaining) / max(total, 1)))
+        if data.first_step_at is not None and done:
+            wall = max(time.perf_counter() - data.first_step_at, 1e-3)
+            rate = done / wall
+            left = remaining / max(rate, 1e-9)
+            step_now = max((latest[m].step for m in latest), default=0)
+            self.speed = (f"step {step_now:,} / {run.config.steps:,} · {rate:,.0f} steps/s (all methods) "
+                          f"· {left:,.0f} s left" if remaining else
+                          f"{done:,} steps · {rate:,.0f} steps/s (all methods)")
+        if self.running and not run.stop_event.is_set() and data.first_step_at is not None \
+                and self.status_kind == "running" and "next run" not in self.status:
+            names = ", ".join(theme.SHORT[m] for m in data.methods if m not in data.finished)
+            self.status = f"Training {names} on {data.system.title}. Drift curves refresh every " \
+                          f"{run.config.eval_every} steps."
+
+    def _conclude(self, run: Run, data: LiveData) -> None:
+        self.running = False
+        self.run = None
+        fins = data.finished
+        if data.failed:
+            self._set_status(f"The run failed: {data.failed}. Curves already shown are kept.", "danger")
+            return
+        diverged = [f for f in fins.values() if f.status in ("diverged", "error")]
+        if diverged:
+            msgs = "; ".join(f"{theme.SHORT[f.method]} diverged (NaN): {f.message}" for f in diverged)
+            self._set_status(msgs + ". Everything already shown is kept.", "danger")
+            return
+        if any(f.status == "stopped" for f in fins.values()):
+            step = max((f.step for f in fins.values()), default=0)
+            self._set_status(f"Stopped at step {step:,} of {run.config.steps:,}; the curves so far are kept. "
+                             "Press Train to start a new run.", "warning")
+            return
+        self.progress = 100
+        self._set_status(self.verdict(data), "success")
+
+    def verdict(self, data: LiveData) -> str:
+        """One sentence with each method's drift at the horizon, for the status line."""
+        q = data.invariants[0]
+        title = theme.INVARIANTS.get(q, (q, ""))[0].lower()
+        parts = []
+        for m in data.methods:
+            ev = data.latest_eval.get(m)
+            if ev is not None and q in ev.drift:
+                parts.append(f"{theme.SHORT[m]} {_fmt(_final(ev.drift[q]))}")
+        if data.truth is not None and q in data.truth.drift:
+            parts.append(f"truth {_fmt(_final(data.truth.drift[q]))}")
+        secs = max((p.elapsed for p in data.progress.values()), default=0.0)
+        horizon = data.truth.drift[q].t[-1] if data.truth is not None and q in data.truth.drift else None
+        at = f" at t = {horizon:g}" if horizon is not None else ""
+        return f"Done ({secs:.0f} s of training per method). {title.capitalize()}{at}: " + " · ".join(parts) + "."
+
+    def _set_status(self, text: str, kind: str) -> None:
+        self.param.update(status=text, status_kind=kind)
+
+    def report_error(self, err: Exception) -> None:
+        """Show an unexpected error from a callback in the status line (never raise)."""
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        self.errors.append(f"{type(err).__name__}: {msg}")
+        self._set_status(f"{type(err).__name__}: {msg}", "danger")
+
+    # -- downloads --------------------------------------------------------------------------
+    def results_csv(self) -> io.StringIO:
+        buf = io.StringIO()
+        if self.data is not None:
+            self.data.curves_frame().to_csv(buf, index=False)
+        else:
+            buf.write("method,curve,quantity,x,value\n")
+        buf.seek(0)
+        return buf
+
+    def results_json(self) -> io.StringIO:
+        payload = self.data.summary() if self.data is not None else {}
+        payload["url_query"] = self.location.search if self.location is not None else "?" + self.query_string()
+        text = json.dumps(payload, indent=1, default=_json_default, allow_nan=True)
+        text = text.replace("NaN", "null").replace("-Infinity", "null").replace("Infinity", "null")
+        return io.StringIO(text)
+
+    def query_string(self) -> str:
+        """The settings as a URL query (what the address bar holds when served)."""
+        from urllib.parse import urlencode
+
+        q = {"system": self.system, "methods": ",".join(self.methods)}
+        for k in URL_CONFIG_FIELDS:
+            v = getattr(self.config, k)
+            if v is not None:
+                q[k] = json.dumps(v) if isinstance(v, list) else v
+        for k in url_system_fields(self.system):
+            q[f"{self.system}.{k}"] = getattr(self.current_system, k)
+        return urlencode(q)
+
+
+def _values(obj: param.Parameterized) -> dict:
+    """Parameter values of ``obj`` (copies of lists), without ``name``."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in obj.param.values().items() if k != "name"}
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)

@@ -1,0 +1,788 @@
+"""The dashboard's views: each one a :class:`pn.viewable.Viewer` over a :class:`LabSession`.
+
+Every view can be shown on its own in a notebook (``dash.drift_view``). Plot views build
+their HoloViews objects once per run, from the streams of :class:`app.session.LiveData`;
+the session's drain only sends data into those streams, so updates reach the browser as
+small patches, not as new plots.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from conserv_core import methods as cmethods
+from conserv_core.devices import available_devices
+from conserv_core.presets import PRESETS
+from conserv_core.systems import ALL_SYSTEMS
+
+from app import theme
+from app.session import DRIFT_FLOOR, LabSession, LiveData, system_fields
+
+PLOT_HEIGHT = 300
+#: drawing order by method kind in the system view (later is on top)
+_DRAW_ORDER = {"none": 0, "soft": 1, "mixed": 2, "hard": 3}
+SMALL_HEIGHT = 230
+TOOLS = ["hover"]
+
+
+def guarded(session: LabSession, fn):
+    """Wrap a callback so that any error lands in the status line instead of the log."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # no user action may take the server down
+            session.report_error(err)
+
+    return wrapper
+
+
+def html(text: str = "", **kw) -> pn.pane.HTML:
+    """An HTML pane that knows the dashboard's classes (each pane has its own shadow DOM)."""
+    kw.setdefault("stylesheets", [theme.CSS])
+    return pn.pane.HTML(text, **kw)
+
+
+def tex(expr: str) -> pn.pane.LaTeX:
+    """A KaTeX pane; ``<`` and ``>`` written as macros so the page's HTML parser leaves them."""
+    expr = expr.replace("<", r"\lt ").replace(">", r"\gt ")
+    return pn.pane.LaTeX(f"${expr}$", renderer="katex", styles={"font-size": "14px"})
+
+
+def _placeholder(text: str, height: int = PLOT_HEIGHT) -> pn.pane.HTML:
+    return html(
+        f'<div style="height:{height - 30}px; display:flex; align-items:center; justify-content:center; '
+        f'border:1px dashed #c8ced6; border-radius:6px; color:#667; font-size:14px; padding:0 24px; '
+        f'text-align:center">{text}</div>',
+        sizing_mode="stretch_width", height=height)
+
+
+def _plot_opts(**kw) -> dict:
+    base = dict(responsive=True, height=PLOT_HEIGHT, tools=TOOLS, active_tools=[], toolbar="above",
+                show_grid=True, fontscale=1.0)
+    base.update(kw)
+    if base.get("height", 0) is None:  # sized by its aspect and the container's width
+        del base["height"]
+    return base
+
+
+_ELEMENTS = (hv.Curve, hv.Points, hv.Image, hv.VectorField)
+
+
+def _styled(obj, framewise: bool = True, overlay: str = "Overlay", **kw):
+    """Axis options on the overlay; ``framewise`` on every element type, which is where
+    HoloViews reads it: the axes then follow the data as the streams update."""
+    kw.pop("framewise", None)
+    elem = [getattr(hv.opts, e.__name__)(framewise=framewise) for e in _ELEMENTS]
+    return obj.opts(*elem, getattr(hv.opts, overlay)(**_plot_opts(**kw)))
+
+
+# ------------------------------------------------------------------------------------------
+# controls
+# ------------------------------------------------------------------------------------------
+#: slider ranges that suit a class (the engine's bounds stay the hard limits)
+SOFT: dict[tuple[str, str], dict] = {
+    ("pendulum", "mass"): dict(start=0.1, end=5.0, step=0.1, label="Bob mass m (kg)"),
+    ("pendulum", "length"): dict(start=0.2, end=5.0, step=0.1, label="Rod length l (m)"),
+    ("pendulum", "gravity"): dict(start=1.0, end=25.0, step=0.1, label="Gravity g (m/s²)"),
+    ("pendulum", "damping"): dict(start=0.0, end=1.0, step=0.01, label="Damping b (1/s)"),
+    ("nbody", "n_bodies"): dict(start=2, end=8, label="Bodies N"),
+    ("nbody", "preset"): dict(name="Initial conditions"),
+    ("nbody", "G"): dict(start=0.1, end=5.0, step=0.1, label="Gravitational constant G"),
+    ("nbody", "softening"): dict(start=0.0, end=0.5, step=0.01, label="Softening ε"),
+    ("flow", "grid"): dict(start=32, end=128, step=16, label="Solver grid (points per side)"),
+    ("flow", "viscosity"): dict(start=0.0, end=0.1, step=0.001, label="Viscosity ν"),
+    ("flow", "initial"): dict(name="Initial field"),
+    ("flow", "field_seed"): dict(name="Initial-field seed"),
+    ("config", "steps"): dict(step=100, label="Training steps (per method)"),
+    ("config", "lr"): dict(step=1e-3, label="Learning rate"),
+    ("config", "width"): dict(start=8, end=256, step=8, label="Hidden units per layer"),
+    ("config", "seed"): dict(name="Seed (data, weights, batches)"),
+    ("config", "lam"): dict(start=0.0, end=20.0, step=0.1, label="Penalty weight λ (penalty)"),
+    ("config", "mu"): dict(start=0.1, end=20.0, step=0.1, label="Initial μ (aug. Lagrangian)"),
+    ("config", "mu_growth"): dict(start=1.0, end=10.0, step=0.1, label="μ growth when stalled"),
+    ("config", "update_every"): dict(start=1, end=500, step=1, label="Multiplier update every (steps)"),
+    ("config", "integrator"): dict(name="Rollout integrator"),
+    ("config", "horizon"): dict(step=1.0, label="Rollout horizon (time)"),
+    ("config", "ood_factor"): dict(start=1.0, end=10.0, step=0.5, label="Out-of-distribution factor"),
+    ("config", "device"): dict(name="Device"),
+}
+
+
+def param_widget(obj: param.Parameterized, name: str, owner: str, **extra) -> pn.widgets.Widget:
+    """A widget for ``obj.name`` built from its param declaration (type, bounds, doc).
+
+    Numbers get a slider over a teaching range that still accepts any value inside the
+    declared bounds (typed into its box); out-of-bounds input is refused by the widget.
+    """
+    p = obj.param[name]
+    kw = dict(SOFT.get((owner, name), {}))
+    kw.update(extra)
+    whole = "start" in kw and (kw["start"], kw["end"]) == tuple(getattr(p, "bounds", None) or (None, None))
+    if isinstance(p, param.Selector):
+        cls = pn.widgets.Select
+    elif isinstance(p, param.Integer):
+        cls = pn.widgets.IntSlider if whole else pn.widgets.EditableIntSlider if "start" in kw else pn.widgets.IntInput
+    elif isinstance(p, param.Number):
+        cls = pn.widgets.EditableFloatSlider if "start" in kw else pn.widgets.FloatInput
+    else:
+        raise TypeError(f"no widget for {type(p).__name__} {owner}.{name}")
+    if "fixed_start" in cls.param:
+        lo, hi = p.bounds
+        kw.setdefault("fixed_start", lo)
+        kw.setdefault("fixed_end", hi)
+    if "description" in cls.param:
+        kw.setdefault("description", p.doc)
+    kw.setdefault("sizing_mode", "stretch_width")
+    return cls.from_param(p, **kw)
+
+
+def _checkbox_colors(keys: list[str]) -> list[str]:
+    """Stylesheet that colours each method's check box in the method's colour."""
+    rules = [f"label:nth-of-type({i + 1}) input {{ accent-color: {theme.COLORS.get(k, '#888')}; }}"
+             f" label:nth-of-type({i + 1}) {{ border-left: 4px solid {theme.COLORS.get(k, '#888')};"
+             f" padding-left: 6px; margin: 2px 0; }}"
+             for i, k in enumerate(keys)]
+    return ["\n".join(rules)]
+
+
+class Controls(pn.viewable.Viewer):
+    """Every setting, built from the engine's param declarations, and Train / Stop / Reset."""
+
+    session = param.ClassSelector(class_=LabSession)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._updating = False
+        s = self.session
+        g = functools.partial(guarded, s)
+        self.preset = pn.widgets.Select.from_param(
+            s.param.preset, label="Preset experiment",
+            options={"— choose a preset —": "", **{p.title: k for k, p in PRESETS.items()}},
+            description="Load a named experiment: system, parameters, methods and training settings.")
+        self.system = pn.widgets.Select.from_param(
+            s.param.system, label="System", options={cls.title: k for k, cls in ALL_SYSTEMS.items()},
+            description="The physical system the networks learn.")
+        self._system_widgets = {k: pn.Column(*[param_widget(s.systems[k], n, k) for n in system_fields(k)],
+                                             sizing_mode="stretch_width")
+                                for k in ALL_SYSTEMS}
+        self.system_params = pn.Column(self._system_widgets[s.system], sizing_mode="stretch_width")
+        self.methods = pn.widgets.CheckBoxGroup(label="Methods", inline=False, options={})
+        self.methods.param.watch(g(self._methods_from_widget), "value")
+        s.param.watch(g(self._methods_to_widget), "methods")
+        cfg = s.config
+        w = {n: param_widget(cfg, n, "config") for n in
+             ["steps", "lr", "width", "seed", "lam", "mu", "mu_growth", "update_every", "integrator",
+              "horizon", "ood_factor"]}
+        w["device"] = param_widget(cfg, "device", "config", options=available_devices())
+        self.config_widgets = w
+        self.invariants = pn.widgets.CheckBoxGroup(label="Constrain these invariants", inline=True)
+        self.invariants.param.watch(g(self._invariants_from_widget), "value")
+        cfg.param.watch(g(self._invariants_to_widget), "invariants")
+        self.train_button = pn.widgets.Button(label="Train", color="primary", sizing_mode="stretch_width",
+                                              description="Train the ticked methods side by side (restarts a run).")
+        self.stop_button = pn.widgets.Button(label="Stop", color="warning", sizing_mode="stretch_width", disabled=True,
+                                             description="End the run now; the curves so far stay.")
+        self.reset_button = pn.widgets.Button(label="Reset", color="light", sizing_mode="stretch_width",
+                                              description="Stop and clear the plots (settings stay).")
+        self.train_button.on_click(g(lambda e: s.train()))
+        self.stop_button.on_click(g(lambda e: s.stop()))
+        self.reset_button.on_click(g(lambda e: s.reset()))
+        s.param.watch(g(self._running_changed), "running")
+        s.param.watch(g(self._system_changed), "system")
+        self.csv = pn.widgets.FileDownload(callback=g(s.results_csv), filename="conservation-lab-curves.csv",
+                                           label="Curves (CSV)", embed=False, sizing_mode="stretch_width",
+                                           color="light")
+        self.json = pn.widgets.FileDownload(callback=g(s.results_json), filename="conservation-lab-summary.json",
+                                            label="Summary (JSON)", embed=False, sizing_mode="stretch_width",
+                                            color="light")
+        self._system_changed()
+        self._running_changed()
+        self._layout = self._build()
+
+    # -- layout ---------------------------------------------------------------------------
+    def _build(self) -> pn.Column:
+        w = self.config_widgets
+        head = html
+        buttons = pn.Row(self.train_button, self.stop_button, self.reset_button, sizing_mode="stretch_width")
+        return pn.Column(
+            buttons,
+            self.preset,
+            self.system,
+            self.system_params,
+            head("<b>Methods to compare</b> <span class='cl-muted'>(colour = line colour)</span>"),
+            self.methods,
+            pn.Card(w["steps"], w["lr"], w["width"], w["seed"], w["device"], title="Training",
+                    collapsed=False, sizing_mode="stretch_width"),
+            pn.Card(w["lam"], w["mu"], w["mu_growth"], w["update_every"],
+                    head("<span class='cl-muted'>Invariants the soft constraints act on</span>"), self.invariants,
+                    title="Constraint settings", collapsed=True, sizing_mode="stretch_width"),
+            pn.Card(w["integrator"], w["horizon"], w["ood_factor"], title="Rollout and test",
+                    collapsed=True, sizing_mode="stretch_width"),
+            head("<b>Download results</b>"),
+            pn.Row(self.csv, self.json, sizing_mode="stretch_width"),
+            head("<span class='cl-muted'>The address bar holds every setting, seed included: "
+                 "share it to reproduce this run.</span>"),
+            sizing_mode="stretch_width",
+        )
+
+    def __panel__(self):
+        return self._layout
+
+    # -- links ----------------------------------------------------------------------------
+    def _system_changed(self, *events) -> None:
+        s = self.session
+        self.system_params.objects = [self._system_widgets[s.system]]
+        self._methods_to_widget()
+        self._invariants_to_widget()
+
+    def _methods_from_widget(self, event) -> None:
+        if self._updating:
+            return
+        keys = [k for k in self.session.valid_methods() if k in event.new]
+        if keys != self.session.methods:
+            self.session.methods = keys
+
+    def _methods_to_widget(self, *events) -> None:
+        """Options follow the system, ticks follow the session (never the other way round
+        while the options are being swapped)."""
+        s = self.session
+        valid = s.valid_methods()
+        self._updating = True
+        try:
+            if list(dict(self.methods.options).values()) != valid:
+                self.methods.options = {cmethods.ALL_METHODS[k].title: k for k in valid}
+                self.methods.stylesheets = _checkbox_colors(valid)
+            self.methods.value = [k for k in valid if k in s.methods]
+        finally:
+            self._updating = False
+
+    def _invariants_from_widget(self, event) -> None:
+        if self._updating or self.invariants.disabled:
+            return
+        chosen = list(event.new)
+        new = [] if set(chosen) == set(self.invariants.options) else chosen
+        if new != self.session.config.invariants:
+            self.session.config.invariants = new
+
+    def _invariants_to_widget(self, *events) -> None:
+        sysm = self.session.current_system
+        field = sysm.kind == "field"
+        names = ["divergence"] if field else list(sysm.invariant_names())
+        self._updating = True
+        try:
+            if self.invariants.options != names:
+                self.invariants.options = names
+            self.invariants.disabled = field
+            chosen = self.session.config.invariants or names
+            self.invariants.value = [k for k in names if k in chosen]
+        finally:
+            self._updating = False
+
+    def _running_changed(self, *events) -> None:
+        running = self.session.running
+        self.stop_button.disabled = not running
+        self.train_button.label = "Restart" if running else "Train"
+
+
+# ------------------------------------------------------------------------------------------
+# status
+# ------------------------------------------------------------------------------------------
+class StatusView(pn.viewable.Viewer):
+    """The status line, a progress bar with steps/s and time left, and the colour legend."""
+
+    session = param.ClassSelector(class_=LabSession)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        s = self.session
+        self.line = html(sizing_mode="stretch_width", margin=(5, 10))
+        self.bar = pn.indicators.Progress(value=0, max=100, bar_color="success", height=14,
+                                          sizing_mode="stretch_width", margin=(4, 10))
+        self.speed = html(sizing_mode="stretch_width", margin=(0, 10), styles={"font-size": "12px"})
+        self.legend = html(sizing_mode="stretch_width", margin=(4, 10))
+        self.look = html(sizing_mode="stretch_width", margin=(0, 10))
+        s.param.watch(guarded(s, self._update), ["status", "status_kind", "progress", "speed", "running"])
+        s.param.watch(guarded(s, self._update_legend), ["methods", "system", "data"])
+        self._update()
+        self._update_legend()
+
+    def _update(self, *events) -> None:
+        s = self.session
+        self.line.object = f'<div class="cl-status {s.status_kind}">{_escape(s.status)}</div>'
+        self.bar.value = s.progress
+        self.bar.bar_color = {"danger": "danger", "warning": "warning"}.get(s.status_kind, "success")
+        self.bar.active = s.running and s.progress == 0
+        self.speed.object = f'<span class="cl-muted">{_escape(s.speed)}</span>' if s.speed else ""
+
+    def _update_legend(self, *events) -> None:
+        s = self.session
+        keys = s.data.methods if s.data is not None else s.methods
+        chips = [theme.chip(k) for k in keys] + [theme.chip("truth", line="dashed")]
+        if ALL_SYSTEMS[s.system].kind == "ode":
+            chips += [theme.chip(k, f"{theme.SHORT[k].split(' ')[0]}: its own learned energy", line="dotted")
+                      for k in keys if k in ("hnn", "lnn")]
+        self.legend.object = '<div class="cl-legend">' + "".join(chips) + "</div>"
+        self.look.object = f'<div class="cl-look"><b>What to look for.</b> {theme.look_for(s.current_system)}</div>'
+
+    def __panel__(self):
+        return pn.Column(self.line, self.bar, self.speed, self.legend, self.look, sizing_mode="stretch_width")
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# ------------------------------------------------------------------------------------------
+# plots
+# ------------------------------------------------------------------------------------------
+class _PlotView(pn.viewable.Viewer):
+    """A view whose content is rebuilt when a run starts (or cleared on reset)."""
+
+    session = param.ClassSelector(class_=LabSession)
+    placeholder = ""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._box = pn.Column(sizing_mode="stretch_width")
+        self.session.param.watch(guarded(self.session, self._rebuild), "data")
+        self._rebuild()
+
+    def _rebuild(self, *events) -> None:
+        data = self.session.data
+        self._box.objects = [self.build(data)] if data is not None else [_placeholder(self.placeholder)]
+
+    def build(self, data: LiveData):
+        raise NotImplementedError
+
+    def __panel__(self):
+        return self._box
+
+
+def _pane(obj, **kw) -> pn.pane.HoloViews:
+    return pn.pane.HoloViews(obj, sizing_mode="stretch_width", linked_axes=False, **kw)
+
+
+def _series_overlay(data: dict | None = None, *, keys: list[str], kdim: str, vdim: str) -> hv.Overlay:
+    """One curve per key (empty if not reported yet: a DynamicMap's overlay keeps the same
+    layers from frame to frame). Styles come from :func:`_series_styles`, set once."""
+    curves = []
+    for key in keys:
+        d = data.get(key) if data else None
+        curves.append(hv.Curve(d if d is not None and len(d[kdim]) else [], kdim, vdim, label=key))
+    return hv.Overlay(curves)
+
+
+def _series_styles(keys: list[str]) -> hv.Options:
+    """Colour and line style of each key, by position (``"truth"`` dashed, ``"<m>:own"``
+    dotted): styling once, not on every frame, keeps a redraw cheap."""
+    color, dash, width = [], [], []
+    for key in keys:
+        base = key.split(":")[0]
+        color.append(theme.COLORS.get(base, "#888"))
+        dash.append("dashed" if base == "truth" else "dotted" if key.endswith(":own") else "solid")
+        width.append(1.5 if base == "truth" else 2 if key.endswith(":own") else 2.5)
+    return hv.opts.Curve(color=hv.Cycle(color), line_dash=hv.Cycle(dash), line_width=hv.Cycle(width))
+
+
+class LossView(_PlotView):
+    """Training loss and constraint violation per method (log scale)."""
+
+    placeholder = "Training loss and constraint violation appear here once training starts."
+
+    def build(self, data: LiveData):
+        keys = list(data.methods)
+        loss = _styled(hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="step", vdim="loss"),
+                                     streams=[data.loss]).opts(_series_styles(keys)),
+                       logy=True, title="Training loss", xlabel="training step",
+                       ylabel="loss (MSE + constraint)", show_legend=False, height=SMALL_HEIGHT)
+        viol = _styled(hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="step", vdim="violation"),
+                                     streams=[data.violation]).opts(_series_styles(keys)),
+                       logy=True, title="Conservation violation at training points",
+                       xlabel="training step", ylabel="rms dQ/dt (normalised)", show_legend=False,
+                       height=SMALL_HEIGHT)
+        return pn.Column(_pane(loss), _pane(viol), sizing_mode="stretch_width")
+
+
+class DriftView(_PlotView):
+    """Drift of every true invariant along rollouts, per method, with the truth as reference."""
+
+    placeholder = ("Drift curves appear here once the untrained networks have been rolled out: how far "
+                   "each network's energy, momentum or mass wanders from its start.")
+
+    def __init__(self, **params):
+        self.ood_toggle = pn.widgets.Switch(value=False, width=40, margin=(8, 4, 0, 10))
+        super().__init__(**params)
+        s = self.session
+        self.ood_toggle.link(s, value="ood")
+        s.param.watch(lambda e: setattr(self.ood_toggle, "value", e.new), "ood")
+        self.ood_label = html(margin=(4, 0), sizing_mode="stretch_width")
+        s.config.param.watch(guarded(s, self._label), "ood_factor")
+        s.param.watch(guarded(s, self._label), ["system", "data"])
+        self._label()
+
+    def _label(self, *events) -> None:
+        s = self.session
+        field = s.current_system.kind == "field"
+        self.ood_toggle.disabled = field
+        self.ood_label.object = (
+            "<span class='cl-muted'>Flow: the dye test is one patch (no out-of-distribution set).</span>" if field
+            else f"Out-of-distribution test set: initial conditions ×{s.config.ood_factor:g} beyond "
+                 "the training band")
+
+    def build(self, data: LiveData):
+        plots = []
+        tlabel = theme.TIME_LABEL.get(data.system_key, "time t")
+        for q in data.invariants:
+            title, ylabel = theme.INVARIANTS.get(q, (q, q))
+            # learned energies dotted, the truth last so that it is drawn on top
+            keys = list(data.methods)
+            if q == "energy":
+                keys += [f"{m}:own" for m in data.methods if m in ("hnn", "lnn")]
+            keys.append("truth")
+            dmap = hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="t", vdim="drift"),
+                                 streams=[data.drift[q]]).opts(_series_styles(keys))
+            plots.append(_pane(_styled(dmap, logy=True, title=title, xlabel=tlabel, ylabel=ylabel,
+                                       show_legend=False)))
+        note = html(
+            "<span class='cl-muted'>Each curve is the mean over the test initial conditions, rolled out by the "
+            "learned dynamics with the integrator chosen under <i>Rollout and test</i>; the dashed black line is "
+            "the exact dynamics with the same integrator, the floor any model can reach. Dotted: the network's "
+            f"own learned energy, which a hard constraint holds exactly. Values below {DRIFT_FLOOR:g} are drawn "
+            "at it. Curves refresh as training goes on.</span>", sizing_mode="stretch_width")
+        return pn.Column(pn.Row(*plots, sizing_mode="stretch_width"), note, sizing_mode="stretch_width")
+
+    def __panel__(self):
+        return pn.Column(pn.Row(self.ood_toggle, self.ood_label, sizing_mode="stretch_width"), self._box,
+                         sizing_mode="stretch_width")
+
+
+class MultiplierView(_PlotView):
+    """The augmented Lagrangian's multipliers and μ over training (only when auglag runs)."""
+
+    placeholder = "Multipliers appear here when the augmented Lagrangian method is trained."
+
+    def _rebuild(self, *events) -> None:
+        data = self.session.data
+        self._box.visible = data is not None and data.has_auglag
+        self._box.objects = [self.build(data)] if self._box.visible else []
+
+    def build(self, data: LiveData):
+        names = multiplier_names(data)
+        palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00"]
+
+        def plot(data=None):
+            curves = []
+            for name in names:
+                d = data[data["multiplier"] == name] if data is not None and len(data) else None
+                curves.append(hv.Curve(d if d is not None and len(d) else [], "step", "value", label=name))
+            return hv.Overlay(curves)
+
+        styles = hv.opts.Curve(line_width=2, color=hv.Cycle(["#444" if n == "mu" else palette[i % 5]
+                                                             for i, n in enumerate(names)]),
+                               line_dash=hv.Cycle(["dashed" if n == "mu" else "solid" for n in names]))
+        dm = _styled(hv.DynamicMap(plot, streams=[data.multipliers]).opts(styles), logy=True,
+                     title="Aug. Lagrangian: multipliers λ (rms, per invariant) and μ (dashed)",
+                     xlabel="training step", ylabel="value", legend_position="top_left", height=SMALL_HEIGHT)
+        return _pane(dm)
+
+
+def multiplier_names(data: LiveData) -> list[str]:
+    """The multipliers the augmented Lagrangian reports: one per constrained invariant, and μ."""
+    sysm = data.system
+    if sysm.kind == "field":
+        inv = ["divergence"]
+    else:
+        inv = list(data.config.invariants) or [n for n in sysm.invariant_names() if sysm.is_conserved(n)] \
+            or list(sysm.invariant_names())
+    return [*inv, "mu"]
+
+
+class SystemView(_PlotView):
+    """What the learned dynamics do: a phase portrait (one degree of freedom), n-body
+    orbits, or the flow's learned field and dye patch."""
+
+    orbit = param.Integer(default=1, bounds=(1, 4), doc="Which test initial condition to draw (n-body).")
+    field_of = param.Selector(default=None, objects=[], allow_None=True, doc="Whose velocity field to draw (flow).")
+    frame = param.Number(default=1.0, bounds=(0.0, 1.0), doc="Time of the dye snapshot, as a fraction of the horizon.")
+
+    placeholder = "The system view appears here: true and learned trajectories, fields and dye."
+
+    def __init__(self, **params):
+        self._on_frame = None
+        super().__init__(**params)
+        self.session.param.watch(guarded(self.session, self._rebuild), "views_ready")
+
+    def _rebuild(self, *events) -> None:
+        # built once the first rollout arrived: equal-aspect plots need data to size themselves
+        data = self.session.data
+        self._on_frame = None
+        if data is None:
+            self._box.objects = [_placeholder(self.placeholder)]
+        elif not data.views.data:
+            self._box.objects = [_placeholder("Rolling out the untrained networks from the test initial "
+                                              "conditions…")]
+        else:
+            self._box.objects = [self.build(data)]
+
+    @param.depends("frame", watch=True)
+    def _frame_changed(self) -> None:
+        if self._on_frame is not None:
+            self._on_frame()
+
+    def build(self, data: LiveData):
+        if data.system.kind == "field":
+            return self._flow(data)
+        if data.system_key == "nbody":
+            return self._nbody(data)
+        return self._portrait(data)
+
+    # one degree of freedom: phase portrait (q, p) with the learned energy's contours;
+    # more: the path in the plane of the first two coordinates (q1, q2)
+    def _portrait(self, data: LiveData):
+        dof = data.system.dof
+        cols = [0, dof] if dof == 1 else [0, 1]
+        dims = ["q", "p"] if dof == 1 else ["q1", "q2"]
+        # unconstrained first, hard constraints last: the lines that should hug the truth on top
+        order = sorted(data.methods, key=lambda k: _DRAW_ORDER.get(cmethods.ALL_METHODS[k].kind, 0))
+        contoured = [m for m in order if m in ("hnn", "lnn")] if dof == 1 else []
+
+        def plot(data=None):
+            views = data or {}
+            layers = [_line(_energy_levels(views.get(m)), dims) for m in contoured]
+            for m in order:
+                z = views[m]["model"][:, :, cols] if m in views else None  # (T, 4, 2)
+                layers.append(_line([_clip_path(z[:, i, :]) for i in range(z.shape[1])] if z is not None else [],
+                                    dims))
+            ref = next((views[m] for m in order if m in views), None)
+            z = ref["true"][:, :, cols] if ref is not None else None
+            layers.append(_line([z[:, i, :] for i in range(z.shape[1])] if z is not None else [], dims))
+            return hv.Overlay(layers)
+
+        colors = [theme.COLORS[m] for m in contoured + order] + [theme.COLORS["truth"]]
+        styles = hv.opts.Curve(color=hv.Cycle(colors),
+                               alpha=hv.Cycle([0.35] * len(contoured) + [0.85] * len(order) + [1.0]),
+                               line_width=hv.Cycle([1.0] * len(contoured) + [1.5] * len(order) + [1.5]),
+                               line_dash=hv.Cycle(["solid"] * (len(contoured) + len(order)) + ["dashed"]))
+        xlabel, ylabel = theme.PORTRAIT_AXES.get(data.system_key, (dims[0], dims[1]))
+        title = ("Phase portrait: 4 test orbits, true (dashed) and learned" if dof == 1 else
+                 "First two coordinates along 4 test rollouts, true (dashed) and learned")
+        overlay = _styled(hv.DynamicMap(plot, streams=[data.views]).opts(styles), title=title, xlabel=xlabel,
+                          ylabel=ylabel, show_legend=False, height=PLOT_HEIGHT + 40)
+        note = html("<span class='cl-muted'>A conserved energy keeps each orbit on a closed curve. "
+                    "Thin lines: the Hamiltonian network's learned energy levels — its orbits must "
+                    "follow them.</span>" if dof == 1 else
+                    "<span class='cl-muted'>Where the learned paths leave the dashed true ones, the "
+                    "learned dynamics have gone their own way.</span>", sizing_mode="stretch_width")
+        return pn.Column(_pane(overlay), note, sizing_mode="stretch_width")
+
+    # n-body: orbits of one test case, true vs learned
+    def _nbody(self, data: LiveData):
+        nb = data.system.n_bodies
+        methods = list(data.methods)
+
+        def bodies(z, k):  # z (T, 4, 4N) -> N paths (T, 2)
+            return [_clip_path(np.stack([z[:, k, 2 * i], z[:, k, 2 * i + 1]], -1)) for i in range(nb)]
+
+        def plot(data=None, orbit=1):
+            views = data or {}
+            ref = next((views[m] for m in methods if m in views), None)
+            truth = bodies(ref["true"], orbit - 1) if ref is not None else []
+            learned = {m: bodies(views[m]["model"], orbit - 1) if m in views else [] for m in methods}
+            layers = [_line(learned[m], ["x", "y"]) for m in methods]
+            layers += [hv.Points([p[-1] for p in learned[m] if len(p)], ["x", "y"]) for m in methods]
+            layers.append(_line(truth, ["x", "y"]))
+            # invisible corners of a square around the true orbits: equal x and y spans
+            box = []
+            if truth:
+                xy = np.concatenate(truth)
+                lo, hi = np.nanmin(xy, 0), np.nanmax(xy, 0)
+                c, r = (lo + hi) / 2, 0.55 * float(np.max(hi - lo)) + 1e-6
+                box = [(c[0] - r, c[1] - r), (c[0] + r, c[1] + r)]
+            layers.append(hv.Points(box, ["x", "y"]))
+            return hv.Overlay(layers)
+
+        colors = [theme.COLORS[m] for m in methods]
+        styles = [hv.opts.Curve(color=hv.Cycle(colors + [theme.COLORS["truth"]]),
+                                line_width=hv.Cycle([2.0] * len(methods) + [1.5]),
+                                line_dash=hv.Cycle(["solid"] * len(methods) + ["dashed"])),
+                  hv.opts.Points(color=hv.Cycle(colors + ["#000"]), size=hv.Cycle([8] * len(methods) + [1]),
+                                 alpha=hv.Cycle([1.0] * len(methods) + [0.0]))]
+
+        overlay = _styled(hv.DynamicMap(plot, streams=[data.views, hv.streams.Params(self, ["orbit"])]).opts(*styles),
+                          title=f"Orbits of {nb} bodies: true (dashed) and learned (dot: final position)",
+                          xlabel="x", ylabel="y", aspect=1, show_legend=False, height=None)
+        picker = pn.widgets.IntSlider.from_param(self.param.orbit, label="Test case", width=200)
+        return pn.Column(picker, _pane(overlay), sizing_mode="stretch_width")
+
+    # flow: learned field over its divergence, and the dye patch
+    def _flow(self, data: LiveData):
+        methods = list(data.methods)
+        self.param.field_of.objects = methods
+        if self.field_of not in methods:
+            self.field_of = methods[0]
+
+        def field(data=None, field_of=None):
+            return _field_plot((data or {}).get(field_of))
+
+        fmap = _styled(hv.DynamicMap(field, streams=[data.views, hv.streams.Params(self, ["field_of"])]).opts(
+            hv.opts.Image(cmap="RdBu_r", symmetric=True, colorbar=True, clabel="∇·u (1/s)"),
+            hv.opts.VectorField(magnitude="length", pivot="tail", color="#222", line_width=1.2,
+                                rescale_lengths=False)),
+            title="Learned velocity u and its ∇·u",
+            xlabel="x", ylabel="y", aspect=1, show_legend=False, height=None)
+
+        def snapshot(xy, frame, every):  # (T, P, 2) -> (<= every, 2) at the chosen time, in the box
+            k = int(round(frame * (xy.shape[0] - 1)))
+            return np.mod(xy[k, :: max(1, xy.shape[1] // every)], 2 * np.pi)
+
+        def dye(data=None, frame=1.0):
+            views = data or {}
+            ref = next((views[m] for m in methods if m in views), None)
+            layers = [hv.Points(snapshot(ref["dye_true"], frame, 600) if ref is not None else [], ["x", "y"])]
+            layers += [hv.Points(snapshot(views[m]["dye_model"], frame, 300) if m in views else [], ["x", "y"])
+                       for m in methods]
+            return hv.Overlay(layers)
+
+        styles = hv.opts.Points(color=hv.Cycle(["#bbbbbb"] + [theme.COLORS[m] for m in methods]),
+                                size=hv.Cycle([5] + [3] * len(methods)), alpha=hv.Cycle([1.0] + [0.8] * len(methods)))
+        dmap = _styled(hv.DynamicMap(dye, streams=[data.views, hv.streams.Params(self, ["frame"])]).opts(styles),
+                       framewise=False, title="Dye patch (grey: truth)", xlabel="x", ylabel="y",
+                       aspect=1, show_legend=False, xlim=(0, 2 * np.pi), ylim=(0, 2 * np.pi), height=None)
+        who = pn.widgets.Select.from_param(self.param.field_of, label="Field of", width=200,
+                                           options={theme.SHORT[m]: m for m in methods})
+        when = pn.widgets.FloatSlider.from_param(self.param.frame, label="Dye time (fraction of the horizon)",
+                                                 step=0.05, width=260)
+        masses = html(sizing_mode="stretch_width")
+        views_pipe = data.views
+
+        def show_mass(**_):
+            views = views_pipe.data or {}
+            ref = next((views[m] for m in methods if m in views), None)
+            rows = [("truth", "truth", ref.get("mass_true") if ref else None)]
+            rows += [(m, theme.SHORT[m], views[m].get("mass") if m in views else None) for m in methods]
+            parts = []
+            for key, label, arr in rows:
+                if arr is None or len(arr) == 0:
+                    continue
+                k = int(round(self.frame * (len(arr) - 1)))
+                parts.append(f"{theme.chip(key, label, 'dashed' if key == 'truth' else 'solid')} "
+                             f"<b>{float(arr[k]):.4f}</b>")
+            t = ref.get("t") if ref else None
+            when_t = f" at t = {float(t[-1]) * self.frame:.2g}" if t is not None and len(t) else ""
+            masses.object = (f"<div class='cl-legend'><span>Dye mass{when_t} (starts at 1):</span>"
+                             + "".join(f"<span>{p}</span>" for p in parts) + "</div>")
+
+        views_pipe.add_subscriber(show_mass)
+        self._on_frame = show_mass
+        show_mass()
+        return pn.Column(pn.Row(who, when), pn.Row(_pane(fmap), _pane(dmap), sizing_mode="stretch_width"),
+                         masses, sizing_mode="stretch_width")
+
+
+def _field_plot(data=None):
+    """Divergence heat map with the velocity arrows on top, from an Evaluation.view."""
+    if not data or "u" not in data:
+        return hv.Image(np.zeros((2, 2)), ["x", "y"], "div", bounds=(0, 0, 2 * np.pi, 2 * np.pi)) * \
+            hv.VectorField(([np.pi], [np.pi], [0.0], [0.0]), ["x", "y"], ["angle", "length"])
+    g = np.asarray(data["grid"])  # (n,)
+    u = np.asarray(data["u"])  # (n, n, 2), rows = y
+    d = np.asarray(data["div"])  # (n, n)
+    img = hv.Image((g, g, d), ["x", "y"], "div")
+    s = slice(None, None, 3)  # every third grid point: arrows a reader can follow
+    X, Y = np.meshgrid(g[s], g[s], indexing="xy")
+    uu, vv = u[s, s, 0], u[s, s, 1]
+    speed = np.hypot(uu, vv)
+    top = np.nanmax(speed) if np.isfinite(speed).any() else 0.0
+    # the fastest arrow is 90 % of the arrow spacing long (in x, y units)
+    length = 0.9 * (g[3] - g[0]) * speed / top if top > 0 else np.zeros_like(speed)
+    vec = hv.VectorField((X.ravel(), Y.ravel(), np.arctan2(vv, uu).ravel(), length.ravel()),
+                         ["x", "y"], ["angle", "length"])
+    return img * vec
+
+
+def _line(paths: list[np.ndarray], dims: list[str]) -> hv.Curve:
+    """Several (T, 2) paths drawn as one line, with NaN rows between them (Bokeh leaves a
+    gap there). A Curve in data order redraws several times faster than a multi-path
+    ``hv.Path``, which matters when a redraw holds the session's thread."""
+    paths = [p for p in paths if len(p)]
+    if not paths:
+        return hv.Curve([], *dims)
+    gap = np.full((1, 2), np.nan)
+    return hv.Curve(np.concatenate([x for p in paths for x in (p, gap)][:-1]), *dims)
+
+
+def _clip_path(xy: np.ndarray, limit: float = 1e3) -> np.ndarray:
+    """A path cut where it blows up (a diverging rollout must not wreck the axes)."""
+    ok = np.isfinite(xy).all(-1) & (np.abs(xy) < limit).all(-1)
+    if ok.all():
+        return xy
+    bad = np.argmin(ok)
+    return xy[: max(bad, 1)]
+
+
+def _energy_levels(view, n: int = 9) -> list[np.ndarray]:
+    """Level lines of a network's learned energy (``view["energy_grid"]``) as paths."""
+    if not view or "energy_grid" not in view:
+        return []
+    g = view["energy_grid"]
+    H = np.asarray(g["H"])  # (n_p, n_q): rows are p
+    if not np.isfinite(H).all():
+        return []
+    try:
+        import contourpy
+    except ImportError:  # no level lines, the rest of the view is unaffected
+        return []
+    gen = contourpy.contour_generator(np.asarray(g["q"]), np.asarray(g["p"]), H)
+    lo, hi = np.percentile(H, [2, 80])
+    return [line for level in np.linspace(lo, hi, n) for line in gen.lines(level) if len(line) > 1]
+
+
+# ------------------------------------------------------------------------------------------
+# teaching cards
+# ------------------------------------------------------------------------------------------
+class TeachingView(pn.viewable.Viewer):
+    """A card for the system (its equations) and one per ticked method, in its colour."""
+
+    session = param.ClassSelector(class_=LabSession)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._box = pn.FlexBox(sizing_mode="stretch_width", gap="12px")
+        self._cache: dict[str, pn.viewable.Viewable] = {}
+        self.session.param.watch(guarded(self.session, self._update), ["system", "methods"])
+        self._update()
+
+    def _card(self, key: str):
+        if key in self._cache:
+            return self._cache[key]
+        if key in ALL_SYSTEMS:
+            cls = ALL_SYSTEMS[key]
+            eqs = [html(f"<b>{name}</b>", margin=(6, 5, 0, 5)) for name in cls.equations]
+            body = []
+            for label, expr in zip(eqs, cls.equations.values()):
+                body += [label, tex(expr)]
+            card = pn.Card(html(f"<p>{cls.teaching_note}</p>", sizing_mode="stretch_width"), *body,
+                           title=f"System: {cls.title}", collapsible=False, width=430)
+        else:
+            m = cmethods.ALL_METHODS[key]
+            color = theme.COLORS.get(key, "#888")
+            card = pn.Card(tex(m.equation),
+                           html(f"<p>{m.teaching_note}</p>", sizing_mode="stretch_width"),
+                           title=f"{m.title}", collapsible=False, width=330,
+                           header_background=color, header_color="white")
+        self._cache[key] = card
+        return card
+
+    def _update(self, *events) -> None:
+        s = self.session
+        self._box.objects = [self._card(s.system)] + [self._card(m) for m in s.methods if m in s.valid_methods()]
+
+    def __panel__(self):
+        return self._box

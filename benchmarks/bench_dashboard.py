@@ -1,0 +1,231 @@
+"""How the dashboard feels, measured in a real browser (Debian's chromium via playwright).
+
+The server runs as a separate process (``python -m app``, what ``conserv serve`` starts),
+so its memory is its own. Measured, against the targets for 2 CPU cores and the default
+pendulum demo (baseline + HNN + penalty):
+
+* page interactive: from navigation to an enabled Train button (target < 3 s);
+* first drift points in the browser after clicking Train (target < 1 s): read from
+  BokehJS, the length of the ColumnDataSource holding a drift curve;
+* a widget change during training: a user's edit of the seed box goes to the server,
+  which writes it into the page's URL; timed until the address bar shows it (target
+  < 200 ms);
+* Stop: from the click to "Stopped" in the status line (target < 1 s);
+* the demo's length: from Train to "Done" (aim: about 20 s on a busy 2-core box);
+* several sessions training at once: first drift points in each;
+* server memory (RSS) before, at the peak and after those sessions closed and the server
+  dropped them (target: back to the baseline).
+
+Usage::
+
+    python benchmarks/bench_dashboard.py                   # 4 concurrent sessions
+    python benchmarks/bench_dashboard.py --sessions 8 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+LONGEST = """(column) => {
+  let n = -1;
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : []))
+    for (const m of doc.all_models) {
+      const d = m.data;
+      if (d && d[column] !== undefined) n = Math.max(n, d[column].length);
+    }
+  return n;
+}"""
+
+#: set the seed box as a user's edit does, then time until the server's answer (the URL)
+ROUND_TRIP = """async (value) => {
+  let widget = null;
+  for (const doc of window.Bokeh.documents)
+    for (const m of doc.all_models)
+      if (typeof m.title === "string" && m.title.startsWith("Seed") && m.value !== undefined) widget = m;
+  const t0 = performance.now();
+  widget.value = value;
+  while (!window.location.search.includes("seed=" + value)) {
+    if (performance.now() - t0 > 10000) return -1;
+    await new Promise(r => setTimeout(r, 2));
+  }
+  return performance.now() - t0;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(port: int, threads: int, lifetime_ms: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "app", "--port", str(port), "--threads", str(threads),
+           "--unused-session-lifetime", str(lifetime_ms), "--check-unused-sessions", "1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not start within 120 s")
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    t0 = time.perf_counter()
+    page.goto(url, wait_until="commit", timeout=60_000)
+    train = page.get_by_role("button", name="Train", exact=True)
+    train.wait_for(timeout=60_000)
+    page.wait_for_function(f"({LONGEST})('drift') === -1 && window.Bokeh.documents.length > 0",
+                           timeout=60_000, polling=20)
+    return page, time.perf_counter() - t0
+
+
+def click_and_time_first_points(page, column: str = "drift", timeout_s: float = 120) -> float:
+    t0 = time.perf_counter()
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.wait_for_function(f"({LONGEST})('{column}') > 0", timeout=timeout_s * 1000, polling=20)
+    return time.perf_counter() - t0
+
+
+def settle(proc, seconds: float) -> float:
+    time.sleep(seconds)
+    return rss_mb(proc.pid)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=4, help="pages training at once in the load test")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (the server setting)")
+    ap.add_argument("--repeats", type=int, default=3, help="page loads timed")
+    args = ap.parse_args(argv)
+    if not os.path.exists(CHROMIUM):
+        raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
+
+    port = free_port()
+    lifetime_ms = 2000
+    url = f"http://127.0.0.1:{port}/"
+    print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}, "
+          f"torch threads per run: {args.threads}")
+    proc = start_server(port, args.threads, lifetime_ms)
+    results: list[tuple[str, str, str, bool | None]] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            # warm-up session (first imports, first optimiser), then the memory baseline
+            page, _ = open_page(browser, url + "?steps=30&horizon=2")
+            click_and_time_first_points(page)
+            page.get_by_text("Done").first.wait_for(timeout=120_000)
+            page.close()
+            rss_base = settle(proc, lifetime_ms / 1000 + 4)
+
+            loads = []
+            for _ in range(args.repeats):
+                page, dt = open_page(browser, url)
+                loads.append(dt)
+                page.close()
+            t_load = statistics.median(loads)
+            results.append(("page interactive (median of %d)" % args.repeats, f"{t_load:.2f} s", "< 3 s",
+                            t_load < 3))
+
+            # the default demo
+            page, _ = open_page(browser, url)
+            t_demo0 = time.perf_counter()
+            t_first = click_and_time_first_points(page)
+            results.append(("first drift points after Train", f"{t_first:.2f} s", "< 1 s", t_first < 1))
+            t_loss = click_free_wait(page, "loss")
+            results.append(("first loss points after Train", f"{t_loss + t_first:.2f} s", "-", None))
+            trips = []
+            for i in range(5):
+                ms = page.evaluate(ROUND_TRIP, 1000 + i)
+                trips.append(ms)
+                time.sleep(0.5)
+            ok_trips = [t for t in trips if t >= 0]
+            worst = max(ok_trips) if ok_trips else float("nan")
+            results.append(("widget change during training (median / worst of 5)",
+                            f"{statistics.median(ok_trips):.0f} / {worst:.0f} ms", "< 200 ms", worst < 200))
+            page.get_by_text("Done").first.wait_for(timeout=300_000)
+            t_demo = time.perf_counter() - t_demo0
+            results.append(("default demo, Train to Done", f"{t_demo:.1f} s", "about 20 s", t_demo < 25))
+            status = page.get_by_text("Done").first.inner_text()
+            page.close()
+
+            # Stop latency on a long run
+            page, _ = open_page(browser, url + "?steps=50000&horizon=5")
+            click_and_time_first_points(page, "loss")
+            time.sleep(1.0)
+            t0 = time.perf_counter()
+            page.get_by_role("button", name="Stop", exact=True).click()
+            page.get_by_text("Stopped at step").first.wait_for(timeout=30_000)
+            t_stop = time.perf_counter() - t0
+            results.append(("Stop to 'Stopped' in the page", f"{t_stop:.2f} s", "< 1 s", t_stop < 1))
+            page.close()
+
+            # several sessions at once
+            pages = [open_page(browser, url)[0] for _ in range(args.sessions)]
+            t0 = time.perf_counter()
+            for pg in pages:
+                pg.get_by_role("button", name="Train", exact=True).click()
+            firsts = []
+            for pg in pages:
+                pg.wait_for_function(f"({LONGEST})('drift') > 0", timeout=300_000, polling=50)
+                firsts.append(time.perf_counter() - t0)
+            rss_peak = rss_mb(proc.pid)
+            time.sleep(3)
+            rss_peak = max(rss_peak, rss_mb(proc.pid))
+            results.append((f"{args.sessions} sessions: first drift points (last page)", f"{max(firsts):.1f} s",
+                            "-", None))
+            for pg in pages:
+                pg.close()
+            browser.close()
+        rss_after = settle(proc, lifetime_ms / 1000 + 6)
+        results.append(("server RSS: baseline / peak / after close",
+                        f"{rss_base:.0f} / {rss_peak:.0f} / {rss_after:.0f} MB", "after ≈ baseline",
+                        rss_after < rss_base * 1.10 + 20))
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+    width = max(len(r[0]) for r in results)
+    print(f"\n{'measure':<{width}}  {'measured':>22}  {'target':>16}")
+    for name, value, target, ok in results:
+        flag = "" if ok is None else ("ok" if ok else "MISSED")
+        print(f"{name:<{width}}  {value:>22}  {target:>16}  {flag}")
+    print(f"\ndemo result: {status}")
+    return 0
+
+
+def click_free_wait(page, column: str, timeout_s: float = 120) -> float:
+    """Seconds until ``column`` has points (Train already clicked)."""
+    t0 = time.perf_counter()
+    page.wait_for_function(f"({LONGEST})('{column}') > 0", timeout=timeout_s * 1000, polling=20)
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
