@@ -2,7 +2,7 @@
 
     panel serve app/dashboard.py          # or: conserv serve / python -m app
     # notebook:
-    import app; app.extension(); dash = app.Dashboard(); dash
+    import app; app.extension(inline=True); dash = app.Dashboard(); dash
     dash.drift_view                        # each view on its own
 
 Each session gets its own :class:`~app.session.LabSession`: its own settings, worker
@@ -15,9 +15,9 @@ import holoviews as hv
 import panel as pn
 import param
 
-from app import theme
 from app.session import URL_CONFIG_FIELDS, LabSession, release_memory, url_system_fields
-from app.views import Controls, DriftView, LossView, MultiplierView, StatusView, SystemView, TeachingView, html
+from app.views import (Controls, DriftView, LossView, MultiplierView, StatusView, SystemView, TeachingView,
+                       guarded, html)
 
 TITLE = "Conservation Lab"
 
@@ -28,7 +28,7 @@ def extension(inline: bool | None = None) -> None:
     """Load Panel and HoloViews for the dashboard (``inline=True`` offline in notebooks)."""
     global _loaded
     kw = {} if inline is None else {"inline": inline}
-    pn.extension("katex", raw_css=[theme.CSS], **kw)
+    pn.extension("katex", **kw)
     hv.extension("bokeh", logo=False, **kw)
     _loaded = True
 
@@ -53,6 +53,7 @@ class Dashboard(pn.viewable.Viewer):
             extension()
         params.setdefault("session", LabSession(threads=threads))
         super().__init__(**params)
+        self._main: list | None = None
         s = self.session
         s.autodrain = autodrain
         self.controls = Controls(session=s)
@@ -67,11 +68,17 @@ class Dashboard(pn.viewable.Viewer):
             loc = location if location is not None else (pn.state.location if served else None)
             if loc is not None:
                 self._sync_url(loc)
+        # empty plots, titled and labelled (and again for each system chosen): Train then
+        # only fills them. Served, they are built once the page is up, so that the page is
+        # usable first.
+        s.autoprepare = True
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.onload(guarded(s, s.prepare))
             pn.state.on_session_destroyed(self._destroyed)
+        else:
+            s.prepare()
 
     def _destroyed(self, session_context) -> None:
-        import sys; print("DESTROYED", file=sys.stderr)
         self.session.close()
         # the page's Location lives in a WeakKeyDictionary keyed by the document; what it
         # syncs must not point back at the document, or the session is never freed
@@ -82,12 +89,25 @@ class Dashboard(pn.viewable.Viewer):
                     loc.unsync(obj)
                 except ValueError:  # never synced
                     pass
+        self._release_links()
         release_memory()
 
+    def _release_links(self) -> None:
+        """Drop this page's widgets from Panel's global registry of JS links. Editable
+        sliders register a link there, in a WeakKeyDictionary whose values point back at
+        their keys: left alone, every closed session would stay in memory."""
+        from panel.links import Callback
+
+        layouts = [self.controls, *self.controls._system_widgets.values(), *self.main()]
+        mine = {id(o) for layout in layouts for o in pn.panel(layout).select()}
+        for key in [k for k in list(Callback.registry.keys()) if id(k) in mine]:
+            Callback.registry.pop(key, None)
+
     # -- the public handles tests and notebooks use ------------------------------------------
-    def drain(self) -> int:
-        """Move the worker's records into the plots now (what the periodic callback does)."""
-        return self.session.drain()
+    def drain(self, budget: float | None = None) -> int:
+        """Move the worker's records into the plots now (what the periodic callback does,
+        with a time ``budget`` for redrawing; ``None`` draws everything)."""
+        return self.session.drain(budget)
 
     def train(self):
         return self.session.train()
@@ -139,6 +159,11 @@ class Dashboard(pn.viewable.Viewer):
     # -- layout -------------------------------------------------------------------------------
     def main(self) -> list:
         """The main area's rows (the template puts the controls in the sidebar)."""
+        if self._main is None:
+            self._main = self._build_main()
+        return self._main
+
+    def _build_main(self) -> list:
         h = html
         return [
             pn.Column(self.status_view, sizing_mode="stretch_width"),

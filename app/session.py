@@ -130,7 +130,9 @@ def plot_drift(curve) -> dict:
 
 
 def _fmt(x: float | None) -> str:
-    return "NaN" if x is None or not math.isfinite(x) else f"{x:.1e}"
+    if x is None or not math.isfinite(x):
+        return "NaN"
+    return "0 (exact)" if x == 0 else f"{x:.1e}"
 
 
 def _final(curve) -> float:
@@ -168,7 +170,6 @@ class Run:
         self.stop_event = threading.Event()
         self.finished = threading.Event()
         self.comparison: training.Comparison | None = None
-        self.started_at = time.perf_counter()
         self._every = max(1, config.steps // MAX_LOSS_POINTS)
         self.thread = threading.Thread(target=self._work, name=f"conserv-run-{run_id}", daemon=True)
 
@@ -215,21 +216,29 @@ def _empty(cols) -> pd.DataFrame:
     return pd.DataFrame({c: np.zeros(0) for c in cols})
 
 
-class LiveData:
-    """The streams one run feeds, and everything it has reported so far.
+def multiplier_names(system: System, config: training.TrainConfig) -> list[str]:
+    """What the augmented Lagrangian reports: one multiplier per constrained invariant, and μ."""
+    if system.kind == "field":
+        inv = ["divergence"]
+    else:
+        inv = list(config.invariants) or [n for n in system.invariant_names() if system.is_conserved(n)] \
+            or list(system.invariant_names())
+    return [*inv, "mu"]
 
-    One stream per plot: a plot is redrawn once per refresh whatever the number of
-    methods. The drain marks plots dirty as records arrive and :meth:`flush` sends them,
-    within a time budget when served (a drain must never hold the session's thread long
-    enough to delay a click).
+
+class StreamSet:
+    """The HoloViews streams behind the plots of one set of (system, methods).
+
+    The views build their plots on these once; a later run that draws the same plots
+    reuses them (:meth:`clear` empties them), so Train does not rebuild figures.
     """
 
-    def __init__(self, system: System, method_keys: list[str], config: training.TrainConfig):
+    def __init__(self, system: System, methods: list[str], config: training.TrainConfig):
         self.system = system
         self.system_key = system.key
-        self.methods = list(method_keys)
-        self.config = config
+        self.methods = list(methods)
         self.invariants = drift_keys(system)
+        self.multiplier_names = multiplier_names(system, config) if "auglag" in methods else []
         #: {method: {"step", "loss"}} and {method: {"step", "violation"}}
         self.loss = hv.streams.Pipe(data={})
         self.violation = hv.streams.Pipe(data={})
@@ -239,6 +248,50 @@ class LiveData:
         self.drift = {q: hv.streams.Pipe(data={}) for q in self.invariants}
         #: {method: Evaluation.view}, the system view's arrays
         self.views = hv.streams.Pipe(data={})
+        self.key = self.key_for(system, methods, config)
+
+    @staticmethod
+    def key_for(system: System, methods: list[str], config: training.TrainConfig) -> tuple:
+        """What decides the plots' layout (not their data)."""
+        dof = system.dof if system.kind == "ode" else 0
+        names = multiplier_names(system, config) if "auglag" in methods else []
+        return system.key, dof, tuple(methods), tuple(drift_keys(system)), tuple(names)
+
+    @property
+    def has_auglag(self) -> bool:
+        return "auglag" in self.methods
+
+    def clear(self) -> None:
+        """Empty every curve. The system view's arrays are forgotten without a redraw: an
+        equal-aspect plot cannot size itself on nothing, so it keeps its picture until the
+        next run's first rollout replaces it."""
+        self.loss.send({})
+        self.violation.send({})
+        self.multipliers.send(_empty(["step", "multiplier", "value"]))
+        for pipe in self.drift.values():
+            pipe.send({})
+        self.views.update(data={})
+
+
+class LiveData:
+    """Everything one run has reported so far, and the streams it feeds.
+
+    One stream per plot: a plot is redrawn once per refresh whatever the number of
+    methods. The drain marks plots dirty as records arrive and :meth:`flush` sends them,
+    within a time budget when served (a drain must never hold the session's thread long
+    enough to delay a click).
+    """
+
+    def __init__(self, system: System, method_keys: list[str], config: training.TrainConfig,
+                 streams: StreamSet | None = None):
+        self.system = system
+        self.system_key = system.key
+        self.methods = list(method_keys)
+        self.config = config
+        self.invariants = drift_keys(system)
+        self.streams = streams if streams is not None else StreamSet(system, self.methods, config)
+        self.loss, self.violation = self.streams.loss, self.streams.violation
+        self.multipliers, self.drift, self.views = self.streams.multipliers, self.streams.drift, self.streams.views
         self.truth: training.Evaluation | None = None
         self.latest_eval: dict[str, training.Evaluation] = {}
         self.finished: dict[str, training.Finished] = {}
@@ -297,7 +350,10 @@ class LiveData:
     def mark(self, *groups: str) -> None:
         """Mark plots dirty: ``"drift"`` stands for every drift plot."""
         for g in groups:
-            self.dirty.update(f"drift:{q}" for q in self.invariants) if g == "drift" else self.dirty.add(g)
+            if g == "drift":
+                self.dirty.update(f"drift:{q}" for q in self.invariants)
+            else:
+                self.dirty.add(g)
 
     def evaluation_arrived(self, rec: training.Evaluation, now: float) -> None:
         """Redraw drift and system views once per evaluation round (all methods at the same
@@ -417,19 +473,25 @@ class LabSession(param.Parameterized):
     speed = param.String(default="")
     running = param.Boolean(default=False)
     data = param.ClassSelector(class_=LiveData, allow_None=True, doc="The current run's live data.")
+    streams = param.ClassSelector(class_=StreamSet, allow_None=True,
+                                  doc="The streams the plots are built on (kept while the layout holds).")
     views_ready = param.Event(doc="Fires when the run's first system-view arrays arrive.")
     evals_per_run = param.Integer(default=EVALS_PER_RUN, bounds=(1, 1000),
                                   doc="Drift curves refresh this many times per run (each costs a rollout).")
 
     def __init__(self, threads: int | None = None, **params):
         self.systems: dict[str, System] = {k: get_system(k) for k in ALL_SYSTEMS}
-        self.config = training.make_config("pendulum", **theme.DEMO_CONFIG["pendulum"])
+        # cpu by default, not the engine's "auto": these models are small, and on an H200 the
+        # pendulum demo took 17 s on cuda against 5 s on one CPU thread (cuda stays offered)
+        self.config = training.make_config("pendulum", device="cpu", **theme.DEMO_CONFIG["pendulum"])
         super().__init__(**params)
         self.threads = server_threads() if threads is None else threads
         self.run: Run | None = None
         self._run_id = 0
         self._periodic = None
         self.autodrain = False
+        #: build the new system's (empty) plots as soon as it is chosen (the dashboard sets it)
+        self.autoprepare = False
         #: unexpected errors caught from callbacks (also shown in the status line)
         self.errors: list[str] = []
         #: the page's URL (set by the dashboard when served), for the JSON download
@@ -476,6 +538,8 @@ class LabSession(param.Parameterized):
         self._discard_run()
         self._apply_system_defaults()
         self.data = None
+        if self.autoprepare:
+            self.prepare()
         title = self.current_system.title
         if was_running:
             self._set_status(f"Stopped the run because the system changed to {title}. Press Train to start.",
@@ -533,6 +597,8 @@ class LabSession(param.Parameterized):
                 self.config.param.update(**p.config)
             self.methods = [m for m in p.methods if m in self.valid_methods()]
             self.preset = name
+            if self.autoprepare:
+                self.prepare()
         finally:
             self._applying_preset = False
         self._set_status(f"Preset “{p.title}”: {p.description} Press Train.", "info")
@@ -572,9 +638,13 @@ class LabSession(param.Parameterized):
                              f"{', '.join(available_devices())}.", "danger")
             return None
         self._run_id += 1
-        self.data = LiveData(sysm, keys, cfg)
-        self.data.ood = self.ood
+        # the worker first: it generates data while the views build their plots
         self.run = Run(self._run_id, sysm, keys, cfg).start()
+        streams = self.prepare(sysm, keys, cfg)
+        streams.clear()
+        data = LiveData(sysm, keys, cfg, streams)
+        data.ood = self.ood
+        self.data = data
         self.running = True
         self.progress = 0
         self.speed = ""
@@ -582,6 +652,17 @@ class LabSession(param.Parameterized):
         self._set_status(f"Setting up {sysm.title}: generating training data for {names}…", "running")
         self._ensure_periodic()
         return self.run
+
+    def prepare(self, system: System | None = None, methods: list[str] | None = None,
+                config: training.TrainConfig | None = None) -> StreamSet:
+        """The streams for these plots (default: the current settings): the current ones
+        if they draw the same layout, else new ones (and the views rebuild on them)."""
+        system = system if system is not None else self.current_system
+        methods = methods if methods is not None else [m for m in self.methods if m in self.valid_methods()]
+        config = config if config is not None else self.config
+        if self.streams is None or self.streams.key != StreamSet.key_for(system, methods, config):
+            self.streams = StreamSet(system, methods, config)
+        return self.streams
 
     def stop(self) -> None:
         """End the run within a step; everything drawn so far stays."""
@@ -593,6 +674,8 @@ class LabSession(param.Parameterized):
         """Stop any run and clear every plot (the settings stay)."""
         self._discard_run()
         self.data = None
+        if self.streams is not None:
+            self.streams.clear()
         self.progress = 0
         self.speed = ""
         self._set_status("Cleared. Press Train to start a new run.", "info")
@@ -629,7 +712,7 @@ class LabSession(param.Parameterized):
             self.drain(budget=DRAW_BUDGET_S)
         except Exception as err:  # never let a drain error kill the callback silently
             self.report_error(err)
-        if self.run is None and self._periodic is not None:
+        if self.run is None and (self.data is None or not self.data.dirty):
             self._stop_periodic()
 
     def drain(self, budget: float | None = None) -> int:
@@ -640,23 +723,26 @@ class LabSession(param.Parameterized):
         everything is drawn before it returns).
         """
         run, data = self.run, self.data
-        if run is None or data is None:
+        if data is None:
             return 0
         records = []
-        while run.queue:
+        while run is not None and run.queue:
             records.append(run.queue.popleft())
         import panel as pn
 
         with pn.io.hold():
-            self._consume(run, data, records)
-            self._update_progress(run, data)
-            done = run.finished.is_set() and not run.queue
-            data.flush(None if done else budget, loss_every=0.0 if done or budget is None else LOSS_EVERY_S)
+            if run is not None:
+                self._consume(run, data, records)
+                self._update_progress(run, data)
+                if run.finished.is_set() and not run.queue:
+                    # the verdict first: it reaches the page with this drain, the last
+                    # redraws follow in the next ones
+                    self._conclude(run, data)
+            finished = self.run is None
+            data.flush(budget, loss_every=0.0 if finished or budget is None else LOSS_EVERY_S)
             if data.views.data and not data.views_announced:
                 data.views_announced = True
                 self.views_ready = True
-            if done:
-                self._conclude(run, data)
         return len(records)
 
     def _consume(self, run: Run, data: LiveData, records: list) -> None:
@@ -731,20 +817,33 @@ class LabSession(param.Parameterized):
         self._set_status(self.verdict(data), "success")
 
     def verdict(self, data: LiveData) -> str:
-        """One sentence with each method's drift at the horizon, for the status line."""
+        """Each method's drift at the horizon, and how the best compares with the baseline."""
         q = data.invariants[0]
         title = theme.INVARIANTS.get(q, (q, ""))[0].lower()
-        parts = []
-        for m in data.methods:
-            ev = data.latest_eval.get(m)
-            if ev is not None and q in ev.drift:
-                parts.append(f"{theme.SHORT[m]} {_fmt(_final(ev.drift[q]))}")
+        finals = {m: _final(data.latest_eval[m].drift[q]) for m in data.methods
+                  if m in data.latest_eval and q in data.latest_eval[m].drift}
+        parts = [f"{theme.SHORT[m]} {_fmt(v)}" for m, v in finals.items()]
         if data.truth is not None and q in data.truth.drift:
             parts.append(f"truth {_fmt(_final(data.truth.drift[q]))}")
         secs = max((p.elapsed for p in data.progress.values()), default=0.0)
         horizon = data.truth.drift[q].t[-1] if data.truth is not None and q in data.truth.drift else None
         at = f" at t = {horizon:g}" if horizon is not None else ""
-        return f"Done ({secs:.0f} s of training per method). {title.capitalize()}{at}: " + " · ".join(parts) + "."
+        text = f"Done ({secs:.0f} s of training per method). {title.capitalize()}{at}: " + " · ".join(parts) + "."
+        base = finals.get("baseline")
+        others = {m: v for m, v in finals.items() if m != "baseline" and math.isfinite(v)}
+        if not data.system.is_conserved(q):
+            text += (f" With these parameters {title.split()[0]} is not conserved: the right answer is the "
+                     "truth's curve, and a method that holds it constant is wrong.")
+        elif base is not None and math.isfinite(base) and base > 0 and others:
+            best = min(others, key=others.get)
+            ratio = base / others[best] if others[best] > 0 else math.inf
+            if ratio == math.inf:
+                text += f" {theme.SHORT[best]} keeps it exactly; the baseline does not."
+            elif ratio >= 2:
+                text += f" {theme.SHORT[best]} drifts {ratio:,.0f}× less than the baseline."
+            else:
+                text += " No method beats the baseline by much here: try more steps, or look at the system view."
+        return text
 
     def _set_status(self, text: str, kind: str) -> None:
         self.param.update(status=text, status_kind=kind)

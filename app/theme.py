@@ -26,7 +26,7 @@ SHORT: dict[str, str] = {
     "lnn": "LNN (hard)",
     "divfree": "div-free (hard)",
     "penalty": "penalty (soft)",
-    "auglag": "aug. Lagrangian (soft)",
+    "auglag": "aug. Lagrangian (mixed)",
     "truth": "truth (same integrator)",
 }
 

@@ -1,9 +1,9 @@
 """The dashboard's views: each one a :class:`pn.viewable.Viewer` over a :class:`LabSession`.
 
 Every view can be shown on its own in a notebook (``dash.drift_view``). Plot views build
-their HoloViews objects once per run, from the streams of :class:`app.session.LiveData`;
-the session's drain only sends data into those streams, so updates reach the browser as
-small patches, not as new plots.
+their HoloViews objects on the session's :class:`app.session.StreamSet`, again only when
+the layout changes (another system or other methods); the session's drain only sends data
+into those streams, so updates reach the browser as new data, not as new plots.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from conserv_core.presets import PRESETS
 from conserv_core.systems import ALL_SYSTEMS
 
 from app import theme
-from app.session import DRIFT_FLOOR, LabSession, LiveData, system_fields
+from app.session import CONFIG_FIELDS, DRIFT_FLOOR, LabSession, StreamSet, system_fields
 
 PLOT_HEIGHT = 300
 #: drawing order by method kind in the system view (later is on top)
@@ -67,9 +67,14 @@ def _plot_opts(**kw) -> dict:
     base = dict(responsive=True, height=PLOT_HEIGHT, tools=TOOLS, active_tools=[], toolbar="above",
                 show_grid=True, fontscale=1.0)
     base.update(kw)
-    if base.get("height", 0) is None:  # sized by its aspect and the container's width
-        del base["height"]
+    if "frame_width" in base:  # a fixed square frame (x and y in the same units)
+        base.pop("height", None)
+        base["responsive"] = False
     return base
+
+
+def _square(size: int) -> dict:
+    return dict(frame_width=size, frame_height=size)
 
 
 _ELEMENTS = (hv.Curve, hv.Points, hv.Image, hv.VectorField)
@@ -93,25 +98,25 @@ SOFT: dict[tuple[str, str], dict] = {
     ("pendulum", "gravity"): dict(start=1.0, end=25.0, step=0.1, label="Gravity g (m/s²)"),
     ("pendulum", "damping"): dict(start=0.0, end=1.0, step=0.01, label="Damping b (1/s)"),
     ("nbody", "n_bodies"): dict(start=2, end=8, label="Bodies N"),
-    ("nbody", "preset"): dict(name="Initial conditions"),
+    ("nbody", "preset"): dict(label="Initial conditions"),
     ("nbody", "G"): dict(start=0.1, end=5.0, step=0.1, label="Gravitational constant G"),
     ("nbody", "softening"): dict(start=0.0, end=0.5, step=0.01, label="Softening ε"),
     ("flow", "grid"): dict(start=32, end=128, step=16, label="Solver grid (points per side)"),
     ("flow", "viscosity"): dict(start=0.0, end=0.1, step=0.001, label="Viscosity ν"),
-    ("flow", "initial"): dict(name="Initial field"),
-    ("flow", "field_seed"): dict(name="Initial-field seed"),
+    ("flow", "initial"): dict(label="Initial field"),
+    ("flow", "field_seed"): dict(label="Initial-field seed"),
     ("config", "steps"): dict(step=100, label="Training steps (per method)"),
     ("config", "lr"): dict(step=1e-3, label="Learning rate"),
     ("config", "width"): dict(start=8, end=256, step=8, label="Hidden units per layer"),
-    ("config", "seed"): dict(name="Seed (data, weights, batches)"),
+    ("config", "seed"): dict(label="Seed (data, weights, batches)"),
     ("config", "lam"): dict(start=0.0, end=20.0, step=0.1, label="Penalty weight λ (penalty)"),
     ("config", "mu"): dict(start=0.1, end=20.0, step=0.1, label="Initial μ (aug. Lagrangian)"),
     ("config", "mu_growth"): dict(start=1.0, end=10.0, step=0.1, label="μ growth when stalled"),
     ("config", "update_every"): dict(start=1, end=500, step=1, label="Multiplier update every (steps)"),
-    ("config", "integrator"): dict(name="Rollout integrator"),
+    ("config", "integrator"): dict(label="Rollout integrator"),
     ("config", "horizon"): dict(step=1.0, label="Rollout horizon (time)"),
     ("config", "ood_factor"): dict(start=1.0, end=10.0, step=0.5, label="Out-of-distribution factor"),
-    ("config", "device"): dict(name="Device"),
+    ("config", "device"): dict(label="Device"),
 }
 
 
@@ -139,6 +144,10 @@ def param_widget(obj: param.Parameterized, name: str, owner: str, **extra) -> pn
         kw.setdefault("fixed_end", hi)
     if "description" in cls.param:
         kw.setdefault("description", p.doc)
+    if "label" not in kw and p.doc:
+        first = p.doc.split(". ")[0].rstrip(".")
+        if len(first) <= 32:  # "Spring constant k." is a better label than "K"
+            kw["label"] = first
     kw.setdefault("sizing_mode", "stretch_width")
     return cls.from_param(p, **kw)
 
@@ -177,9 +186,7 @@ class Controls(pn.viewable.Viewer):
         self.methods.param.watch(g(self._methods_from_widget), "value")
         s.param.watch(g(self._methods_to_widget), "methods")
         cfg = s.config
-        w = {n: param_widget(cfg, n, "config") for n in
-             ["steps", "lr", "width", "seed", "lam", "mu", "mu_growth", "update_every", "integrator",
-              "horizon", "ood_factor"]}
+        w = {n: param_widget(cfg, n, "config") for n in CONFIG_FIELDS if n not in ("device", "invariants")}
         w["device"] = param_widget(cfg, "device", "config", options=available_devices())
         self.config_widgets = w
         self.invariants = pn.widgets.CheckBoxGroup(label="Constrain these invariants", inline=True)
@@ -227,7 +234,7 @@ class Controls(pn.viewable.Viewer):
                     collapsed=True, sizing_mode="stretch_width"),
             head("<b>Download results</b>"),
             pn.Row(self.csv, self.json, sizing_mode="stretch_width"),
-            head("<span class='cl-muted'>The address bar holds every setting, seed included: "
+            head("<span class='cl-muted'>The address bar records your settings, the seed included: "
                  "share it to reproduce this run.</span>"),
             sizing_mode="stretch_width",
         )
@@ -343,7 +350,8 @@ def _escape(text: str) -> str:
 # plots
 # ------------------------------------------------------------------------------------------
 class _PlotView(pn.viewable.Viewer):
-    """A view whose content is rebuilt when a run starts (or cleared on reset)."""
+    """A view whose plots are built on the session's :class:`StreamSet`, again only when
+    a run needs a different layout (other system or methods)."""
 
     session = param.ClassSelector(class_=LabSession)
     placeholder = ""
@@ -351,14 +359,14 @@ class _PlotView(pn.viewable.Viewer):
     def __init__(self, **params):
         super().__init__(**params)
         self._box = pn.Column(sizing_mode="stretch_width")
-        self.session.param.watch(guarded(self.session, self._rebuild), "data")
+        self.session.param.watch(guarded(self.session, self._rebuild), "streams")
         self._rebuild()
 
     def _rebuild(self, *events) -> None:
-        data = self.session.data
-        self._box.objects = [self.build(data)] if data is not None else [_placeholder(self.placeholder)]
+        streams = self.session.streams
+        self._box.objects = [self.build(streams)] if streams is not None else [_placeholder(self.placeholder)]
 
-    def build(self, data: LiveData):
+    def build(self, streams: StreamSet):
         raise NotImplementedError
 
     def __panel__(self):
@@ -366,7 +374,8 @@ class _PlotView(pn.viewable.Viewer):
 
 
 def _pane(obj, **kw) -> pn.pane.HoloViews:
-    return pn.pane.HoloViews(obj, sizing_mode="stretch_width", linked_axes=False, **kw)
+    kw.setdefault("sizing_mode", "stretch_width")
+    return pn.pane.HoloViews(obj, linked_axes=False, **kw)
 
 
 def _series_overlay(data: dict | None = None, *, keys: list[str], kdim: str, vdim: str) -> hv.Overlay:
@@ -396,14 +405,14 @@ class LossView(_PlotView):
 
     placeholder = "Training loss and constraint violation appear here once training starts."
 
-    def build(self, data: LiveData):
-        keys = list(data.methods)
+    def build(self, streams: StreamSet):
+        keys = list(streams.methods)
         loss = _styled(hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="step", vdim="loss"),
-                                     streams=[data.loss]).opts(_series_styles(keys)),
+                                     streams=[streams.loss]).opts(_series_styles(keys)),
                        logy=True, title="Training loss", xlabel="training step",
                        ylabel="loss (MSE + constraint)", show_legend=False, height=SMALL_HEIGHT)
         viol = _styled(hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="step", vdim="violation"),
-                                     streams=[data.violation]).opts(_series_styles(keys)),
+                                     streams=[streams.violation]).opts(_series_styles(keys)),
                        logy=True, title="Conservation violation at training points",
                        xlabel="training step", ylabel="rms dQ/dt (normalised)", show_legend=False,
                        height=SMALL_HEIGHT)
@@ -436,18 +445,18 @@ class DriftView(_PlotView):
             else f"Out-of-distribution test set: initial conditions ×{s.config.ood_factor:g} beyond "
                  "the training band")
 
-    def build(self, data: LiveData):
+    def build(self, streams: StreamSet):
         plots = []
-        tlabel = theme.TIME_LABEL.get(data.system_key, "time t")
-        for q in data.invariants:
+        tlabel = theme.TIME_LABEL.get(streams.system_key, "time t")
+        for q in streams.invariants:
             title, ylabel = theme.INVARIANTS.get(q, (q, q))
             # learned energies dotted, the truth last so that it is drawn on top
-            keys = list(data.methods)
+            keys = list(streams.methods)
             if q == "energy":
-                keys += [f"{m}:own" for m in data.methods if m in ("hnn", "lnn")]
+                keys += [f"{m}:own" for m in streams.methods if m in ("hnn", "lnn")]
             keys.append("truth")
             dmap = hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="t", vdim="drift"),
-                                 streams=[data.drift[q]]).opts(_series_styles(keys))
+                                 streams=[streams.drift[q]]).opts(_series_styles(keys))
             plots.append(_pane(_styled(dmap, logy=True, title=title, xlabel=tlabel, ylabel=ylabel,
                                        show_legend=False)))
         note = html(
@@ -469,12 +478,12 @@ class MultiplierView(_PlotView):
     placeholder = "Multipliers appear here when the augmented Lagrangian method is trained."
 
     def _rebuild(self, *events) -> None:
-        data = self.session.data
-        self._box.visible = data is not None and data.has_auglag
-        self._box.objects = [self.build(data)] if self._box.visible else []
+        streams = self.session.streams
+        self._box.visible = streams is not None and streams.has_auglag
+        self._box.objects = [self.build(streams)] if self._box.visible else []
 
-    def build(self, data: LiveData):
-        names = multiplier_names(data)
+    def build(self, streams: StreamSet):
+        names = streams.multiplier_names
         palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00"]
 
         def plot(data=None):
@@ -487,21 +496,11 @@ class MultiplierView(_PlotView):
         styles = hv.opts.Curve(line_width=2, color=hv.Cycle(["#444" if n == "mu" else palette[i % 5]
                                                              for i, n in enumerate(names)]),
                                line_dash=hv.Cycle(["dashed" if n == "mu" else "solid" for n in names]))
-        dm = _styled(hv.DynamicMap(plot, streams=[data.multipliers]).opts(styles), logy=True,
-                     title="Aug. Lagrangian: multipliers λ (rms, per invariant) and μ (dashed)",
-                     xlabel="training step", ylabel="value", legend_position="top_left", height=SMALL_HEIGHT)
+        dm = _styled(hv.DynamicMap(plot, streams=[streams.multipliers]).opts(styles), logy=True,
+                     title="Aug. Lagrangian: λ per invariant, μ dashed",
+                     xlabel="training step", ylabel="value (rms λ, μ)", legend_position="right",
+                     height=SMALL_HEIGHT)
         return _pane(dm)
-
-
-def multiplier_names(data: LiveData) -> list[str]:
-    """The multipliers the augmented Lagrangian reports: one per constrained invariant, and μ."""
-    sysm = data.system
-    if sysm.kind == "field":
-        inv = ["divergence"]
-    else:
-        inv = list(data.config.invariants) or [n for n in sysm.invariant_names() if sysm.is_conserved(n)] \
-            or list(sysm.invariant_names())
-    return [*inv, "mu"]
 
 
 class SystemView(_PlotView):
@@ -516,41 +515,46 @@ class SystemView(_PlotView):
 
     def __init__(self, **params):
         self._on_frame = None
+        self._built_for: StreamSet | None = None
         super().__init__(**params)
-        self.session.param.watch(guarded(self.session, self._rebuild), "views_ready")
+        self.session.param.watch(guarded(self.session, self._rebuild), ["views_ready", "data"])
 
     def _rebuild(self, *events) -> None:
-        # built once the first rollout arrived: equal-aspect plots need data to size themselves
-        data = self.session.data
-        self._on_frame = None
-        if data is None:
+        # built once a run's first rollout arrived (equal-aspect plots need data to size
+        # themselves); a later run on the same streams keeps the picture until it redraws
+        data, streams = self.session.data, self.session.streams
+        if data is None or streams is None:
+            self._built_for, self._on_frame = None, None
             self._box.objects = [_placeholder(self.placeholder)]
-        elif not data.views.data:
+        elif self._built_for is streams:
+            return
+        elif not streams.views.data:
             self._box.objects = [_placeholder("Rolling out the untrained networks from the test initial "
                                               "conditions…")]
         else:
-            self._box.objects = [self.build(data)]
+            self._built_for = streams
+            self._box.objects = [self.build(streams)]
 
     @param.depends("frame", watch=True)
     def _frame_changed(self) -> None:
         if self._on_frame is not None:
             self._on_frame()
 
-    def build(self, data: LiveData):
-        if data.system.kind == "field":
-            return self._flow(data)
-        if data.system_key == "nbody":
-            return self._nbody(data)
-        return self._portrait(data)
+    def build(self, streams: StreamSet):
+        if streams.system.kind == "field":
+            return self._flow(streams)
+        if streams.system_key == "nbody":
+            return self._nbody(streams)
+        return self._portrait(streams)
 
     # one degree of freedom: phase portrait (q, p) with the learned energy's contours;
     # more: the path in the plane of the first two coordinates (q1, q2)
-    def _portrait(self, data: LiveData):
-        dof = data.system.dof
+    def _portrait(self, streams: StreamSet):
+        dof = streams.system.dof
         cols = [0, dof] if dof == 1 else [0, 1]
         dims = ["q", "p"] if dof == 1 else ["q1", "q2"]
         # unconstrained first, hard constraints last: the lines that should hug the truth on top
-        order = sorted(data.methods, key=lambda k: _DRAW_ORDER.get(cmethods.ALL_METHODS[k].kind, 0))
+        order = sorted(streams.methods, key=lambda k: _DRAW_ORDER.get(cmethods.ALL_METHODS[k].kind, 0))
         contoured = [m for m in order if m in ("hnn", "lnn")] if dof == 1 else []
 
         def plot(data=None):
@@ -570,10 +574,10 @@ class SystemView(_PlotView):
                                alpha=hv.Cycle([0.35] * len(contoured) + [0.85] * len(order) + [1.0]),
                                line_width=hv.Cycle([1.0] * len(contoured) + [1.5] * len(order) + [1.5]),
                                line_dash=hv.Cycle(["solid"] * (len(contoured) + len(order)) + ["dashed"]))
-        xlabel, ylabel = theme.PORTRAIT_AXES.get(data.system_key, (dims[0], dims[1]))
+        xlabel, ylabel = theme.PORTRAIT_AXES.get(streams.system_key, (dims[0], dims[1]))
         title = ("Phase portrait: 4 test orbits, true (dashed) and learned" if dof == 1 else
                  "First two coordinates along 4 test rollouts, true (dashed) and learned")
-        overlay = _styled(hv.DynamicMap(plot, streams=[data.views]).opts(styles), title=title, xlabel=xlabel,
+        overlay = _styled(hv.DynamicMap(plot, streams=[streams.views]).opts(styles), title=title, xlabel=xlabel,
                           ylabel=ylabel, show_legend=False, height=PLOT_HEIGHT + 40)
         note = html("<span class='cl-muted'>A conserved energy keeps each orbit on a closed curve. "
                     "Thin lines: the Hamiltonian network's learned energy levels — its orbits must "
@@ -583,9 +587,9 @@ class SystemView(_PlotView):
         return pn.Column(_pane(overlay), note, sizing_mode="stretch_width")
 
     # n-body: orbits of one test case, true vs learned
-    def _nbody(self, data: LiveData):
-        nb = data.system.n_bodies
-        methods = list(data.methods)
+    def _nbody(self, streams: StreamSet):
+        nb = streams.system.n_bodies
+        methods = list(streams.methods)
 
         def bodies(z, k):  # z (T, 4, 4N) -> N paths (T, 2)
             return [_clip_path(np.stack([z[:, k, 2 * i], z[:, k, 2 * i + 1]], -1)) for i in range(nb)]
@@ -615,15 +619,15 @@ class SystemView(_PlotView):
                   hv.opts.Points(color=hv.Cycle(colors + ["#000"]), size=hv.Cycle([8] * len(methods) + [1]),
                                  alpha=hv.Cycle([1.0] * len(methods) + [0.0]))]
 
-        overlay = _styled(hv.DynamicMap(plot, streams=[data.views, hv.streams.Params(self, ["orbit"])]).opts(*styles),
-                          title=f"Orbits of {nb} bodies: true (dashed) and learned (dot: final position)",
-                          xlabel="x", ylabel="y", aspect=1, show_legend=False, height=None)
+        overlay = _styled(hv.DynamicMap(plot, streams=[streams.views, hv.streams.Params(self, ["orbit"])]).opts(*styles),
+                          title=f"{nb} bodies: true orbits dashed, learned solid (dot = end)",
+                          xlabel="x", ylabel="y", show_legend=False, **_square(360))
         picker = pn.widgets.IntSlider.from_param(self.param.orbit, label="Test case", width=200)
         return pn.Column(picker, _pane(overlay), sizing_mode="stretch_width")
 
     # flow: learned field over its divergence, and the dye patch
-    def _flow(self, data: LiveData):
-        methods = list(data.methods)
+    def _flow(self, streams: StreamSet):
+        methods = list(streams.methods)
         self.param.field_of.objects = methods
         if self.field_of not in methods:
             self.field_of = methods[0]
@@ -631,12 +635,12 @@ class SystemView(_PlotView):
         def field(data=None, field_of=None):
             return _field_plot((data or {}).get(field_of))
 
-        fmap = _styled(hv.DynamicMap(field, streams=[data.views, hv.streams.Params(self, ["field_of"])]).opts(
+        fmap = _styled(hv.DynamicMap(field, streams=[streams.views, hv.streams.Params(self, ["field_of"])]).opts(
             hv.opts.Image(cmap="RdBu_r", symmetric=True, colorbar=True, clabel="∇·u (1/s)"),
             hv.opts.VectorField(magnitude="length", pivot="tail", color="#222", line_width=1.2,
                                 rescale_lengths=False)),
             title="Learned velocity u and its ∇·u",
-            xlabel="x", ylabel="y", aspect=1, show_legend=False, height=None)
+            xlabel="x", ylabel="y", show_legend=False, **_square(200))
 
         def snapshot(xy, frame, every):  # (T, P, 2) -> (<= every, 2) at the chosen time, in the box
             k = int(round(frame * (xy.shape[0] - 1)))
@@ -652,15 +656,15 @@ class SystemView(_PlotView):
 
         styles = hv.opts.Points(color=hv.Cycle(["#bbbbbb"] + [theme.COLORS[m] for m in methods]),
                                 size=hv.Cycle([5] + [3] * len(methods)), alpha=hv.Cycle([1.0] + [0.8] * len(methods)))
-        dmap = _styled(hv.DynamicMap(dye, streams=[data.views, hv.streams.Params(self, ["frame"])]).opts(styles),
+        dmap = _styled(hv.DynamicMap(dye, streams=[streams.views, hv.streams.Params(self, ["frame"])]).opts(styles),
                        framewise=False, title="Dye patch (grey: truth)", xlabel="x", ylabel="y",
-                       aspect=1, show_legend=False, xlim=(0, 2 * np.pi), ylim=(0, 2 * np.pi), height=None)
+                       show_legend=False, xlim=(0, 2 * np.pi), ylim=(0, 2 * np.pi), **_square(200))
         who = pn.widgets.Select.from_param(self.param.field_of, label="Field of", width=200,
                                            options={theme.SHORT[m]: m for m in methods})
         when = pn.widgets.FloatSlider.from_param(self.param.frame, label="Dye time (fraction of the horizon)",
                                                  step=0.05, width=260)
         masses = html(sizing_mode="stretch_width")
-        views_pipe = data.views
+        views_pipe = streams.views
 
         def show_mass(**_):
             views = views_pipe.data or {}
@@ -682,7 +686,9 @@ class SystemView(_PlotView):
         views_pipe.add_subscriber(show_mass)
         self._on_frame = show_mass
         show_mass()
-        return pn.Column(pn.Row(who, when), pn.Row(_pane(fmap), _pane(dmap), sizing_mode="stretch_width"),
+        # side by side where the column is wide enough, one above the other where not
+        plots = pn.FlexBox(_pane(fmap, sizing_mode="fixed"), _pane(dmap, sizing_mode="fixed"), gap="8px")
+        return pn.Column(pn.Row(who, when), plots,
                          masses, sizing_mode="stretch_width")
 
 

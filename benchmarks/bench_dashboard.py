@@ -96,19 +96,29 @@ def start_server(port: int, threads: int, lifetime_ms: int) -> subprocess.Popen:
 
 
 def open_page(browser, url: str):
+    """Load the page; return it, the seconds until Train can be clicked, and until the
+    (empty) plots are drawn too."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     t0 = time.perf_counter()
     page.goto(url, wait_until="commit", timeout=60_000)
-    train = page.get_by_role("button", name="Train", exact=True)
-    train.wait_for(timeout=60_000)
-    page.wait_for_function(f"({LONGEST})('drift') === -1 && window.Bokeh.documents.length > 0",
-                           timeout=60_000, polling=20)
-    return page, time.perf_counter() - t0
+    page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
+    interactive = time.perf_counter() - t0
+    page.wait_for_function(f"({LONGEST})('drift') === 0", timeout=60_000, polling=20)
+    return page, interactive, time.perf_counter() - t0
+
+
+def press(page, name: str) -> float:
+    """Click a button the way the page sees a click (a DOM click event, without the
+    automation's own checks before it); return the time just before it."""
+    button = page.get_by_role("button", name=name, exact=True)
+    button.wait_for(timeout=60_000)
+    t0 = time.perf_counter()
+    button.evaluate("el => el.click()")
+    return t0
 
 
 def click_and_time_first_points(page, column: str = "drift", timeout_s: float = 120) -> float:
-    t0 = time.perf_counter()
-    page.get_by_role("button", name="Train", exact=True).click()
+    t0 = press(page, "Train")
     page.wait_for_function(f"({LONGEST})('{column}') > 0", timeout=timeout_s * 1000, polling=20)
     return time.perf_counter() - t0
 
@@ -138,23 +148,26 @@ def main(argv=None) -> int:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
             # warm-up session (first imports, first optimiser), then the memory baseline
-            page, _ = open_page(browser, url + "?steps=30&horizon=2")
+            page, _, _ = open_page(browser, url + "?steps=30&horizon=2")
             click_and_time_first_points(page)
             page.get_by_text("Done").first.wait_for(timeout=120_000)
             page.close()
             rss_base = settle(proc, lifetime_ms / 1000 + 4)
 
-            loads = []
+            loads, drawn = [], []
             for _ in range(args.repeats):
-                page, dt = open_page(browser, url)
+                page, dt, dt_plots = open_page(browser, url)
                 loads.append(dt)
+                drawn.append(dt_plots)
                 page.close()
             t_load = statistics.median(loads)
-            results.append(("page interactive (median of %d)" % args.repeats, f"{t_load:.2f} s", "< 3 s",
-                            t_load < 3))
+            results.append(("page interactive: Train clickable (median of %d)" % args.repeats, f"{t_load:.2f} s",
+                            "< 3 s", t_load < 3))
+            results.append(("page with its empty plots drawn (median)", f"{statistics.median(drawn):.2f} s", "-",
+                            None))
 
             # the default demo
-            page, _ = open_page(browser, url)
+            page, _, _ = open_page(browser, url)
             t_demo0 = time.perf_counter()
             t_first = click_and_time_first_points(page)
             results.append(("first drift points after Train", f"{t_first:.2f} s", "< 1 s", t_first < 1))
@@ -176,37 +189,38 @@ def main(argv=None) -> int:
             page.close()
 
             # Stop latency on a long run
-            page, _ = open_page(browser, url + "?steps=50000&horizon=5")
+            page, _, _ = open_page(browser, url + "?steps=50000&horizon=5")
             click_and_time_first_points(page, "loss")
             time.sleep(1.0)
-            t0 = time.perf_counter()
-            page.get_by_role("button", name="Stop", exact=True).click()
+            t0 = press(page, "Stop")
             page.get_by_text("Stopped at step").first.wait_for(timeout=30_000)
             t_stop = time.perf_counter() - t0
             results.append(("Stop to 'Stopped' in the page", f"{t_stop:.2f} s", "< 1 s", t_stop < 1))
             page.close()
 
-            # several sessions at once
-            pages = [open_page(browser, url)[0] for _ in range(args.sessions)]
-            t0 = time.perf_counter()
-            for pg in pages:
-                pg.get_by_role("button", name="Train", exact=True).click()
-            firsts = []
-            for pg in pages:
-                pg.wait_for_function(f"({LONGEST})('drift') > 0", timeout=300_000, polling=50)
-                firsts.append(time.perf_counter() - t0)
-            rss_peak = rss_mb(proc.pid)
-            time.sleep(3)
-            rss_peak = max(rss_peak, rss_mb(proc.pid))
-            results.append((f"{args.sessions} sessions: first drift points (last page)", f"{max(firsts):.1f} s",
-                            "-", None))
-            for pg in pages:
-                pg.close()
+            # several sessions at once, twice: memory must come back after each round
+            rss_peak, after = rss_base, []
+            for round_ in range(2):
+                pages = [open_page(browser, url)[0] for _ in range(args.sessions)]
+                t0 = time.perf_counter()
+                for pg in pages:
+                    press(pg, "Train")
+                firsts = []
+                for pg in pages:
+                    pg.wait_for_function(f"({LONGEST})('drift') > 0", timeout=300_000, polling=50)
+                    firsts.append(time.perf_counter() - t0)
+                time.sleep(3)
+                rss_peak = max(rss_peak, rss_mb(proc.pid))
+                if round_ == 0:
+                    results.append((f"{args.sessions} sessions training at once: first drift points (last page)",
+                                    f"{max(firsts):.1f} s", "-", None))
+                for pg in pages:
+                    pg.close()
+                after.append(settle(proc, lifetime_ms / 1000 + 6))
             browser.close()
-        rss_after = settle(proc, lifetime_ms / 1000 + 6)
-        results.append(("server RSS: baseline / peak / after close",
-                        f"{rss_base:.0f} / {rss_peak:.0f} / {rss_after:.0f} MB", "after ≈ baseline",
-                        rss_after < rss_base * 1.10 + 20))
+        results.append(("server RSS: baseline / peak / after round 1 / after round 2",
+                        f"{rss_base:.0f} / {rss_peak:.0f} / {after[0]:.0f} / {after[1]:.0f} MB",
+                        "≈ baseline", after[1] < rss_base * 1.15 and after[1] < after[0] + 10))
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
