@@ -78,9 +78,9 @@ assert sweep["energy_drift"].iloc[-1] < sweep["energy_drift"].iloc[0]
 assert sweep["test_mse"].iloc[-1] > 10 * sweep["test_mse"].min()  # crushed towards f = 0
 hist = comp.trainers["auglag"].history
 assert hist[0].multipliers.get("energy", 0.0) == 0.0 and hist[-1].multipliers["energy"] > 0.0
-for k in ("penalty (soft)", "aug. Lagrangian (soft)"):
+for k in (app.theme.SHORT["penalty"], app.theme.SHORT["auglag"]):
     assert leak.loc[k, "outside / inside"] > 3, leak
-assert leak.loc["HNN (hard)", "outside"] < 1e-2, leak
+assert leak.loc[app.theme.SHORT["hnn"], "outside"] < 1e-2, leak
 assert evals["hnn"].drift_ood["energy"].final > 10 * evals["hnn"].learned_drift["energy_ood"].final
 """,
 }
