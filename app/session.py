@@ -48,7 +48,7 @@ MAX_LOSS_POINTS = 600
 EVALS_PER_RUN = 6
 
 #: training settings that get a widget
-CONFIG_FIELDS = ["steps", "lr", "width", "seed", "lam", "mu", "mu_growth", "update_every",
+CONFIG_FIELDS = ["steps", "lr", "width", "seed", "lam", "mu", "mu_growth", "update_every", "lnn_form",
                  "integrator", "horizon", "ood_factor", "device", "invariants"]
 #: training settings the URL carries: every one a run reads (threads is the server's, and
 #: the dashboard sets eval_every from the number of refreshes it wants)

@@ -9,6 +9,9 @@ is not: the paper trained a 600-wide network for 600 000 steps of 512 states on 
 this script trains a smaller one for a few thousand steps on two CPU cores (see
 ``benchmarks/RESULTS.md`` for what that costs in accuracy).
 
+Besides the paper's two models it trains the engine's *mechanical* LNN,
+``L = ½ q̇ᵀM_θ(q)q̇ − V_θ(q)`` with ``M_θ`` positive definite (``--methods`` picks).
+
 Usage::
 
     python benchmarks/reproduce_lnn.py                   # seed 0, the default budget
@@ -28,7 +31,8 @@ import torch
 
 from conserv_core import papers
 
-METHODS = ("baseline", "lnn")
+#: column titles: the paper's two models, then the mechanical form (ours, not in the paper)
+TITLES = {"baseline": "baseline", "lnn": "LNN", "lnn_mechanical": "LNN mech."}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,28 +42,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the task's)")
     p.add_argument("--width", type=int, default=None, help="hidden units per layer (default: the task's)")
     p.add_argument("--n-eval", type=int, default=None, help="test starts (the paper: 40)")
+    p.add_argument("--methods", default=",".join(papers.LNN_METHODS),
+                   help=f"comma-separated, from {', '.join(papers.LNN_METHODS)} (lnn: the paper's generic "
+                        "L(q, q̇); lnn_mechanical: ½q̇ᵀM(q)q̇ − V(q))")
+    p.add_argument("--paper-inputs", action="store_true",
+                   help="feed the networks wrapped angles, as the paper did, instead of (cos θ, sin θ)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--json", metavar="PATH", help="write every run's numbers here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("steps", args.steps), ("width", args.width), ("n_eval", args.n_eval))
                  if v is not None}
+    if args.paper_inputs:
+        overrides["angle_features"] = False
     task = papers.lnn_task(quick=args.quick, **overrides)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in papers.LNN_METHODS]
+    if bad or not methods:
+        p.error(f"--methods must be from {', '.join(papers.LNN_METHODS)}; got {args.methods!r}")
 
     print(f"LNN double-pendulum reproduction: torch {torch.__version__}, {args.threads} thread(s), "
           f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
           f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
     print(f"  MLP {task.width}×{task.depth} {task.activation}, {task.steps} steps of {task.batch_size} random "
-          f"states (|θ̇| ≤ {task.max_speed}), Adam {task.lr:g} cosine, {task.loss} loss; test: {task.n_eval} starts, "
+          f"states (|θ̇| ≤ {task.max_speed}), Adam {task.lr:g} cosine, {task.loss} loss, angles fed as "
+          f"{'(cos θ, sin θ)' if task.angle_features else 'wrapped θ (the paper)'}; test: {task.n_eval} starts, "
           f"RK4 dt = {task.eval_dt} to t = {task.horizon:g}, scale 3mgl = {task.energy_scale:.1f}", flush=True)
     start = time.perf_counter()
-    runs: dict[str, list[dict]] = {m: [] for m in METHODS}
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
     for seed in seeds:
-        for m in METHODS:
+        for m in methods:
             r = papers.run_lnn(task, m, seed)
             runs[m].append(r)
-            print(f"  {m:8} seed {seed}: trained in {r['train_seconds']:.0f} s, rollouts {r['rollout_seconds']:.0f} s; "
+            print(f"  {m:14} seed {seed}: trained in {r['train_seconds']:.0f} s, rollouts {r['rollout_seconds']:.0f} s; "
                   f"|ΔE|/Vmax mean {r['energy_error']:.2e}, median {r['energy_error_median']:.2e}, "
                   f"blown up {r['blown_up']}/{task.n_eval}; test {task.loss} {r['test_loss']:.3f}", flush=True)
 
@@ -69,17 +85,23 @@ def main(argv: list[str] | None = None) -> int:
             ("test_loss", f"test {task.loss} loss on θ̈"),
             ("truth_energy_error", "the truth under the same RK4 (floor)"),
             ("train_seconds", "training wall time, s per run")]
-    print(f"\n{'':40} {'baseline (ours)':>20} {'baseline (paper)':>17} {'LNN (ours)':>20} {'LNN (paper)':>13}")
+    header = "".join(f"{TITLES[m] + ' (ours)':>20}" + (f"{TITLES[m] + ' (paper)':>17}" if m in papers.LNN_REPORTED else "")
+                     for m in methods)
+    print(f"\n{'':40}{header}")
     for key, label in rows:
         cells = []
-        for m in METHODS:
+        for m in methods:
             mean, spread = papers.mean_spread([float(r[key]) for r in runs[m]])
-            cells.append(f"{mean:.2e}" + (f" ± {spread:.1e}" if len(seeds) > 1 else ""))
-            cells.append(f"{papers.LNN_REPORTED[m]:.2e}" if key == "energy_error" else "")
-        print(f"{label:40} {cells[0]:>20} {cells[1]:>17} {cells[2]:>20} {cells[3]:>13}")
-    ratio = [r_l["energy_error"] / r_b["energy_error"] for r_b, r_l in zip(runs["baseline"], runs["lnn"])]
-    print(f"{'ratio LNN / baseline':40} {'':>20} {'':>17} {papers.mean_spread(ratio)[0]:>20.2e} "
-          f"{papers.LNN_REPORTED['lnn'] / papers.LNN_REPORTED['baseline']:>13.2e}")
+            cells.append(f"{mean:>20.2e}" if len(seeds) == 1 else f"{f'{mean:.2e} ± {spread:.1e}':>20}")
+            if m in papers.LNN_REPORTED:
+                cells.append(f"{papers.LNN_REPORTED[m]:>17.2e}" if key == "energy_error" else " " * 17)
+        print(f"{label:40}" + "".join(cells))
+    if "baseline" in runs:
+        for m in methods[1:] if methods[0] == "baseline" else [m for m in methods if m != "baseline"]:
+            ratio = [r_l["energy_error"] / r_b["energy_error"] for r_b, r_l in zip(runs["baseline"], runs[m])]
+            paper = papers.LNN_REPORTED["lnn"] / papers.LNN_REPORTED["baseline"]
+            print(f"{'ratio ' + TITLES[m] + ' / baseline, mean':40}{papers.mean_spread(ratio)[0]:>20.2e}"
+                  f"   (paper, LNN / baseline: {paper:.2e})")
     total = time.perf_counter() - start
     print(f"\ntotal wall time {total:.0f} s ({total / 60:.1f} min); load average now {os.getloadavg()[0]:.1f}")
     if args.json:

@@ -53,7 +53,9 @@ ALL_METHODS: dict[str, Method] = {
             r"\ddot q = (\nabla_{\dot q}\nabla_{\dot q}^\top L_\theta)^{-1}"
             r"\left[\nabla_q L_\theta - (\nabla_q \nabla_{\dot q}^\top L_\theta)\,\dot q\right]",
             "Learns a Lagrangian and gets accelerations from the Euler–Lagrange equations; "
-            "works in positions and velocities, with no need to know the momenta.",
+            "works in positions and velocities, with no need to know the momenta. Two forms "
+            "(Constraint settings): generic L(q, q̇), as in the paper, or mechanical "
+            "½ q̇ᵀM(q)q̇ − V(q) with M positive definite, which learns faster and cannot run away.",
         ),
         Method(
             "divfree", "Divergence-free field (hard)", "hard", None, "divfree", None,

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from conserv_core import integrators, models
+from conserv_core.models import mlp
 from conserv_core.systems.base import ODESystem
 from conserv_core.systems.double_pendulum import DoublePendulum
 from conserv_core.systems.nbody import NBody
@@ -68,6 +69,12 @@ HNN_REPORTED: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
 #: (the public notebooks print 0.0043 for the LNN and 0.074 for the baseline, the latter
 #: over its first 44 starts: the 45th froze their integrator)
 LNN_REPORTED: dict[str, float] = {"baseline": 0.074, "lnn": 0.0043}
+
+#: the LNN reproduction's models: the paper's generic ``L_θ(q, q̇)``, and the mechanical
+#: form ``½q̇ᵀM_θ(q)q̇ − V_θ(q)`` (ours, not in the paper), both from the engine's
+#: :class:`~conserv_core.models.LagrangianNN`
+LNN_FORMS: dict[str, str] = {"lnn": "generic", "lnn_mechanical": "mechanical"}
+LNN_METHODS = ("baseline", *LNN_FORMS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -343,20 +350,36 @@ def run_hnn(task: HNNTask, method: str, seed: int) -> dict:
 # ---------------------------------------------------------------------------------------
 class AccelerationMLP(nn.Module):
     """The LNN paper's baseline: an MLP predicts ``q̈`` from ``(q, q̇)``; ``q̇`` passes
-    through exactly. ``s = [q, q̇] (B, 2·dof) -> [q̇, q̈] (B, 2·dof)``. Nothing is conserved."""
+    through exactly. ``s = [q, q̇] (B, 2·dof) -> [q̇, q̈] (B, 2·dof)``. Nothing is conserved.
+
+    ``angles``: the network sees ``(cos q, sin q)`` instead of the (wrapped) angles, as the
+    LNN does when it is given them, so the two differ only in the hard constraint.
+    With scales set, ``q̈ = μ_a + σ_a ⊙ net(features)``.
+    """
 
     coords = "velocity"
 
-    def __init__(self, dof: int, width: int, depth: int, activation: str):
+    def __init__(self, dof: int, width: int, depth: int, activation: str, angles: bool = False):
         super().__init__()
-        self.dof = dof
-        self.net = models.build("mlp", state_dim=2 * dof, width=width, depth=depth, activation=activation)
+        self.dof, self.angles = dof, angles
+        self.net = mlp.make_mlp((3 if angles else 2) * dof, dof, width, depth, activation)
+        for name, size in (("x_mean", 2 * dof), ("x_std", 2 * dof), ("a_mean", dof), ("a_std", dof)):
+            self.register_buffer(name, torch.zeros(size) if "mean" in name else torch.ones(size))
 
+    @torch.no_grad()
     def set_scales(self, x: Tensor, y: Tensor) -> None:
-        self.net.set_scales(x, y)
+        mlp.check_pair(x, y, 2 * self.dof, 2 * self.dof)
+        self.x_mean.copy_(x.mean(0))
+        self.x_std.copy_(mlp.spread(x))
+        self.a_mean.copy_(y[:, self.dof:].mean(0))
+        self.a_std.copy_(mlp.spread(y[:, self.dof:]))
 
     def forward(self, s: Tensor, t=None) -> Tensor:
-        return torch.cat([s[..., self.dof:], self.net(s)[..., self.dof:]], -1)
+        d = self.dof
+        x = (s - self.x_mean) / self.x_std
+        if self.angles:
+            x = torch.cat([torch.cos(s[..., :d]), torch.sin(s[..., :d]), x[..., d:]], -1)
+        return torch.cat([s[..., d:], self.a_mean + self.a_std * self.net(x)], -1)
 
 
 def wrap_angles(s: Tensor, dof: int) -> Tensor:
@@ -398,6 +421,7 @@ class LNNTask:
     activation: str = "gelu"
     loss: str = "l1"
     tikhonov: tuple[float, float] | None = (0.1, 1e-4)
+    angle_features: bool = True
     max_speed: float = 10.0
     start_angle: float = math.pi
     validate_every: int = 250
@@ -455,12 +479,13 @@ def run_lnn(task: LNNTask, method: str, seed: int) -> dict:
     """
     dof, sysm = 2, task.system
     torch.manual_seed(seed)
-    if method == "lnn":
-        model = models.build("lnn", dof=dof, width=task.width, depth=task.depth, activation=task.activation)
+    if method in LNN_FORMS:
+        model = models.build("lnn", dof=dof, width=task.width, depth=task.depth, activation=task.activation,
+                             form=LNN_FORMS[method], angles=(0, 1) if task.angle_features else ())
     elif method == "baseline":
-        model = AccelerationMLP(dof, task.width, task.depth, task.activation)
+        model = AccelerationMLP(dof, task.width, task.depth, task.activation, angles=task.angle_features)
     else:
-        raise ValueError(f"method must be 'baseline' or 'lnn'; got {method!r}")
+        raise ValueError(f"method must be one of {', '.join(LNN_METHODS)}; got {method!r}")
     g = torch.Generator().manual_seed(seed)
     s_scale, a_scale = lnn_states(task, task.n_scale_samples, g)
     model.set_scales(s_scale, torch.cat([s_scale[:, dof:], a_scale], -1))
@@ -491,7 +516,7 @@ def run_lnn(task: LNNTask, method: str, seed: int) -> dict:
 
     seconds = fit(model, lambda step: lnn_states(task, task.batch_size, g), accel, steps=task.steps,
                   lr=task.lr, loss=task.loss, cosine=True, seed=seed, before_step=before_step)
-    if method == "lnn":
+    if method in LNN_FORMS:
         model.tikhonov = None  # evaluate the exact Euler–Lagrange dynamics
     if best["state"] is not None and best["loss"] < loss_on(s_val, a_val):
         model.load_state_dict(best["state"])
@@ -525,7 +550,7 @@ def _lnn_score(task: LNNTask, vector_field, s0: Tensor) -> dict:
 
 
 __all__ = [
-    "HNN_REPORTED", "HNN_TASKS", "HNNTask", "LNNTask", "LNN_REPORTED", "AccelerationMLP", "PaperPendulum",
+    "HNN_REPORTED", "HNN_TASKS", "HNNTask", "LNNTask", "LNN_FORMS", "LNN_METHODS", "LNN_REPORTED", "AccelerationMLP", "PaperPendulum",
     "PaperTwoBody", "fit", "hnn_energy_mse", "hnn_split", "hnn_task", "lnn_starts", "lnn_states", "lnn_task",
     "mean_spread", "paper_pendulum", "run_hnn", "run_lnn", "velocity_energy", "wrap_angles",
 ]

@@ -19,7 +19,10 @@ from conserv_core import integrators, models
 from conserv_core.models import ARCHITECTURES
 from conserv_core.systems import ParameterError, Pendulum
 
-ODE_ARCHS = [k for k, c in ARCHITECTURES.items() if c.kind == "ode"]
+#: registry keys plus the variants of an architecture the generic tests also cover
+VARIANTS = {"lnn_mechanical": ("lnn", {"form": "mechanical"})}
+ALL_MODELS = [*ARCHITECTURES, *VARIANTS]
+ODE_ARCHS = [k for k, c in ARCHITECTURES.items() if c.kind == "ode"] + list(VARIANTS)
 FIELD_ARCHS = [k for k, c in ARCHITECTURES.items() if c.kind == "field"]
 DTYPES = [torch.float32, torch.float64]
 
@@ -59,9 +62,19 @@ def _far(n: int, dim: int, seed: int = 1) -> torch.Tensor:
     return FAR * (2 * torch.rand(n, dim, generator=g, dtype=torch.float64) - 1)
 
 
-def _ode_model(arch: str, dof: int, dtype: torch.dtype, seed: int = 0) -> torch.nn.Module:
+def _build(key: str, **kw) -> torch.nn.Module:
+    """``models.build`` for a registry key or one of :data:`VARIANTS`."""
+    arch, extra = VARIANTS.get(key, (key, {}))
+    return models.build(arch, **extra, **kw)
+
+
+def _kind(key: str) -> str:
+    return ARCHITECTURES[VARIANTS.get(key, (key,))[0]].kind
+
+
+def _ode_model(arch: str, dof: int, dtype: torch.dtype, seed: int = 0, **kw) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = models.build(arch, dof=dof, width=32).to(dtype)
+    model = _build(arch, dof=dof, width=32, **kw).to(dtype)
     model.set_scales(*_unit_data(2 * dof, seed=seed))
     return model
 
@@ -185,7 +198,8 @@ def test_field_models_shapes_time_forms_and_periodicity(arch, dtype):
 
 
 # -- hard constraints, by construction ----------------------------------------------------
-@pytest.mark.parametrize("arch", [k for k in ODE_ARCHS if ARCHITECTURES[k].coords == "canonical"])
+@pytest.mark.parametrize("arch", [k for k in ODE_ARCHS
+                                  if k in ARCHITECTURES and ARCHITECTURES[k].coords == "canonical"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dof", [1, 3])
 def test_canonical_flow_is_hamiltonian_far_out_of_range(arch, dtype, dof):
@@ -221,10 +235,13 @@ def test_hnn_energy_rate_is_zero_far_out_of_range(dtype, dof):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dof", [1, 3])
-def test_lnn_energy_rate_is_zero_far_out_of_range(dtype, dof):
+@pytest.mark.parametrize("form, angles", [("generic", ()), ("generic", (0,)), ("mechanical", ()),
+                                          ("mechanical", (0,))])
+def test_lnn_energy_rate_is_zero_far_out_of_range(dtype, dof, form, angles):
     """dE_θ/dt = ∇E_θ · f = 0 along LNN's own flow, E_θ = q̇·∂L/∂q̇ − L, to round-off
-    amplified by the mass matrix's condition number; not for another network's E."""
-    model = _ode_model("lnn", dof, dtype)
+    amplified by the mass matrix's condition number; not for another network's E.
+    Both forms, with and without angle features."""
+    model = _ode_model("lnn", dof, dtype, form=form, angles=angles)
     s = _far(256, 2 * dof).to(dtype).requires_grad_(True)
     f = model(s).detach()
     (grad_e,) = torch.autograd.grad(model.learned_energy(s).sum(), s)
@@ -237,10 +254,79 @@ def test_lnn_energy_rate_is_zero_far_out_of_range(dtype, dof):
     bound = LNN_ULPS * torch.finfo(dtype).eps * cond
     assert (rel <= bound).all(), f"worst rel/bound {(rel / bound).max():.2f}"
     assert rel.median() <= RTOL[dtype]
-    other = _ode_model("lnn", dof, dtype, seed=5)
+    other = _ode_model("lnn", dof, dtype, seed=5, form=form, angles=angles)
     (grad_o,) = torch.autograd.grad(other.learned_energy(s).sum(), s)
     rel_o = (grad_o * f).sum(-1).abs() / (grad_o.norm(dim=-1) * f.norm(dim=-1))
     assert rel_o.median() >= BASELINE_MIN_VIOLATION
+
+
+@pytest.mark.parametrize("dof", [1, 3])
+def test_mechanical_lnn_mass_matrix_is_positive_definite_and_is_the_velocity_hessian(dof):
+    """The mechanical form's M_θ(q) is symmetric with eigenvalues ≥ MASS_FLOOR for any
+    weights at any q, and it *is* ∂²L/∂q̇² (÷ σ_q̇ᵢσ_q̇ⱼ), so the Euler–Lagrange solve never
+    meets a singular matrix; the generic form's velocity Hessian has no such floor."""
+    model = _ode_model("lnn", dof, torch.float64, form="mechanical")
+    s = _far(256, 2 * dof)
+    q, v = s[:, :dof], s[:, dof:].clone().requires_grad_(True)
+    M = model.mass_matrix(q).detach()
+    torch.testing.assert_close(M, M.mT, rtol=0, atol=0)
+    assert models.lagrangian.MASS_FLOOR > 0
+    assert torch.linalg.eigvalsh(M).min() >= 0.999 * models.lagrangian.MASS_FLOOR
+    (gv,) = torch.autograd.grad(model.lagrangian(q, v).sum(), v, create_graph=True)
+    sigma = model.x_std[dof:]
+    hess = _rows(gv, v).detach() * sigma[:, None] * sigma[None, :]
+    torch.testing.assert_close(hess, M, rtol=1e-12, atol=1e-12)
+    # the gauge: V is measured from the reference configuration, so E_θ = 0 at rest there
+    rest = torch.cat([model.x_mean[:dof], torch.zeros(dof, dtype=torch.float64)])[None]
+    assert abs(float(model.learned_energy(rest).detach())) < 1e-12
+    generic = _ode_model("lnn", dof, torch.float64)
+    (gg,) = torch.autograd.grad(generic.lagrangian(q, v).sum(), v, create_graph=True)
+    assert torch.linalg.eigvalsh(_rows(gg, v).detach()).min() < 0  # indefinite somewhere
+
+
+@pytest.mark.parametrize("form", ["generic", "mechanical"])
+def test_angle_features_make_the_model_periodic_in_those_coordinates_only(form):
+    """With ``angles=(0,)`` the model is exactly 2π-periodic in q₀ (a path going over the
+    top sees no seam) and not in q₁; without it, not periodic in q₀ either."""
+    model = _ode_model("lnn", 2, torch.float64, form=form, angles=(0,))
+    s = _far(64, 4)
+    turn0 = torch.tensor([2 * math.pi, 0, 0, 0], dtype=torch.float64)
+    turn1 = torch.tensor([0, 2 * math.pi, 0, 0], dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(s + 3 * turn0), model(s), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(model.learned_energy(s - turn0), model.learned_energy(s), rtol=1e-9, atol=1e-9)
+        assert (model(s + turn1) - model(s)).abs().max() > 1e-3
+        plain = _ode_model("lnn", 2, torch.float64, form=form)
+        assert (plain(s + turn0) - plain(s)).abs().max() > 1e-3
+
+
+def test_mechanical_lnn_cannot_run_away():
+    """Untrained mechanical LNN on a torus of angles, started fast, far outside its
+    training scale: E_θ = ½vᵀMv + V is conserved and V is bounded on the torus, so
+    |v|² ≤ 2 (E_θ(0) − min V) / MASS_FLOOR along the whole path (v = q̇/σ). The generic
+    form, whose velocity Hessian can turn singular, has no such bound."""
+    model = _ode_model("lnn", 2, torch.float64, form="mechanical", angles=(0, 1))
+    s0 = _far(16, 4, seed=3)
+    with torch.no_grad():
+        _, path = integrators.rollout(model, s0, 2e-3, 2000, method="rk4", every=20)
+        assert torch.isfinite(path).all()
+        energy = model.learned_energy(path.reshape(-1, 4)).reshape(path.shape[:2])
+        grid = torch.linspace(-math.pi, math.pi, 121, dtype=torch.float64)
+        q = torch.cartesian_prod(grid, grid)
+        v_min = float((-model.lagrangian(q, torch.zeros_like(q))).min())  # V on a fine grid
+    assert ((energy - energy[0]).abs() <= 1e-5 * energy[0].abs().clamp_min(1.0)).all()
+    speed2 = (path[..., 2:] / model.x_std[2:]).pow(2).sum(-1)
+    bound = 2 * (energy[0] - v_min + 0.05 * energy[0].abs()) / models.lagrangian.MASS_FLOOR
+    assert (speed2 <= bound).all()
+
+
+def test_build_refuses_bad_lnn_form_and_angles():
+    with pytest.raises(ParameterError, match="form must be one of generic, mechanical"):
+        models.build("lnn", dof=2, form="cartesian")
+    with pytest.raises(ParameterError, match=r"angles must be coordinate indices in \[0, 1\]"):
+        models.build("lnn", dof=2, angles=(2,))
+    with pytest.raises(ParameterError, match="angles must be coordinate indices"):
+        models.build("lnn", dof=2, angles=(True,))
 
 
 @pytest.mark.parametrize("arch", FIELD_ARCHS)
@@ -367,7 +453,7 @@ def test_tikhonov_solve_is_exact_when_well_posed_and_finite_when_singular():
 
 
 # -- scales --------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", ALL_MODELS)
 def test_scales_are_unit_covariant(arch):
     """Change the units of q (×α), p (×β) and time (×τ) in the training data: with scales
     set from the new data, the same weights predict the same physics in the new units.
@@ -375,9 +461,9 @@ def test_scales_are_unit_covariant(arch):
     scale for J∇H), and the predictions come out at the data's size."""
     alpha, beta, tau = 50.0, 20.0, 0.25
     torch.manual_seed(0)
-    model = models.build(arch, dof=2, width=32).double()
+    model = _build(arch, dof=2, width=32).double()
     torch.manual_seed(0)
-    scaled = models.build(arch, dof=2, width=32).double()
+    scaled = _build(arch, dof=2, width=32).double()
     if model.kind == "field":
         x, y = _field_data()
         t_unit = torch.tensor([1.0, 1.0, tau], dtype=torch.float64)
@@ -405,11 +491,11 @@ def test_scales_are_unit_covariant(arch):
 
 
 # -- training and rollouts ----------------------------------------------------------------
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", ALL_MODELS)
 def test_training_gradients_reach_every_parameter(arch):
     """With grad enabled the models build the graph they need (create_graph), so a loss
     on their output — or on the divergence penalty — trains every parameter."""
-    if ARCHITECTURES[arch].kind == "ode":
+    if _kind(arch) == "ode":
         model = _ode_model(arch, 2, torch.float32)
         x, y = (v.float() for v in _unit_data(4))
         loss = (model(x) - y).pow(2).mean()
@@ -477,13 +563,13 @@ class _SavedTensorCounter:
         return len(self.live)
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", ALL_MODELS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_no_grad_rollouts_keep_no_graph(arch, dtype):
     """200 RK4 steps under torch.no_grad(): plain outputs, and every temporary graph the
     models build internally (to differentiate H, L or ψ) is freed at each step. The same
     counter sees the graph a grad-enabled rollout keeps, so it can fail."""
-    kind = ARCHITECTURES[arch].kind
+    kind = _kind(arch)
     model = _ode_model(arch, 1, dtype) if kind == "ode" else _field_model(arch, dtype)
     start = (_unit_data(2)[0][:16] if kind == "ode" else 2 * math.pi * torch.rand(16, 2, dtype=torch.float64)).to(dtype)
     with _SavedTensorCounter() as counter:
@@ -500,9 +586,9 @@ def test_no_grad_rollouts_keep_no_graph(arch, dtype):
         assert counter.count() == 0
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", ALL_MODELS)
 def test_inference_mode_gives_the_no_grad_result(arch):
-    kind = ARCHITECTURES[arch].kind
+    kind = _kind(arch)
     model = _ode_model(arch, 1, torch.float64) if kind == "ode" else _field_model(arch, torch.float64)
     args = (_far(8, 2),) if kind == "ode" else (_far(8, 2), 0.3)
     with torch.no_grad():

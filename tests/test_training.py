@@ -55,6 +55,20 @@ def test_deterministic_on_cpu(system, method):
     assert [p.loss for p in a.history] == [p.loss for p in b.history]
 
 
+@pytest.mark.parametrize("form", ["generic", "mechanical"])
+def test_lnn_form_and_angle_coordinates_reach_the_model(form):
+    """``lnn_form`` picks the Lagrangian's form, and the system's angle coordinates reach
+    the LNN (fed as cos, sin); the double pendulum recommends the mechanical form."""
+    sysm = get_system("double_pendulum")
+    tr = training.Trainer(sysm, "lnn", training.make_config("double_pendulum", lnn_form=form, steps=1, n_test=2,
+                                                            horizon=0.1))
+    assert tr.model.form == form and tr.model.angles == (0, 1)
+    assert training.make_config("double_pendulum").lnn_form == "mechanical"
+    assert training.make_config("pendulum").lnn_form == "generic"
+    tr = training.Trainer(get_system("spring"), "lnn", training.make_config("spring", lnn_form=form, steps=1))
+    assert tr.model.angles == ()
+
+
 def test_method_not_applicable_is_refused_with_valid_list():
     with pytest.raises(ValueError, match="valid: .*baseline"):
         training.Trainer(get_system("pendulum"), "divfree", tiny("pendulum"))

@@ -73,7 +73,8 @@ def _spec_int(name: str, value) -> int:
 
 
 def build(arch: str, *, state_dim: int | None = None, dof: int | None = None, width: int = 64,
-          depth: int = 2, activation: str | None = None, n_modes: int = 4) -> nn.Module:
+          depth: int = 2, activation: str | None = None, n_modes: int = 4, form: str = "generic",
+          angles: tuple[int, ...] = ()) -> nn.Module:
     """A fresh, untrained model of architecture ``arch`` (seed with ``torch.manual_seed``
     first for reproducible weights; float32 on CPU: move it with ``.to(device, dtype)``).
 
@@ -83,6 +84,9 @@ def build(arch: str, *, state_dim: int | None = None, dof: int | None = None, wi
         dof: ODE models, degrees of freedom; if both are given they must agree.
         width, depth, activation, n_modes: see :class:`ModelSpec` (``n_modes`` is used by
             field models only; ``state_dim``/``dof`` are ignored by them).
+        form, angles: ``lnn`` only, see :class:`LagrangianNN`: ``"generic"`` (the paper's
+            ``L_θ(q, q̇)``) or ``"mechanical"`` (``½q̇ᵀM_θ(q)q̇ − V_θ(q)``), and which
+            coordinates are angles (fed to the network as ``cos``, ``sin``).
 
     Raises:
         ParameterError (a ``ValueError``): unknown ``arch`` or activation, or a value
@@ -116,7 +120,12 @@ def build(arch: str, *, state_dim: int | None = None, dof: int | None = None, wi
         raise ParameterError(f"state_dim must be even for {arch} (state = [q, p] or [q, q̇]); got {state_dim}")
     if cls is HamiltonianNN:
         return cls(state_dim, width=width, depth=depth, activation=activation)
-    return cls(state_dim // 2, width=width, depth=depth, activation=activation)
+    if form not in lagrangian.FORMS:
+        raise ParameterError(f"form must be one of {', '.join(lagrangian.FORMS)}; got {form!r}")
+    dof = state_dim // 2
+    if any(isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < dof for i in angles):
+        raise ParameterError(f"angles must be coordinate indices in [0, {dof - 1}]; got {tuple(angles)!r}")
+    return cls(dof, width=width, depth=depth, activation=activation, form=form, angles=tuple(angles))
 
 
 __all__ = [

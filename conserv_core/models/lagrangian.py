@@ -28,6 +28,11 @@ from conserv_core.models import mlp
 Tensor = torch.Tensor
 Lagrangian = Callable[[Tensor, Tensor], Tensor]  # (q (B, dof), q̇ (B, dof)) -> (B,)
 
+#: the forms of the learned Lagrangian, see :class:`LagrangianNN`
+FORMS = ("generic", "mechanical")
+#: smallest eigenvalue of the mechanical form's mass matrix, in normalised velocity units
+MASS_FLOOR = 1e-3
+
 
 def tikhonov_solve(A: Tensor, b: Tensor, rel: float | None = None) -> Tensor:
     """Tikhonov-regularised solve of ``A x = b``: ``argmin |A x − b|² + μ²|x|²``, batched.
@@ -145,13 +150,33 @@ class LagrangianNN(nn.Module):
     default_activation: ClassVar[str] = "softplus"
 
     def __init__(self, dof: int, width: int = 64, depth: int = 2, activation: str = "softplus",
-                 lagrangian: Lagrangian | None = None, tikhonov: float | None = None):
+                 lagrangian: Lagrangian | None = None, tikhonov: float | None = None,
+                 form: str = "generic", angles: tuple[int, ...] = ()):
         super().__init__()
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {', '.join(FORMS)}; got {form!r}")
+        angles = tuple(sorted(set(int(i) for i in angles)))
+        if any(not 0 <= i < dof for i in angles):
+            raise ValueError(f"angles must be coordinate indices in [0, {dof - 1}]; got {angles}")
         self.dof = dof
         self.state_dim = 2 * dof
         self.tikhonov = tikhonov
+        self.form = form
+        self.angles = angles
+        self._plain = [i for i in range(dof) if i not in angles]
         self._given = lagrangian
-        self.net = mlp.make_mlp(2 * dof, 1, width, depth, activation, out_bias=False) if lagrangian is None else None
+        self.net = None
+        if lagrangian is None:
+            n_feat = dof + len(angles)  # an angle enters as (cos, sin)
+            if form == "generic":
+                self.net = mlp.make_mlp(n_feat + dof, 1, width, depth, activation, out_bias=False)
+            else:
+                # one trunk on q: the dof(dof+1)/2 entries of a Cholesky factor of M, and V
+                self.net = mlp.make_mlp(n_feat, dof * (dof + 1) // 2 + 1, width, depth, activation)
+                rows, cols = torch.tril_indices(dof, dof)
+                self.register_buffer("_tril_rows", rows, persistent=False)
+                self.register_buffer("_tril_cols", cols, persistent=False)
+                self.register_buffer("_diag", (rows == cols).nonzero().squeeze(-1), persistent=False)
         self.register_buffer("x_mean", torch.zeros(2 * dof))
         self.register_buffer("x_std", torch.ones(2 * dof))
 
@@ -159,16 +184,59 @@ class LagrangianNN(nn.Module):
     def set_scales(self, x: Tensor, y: Tensor) -> None:
         """Input scales from training states ``x = [q, q̇] (N, 2·dof)``; ``y = [q̇, q̈]`` is
         only shape-checked (no output rescaling is compatible with Euler–Lagrange
-        beyond what the inputs' scales already imply, see the class docstring)."""
+        beyond what the inputs' scales already imply, see the class docstring).
+        The mechanical form keeps ``q̇``'s origin at 0 (a shift would add a term linear in
+        ``q̇``, which that form excludes) and scales it by its rms."""
         mlp.check_pair(x, y, self.state_dim, self.state_dim)
         self.x_mean.copy_(x.mean(0))
         self.x_std.copy_(mlp.spread(x))
+        if self.form == "mechanical":
+            self.x_mean[self.dof:] = 0.0
+            rms = x[:, self.dof:].pow(2).mean(0).sqrt()
+            self.x_std[self.dof:] = rms.clamp_min(1e-2 * float(rms.max()) + 1e-12)
+
+    def _features(self, q: Tensor) -> Tensor:
+        """Network inputs for the coordinates ``q (B, dof)``: ``(cos q_i, sin q_i)`` for
+        the angles (exactly 2π-periodic: nothing jumps where a path goes over the top),
+        the normalised ``q_i`` for the rest."""
+        if not self.angles:
+            return (q - self.x_mean[: self.dof]) / self.x_std[: self.dof]
+        plain = (q[..., self._plain] - self.x_mean[self._plain]) / self.x_std[self._plain]
+        a = q[..., list(self.angles)]
+        return torch.cat([plain, torch.cos(a), torch.sin(a)], -1)
+
+    def _mass_from(self, entries: Tensor) -> Tensor:
+        """``M = C Cᵀ + εI`` from the lower triangle of ``C`` (diagonal through softplus):
+        symmetric positive definite by construction, ``(B, dof(dof+1)/2) -> (B, dof, dof)``."""
+        diag = nn.functional.softplus(entries[..., self._diag])
+        entries = entries.index_copy(-1, self._diag, diag)
+        C = entries.new_zeros(*entries.shape[:-1], self.dof, self.dof)
+        C[..., self._tril_rows, self._tril_cols] = entries
+        eye = torch.eye(self.dof, dtype=entries.dtype, device=entries.device)
+        return C @ C.mT + MASS_FLOOR * eye
+
+    def mass_matrix(self, q: Tensor) -> Tensor:
+        """Mechanical form: the learned mass matrix ``M_θ(q)`` in normalised velocity units
+        (``L = ½ vᵀ M v − V`` with ``v = q̇/σ_q̇``): ``(B, dof) -> (B, dof, dof)``."""
+        if self.form != "mechanical" or self.net is None:
+            raise ValueError("mass_matrix needs form='mechanical' and a learned Lagrangian")
+        return self._mass_from(self.net(self._features(q))[..., :-1])
 
     def lagrangian(self, q: Tensor, qdot: Tensor) -> Tensor:
         """``L(q, q̇)``: ``(B, dof), (B, dof) -> (B,)``."""
         if self.net is None:
             return self._given(q, qdot)
-        s = (torch.cat([q, qdot], -1) - self.x_mean) / self.x_std
+        if self.form == "mechanical":
+            # the reference configuration (the training mean) rides along in the batch:
+            # V is measured from it, which fixes V's arbitrary constant (E_θ = 0 at rest
+            # there, like the true energies here) so the learned energy's relative drift
+            # means something
+            ref = self.x_mean[: self.dof].expand(1, self.dof)
+            out = self.net(self._features(torch.cat([q, ref.to(q.dtype)])))  # (B + 1, dof(dof+1)/2 + 1)
+            M = self._mass_from(out[:-1, :-1])  # (B, dof, dof)
+            v = qdot / self.x_std[self.dof:]
+            return 0.5 * torch.einsum("bi,bij,bj->b", v, M, v) - (out[:-1, -1] - out[-1, -1])
+        s = torch.cat([self._features(q), (qdot - self.x_mean[self.dof:]) / self.x_std[self.dof:]], -1)
         return self.net(s).squeeze(-1)
 
     @mlp.escape_inference_mode

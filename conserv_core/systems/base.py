@@ -189,6 +189,9 @@ class ODESystem(System):
 
     kind: ClassVar[str] = "ode"
     separable: ClassVar[bool] = True
+    #: which coordinates ``q_i`` are angles (2π-periodic); models that know it feed them
+    #: to their networks as ``(cos q_i, sin q_i)``
+    angle_coords: ClassVar[tuple[int, ...]] = ()
 
     #: default training data, chosen so generating it is far under a second
     n_traj = param.Integer(default=40, bounds=(1, 10_000), doc="Training trajectories.")

@@ -38,6 +38,7 @@ class DoublePendulum(ODESystem):
     """Double pendulum, equal masses ``m`` and lengths ``l``; canonical state ``[θ, p]``."""
 
     key: ClassVar[str] = "double_pendulum"
+    angle_coords: ClassVar[tuple[int, ...]] = (0, 1)
     title: ClassVar[str] = "Double pendulum (chaotic)"
     separable: ClassVar[bool] = False
     equations: ClassVar[dict[str, str]] = {

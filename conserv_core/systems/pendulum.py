@@ -25,6 +25,7 @@ class Pendulum(ODESystem):
     """Ideal pendulum ``H = p²/(2ml²) + mgl(1 − cos q)``, optional linear damping."""
 
     key: ClassVar[str] = "pendulum"
+    angle_coords: ClassVar[tuple[int, ...]] = (0,)
     title: ClassVar[str] = "Pendulum"
     equations: ClassVar[dict[str, str]] = {
         "Hamiltonian": r"H(q,p) = \frac{p^2}{2ml^2} + mgl\,(1-\cos q)",
