@@ -17,10 +17,8 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import time
 
 import torch
@@ -69,20 +67,18 @@ def table(task: papers.HNNTask, runs: dict[str, list[dict]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = papers.reproduction_parser(__doc__.split("\n\n")[0], seeds="0,1,2")
     p.add_argument("--tasks", default=",".join(papers.HNN_TASKS), help="comma-separated: spring,pendulum,two_body")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (at least 3 for a spread)")
     p.add_argument("--quick", action="store_true", help="two-body with 200 orbits and 2 000 steps")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for these sizes)")
-    p.add_argument("--json", metavar="PATH", help="write every run's numbers here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = args.seeds
     keys = [k.strip() for k in args.tasks.split(",") if k.strip()]
+    bad = [k for k in keys if k not in papers.HNN_TASKS]
+    if bad or not keys:
+        p.error(f"--tasks must be from {', '.join(papers.HNN_TASKS)}; got {args.tasks!r}")
 
-    print(f"HNN Table 1 reproduction: torch {torch.__version__}, {args.threads} thread(s), "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-          f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
+    print(papers.machine_banner("HNN Table 1 reproduction", args.threads), flush=True)
     start = time.perf_counter()
     out = {"seeds": seeds, "quick": args.quick, "tasks": {}}
     for key in keys:

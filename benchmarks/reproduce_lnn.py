@@ -21,10 +21,8 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import time
 
 import torch
@@ -36,8 +34,7 @@ TITLES = {"baseline": "baseline", "lnn": "LNN", "lnn_mechanical": "LNN mech."}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p = papers.reproduction_parser(__doc__.split("\n\n")[0], seeds="0")
     p.add_argument("--quick", action="store_true", help="a third of the training steps")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the task's)")
     p.add_argument("--width", type=int, default=None, help="hidden units per layer (default: the task's)")
@@ -47,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
                         "L(q, q̇); lnn_mechanical: ½q̇ᵀM(q)q̇ − V(q))")
     p.add_argument("--paper-inputs", action="store_true",
                    help="feed the networks wrapped angles, as the paper did, instead of (cos θ, sin θ)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    p.add_argument("--json", metavar="PATH", help="write every run's numbers here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("steps", args.steps), ("width", args.width), ("n_eval", args.n_eval))
@@ -56,15 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.paper_inputs:
         overrides["angle_features"] = False
     task = papers.lnn_task(quick=args.quick, **overrides)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = args.seeds
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in papers.LNN_METHODS]
     if bad or not methods:
         p.error(f"--methods must be from {', '.join(papers.LNN_METHODS)}; got {args.methods!r}")
 
-    print(f"LNN double-pendulum reproduction: torch {torch.__version__}, {args.threads} thread(s), "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-          f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
+    print(papers.machine_banner("LNN double-pendulum reproduction", args.threads), flush=True)
     print(f"  MLP {task.width}×{task.depth} {task.activation}, {task.steps} steps of {task.batch_size} random "
           f"states (|θ̇| ≤ {task.max_speed}), Adam {task.lr:g} cosine, {task.loss} loss, angles fed as "
           f"{'(cos θ, sin θ)' if task.angle_features else 'wrapped θ (the paper)'}; test: {task.n_eval} starts, "

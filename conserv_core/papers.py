@@ -25,8 +25,11 @@ papers used raw inputs and orthogonal initialisation.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import math
+import os
+import platform
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -549,8 +552,37 @@ def _lnn_score(task: LNNTask, vector_field, s0: Tensor) -> dict:
     return {"mean": float(err.mean()), "median": float(err.median()), "blown_up": int((~(err < 10)).sum())}
 
 
+# ---------------------------------------------------------------------------------------
+# what the reproduction scripts share
+# ---------------------------------------------------------------------------------------
+def reproduction_parser(description: str, seeds: str) -> argparse.ArgumentParser:
+    """The options every ``benchmarks/reproduce_*.py`` script has: ``--seeds`` (default
+    ``seeds``), ``--threads`` and ``--json``; each script adds its own."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--seeds", default=seeds, type=_seed_list, help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for these sizes)")
+    p.add_argument("--json", metavar="PATH", help="write every run's numbers here")
+    return p
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers ≥ 0; got {text!r}")
+    return seeds
+
+
+def machine_banner(title: str, threads: int) -> str:
+    """First line of a reproduction's output: what ran it, and how busy the machine was."""
+    return (f"{title}: torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPUs "
+            f"({platform.processor() or platform.machine()}), load average at start {os.getloadavg()[0]:.1f}")
+
+
 __all__ = [
     "HNN_REPORTED", "HNN_TASKS", "HNNTask", "LNNTask", "LNN_FORMS", "LNN_METHODS", "LNN_REPORTED", "AccelerationMLP", "PaperPendulum",
     "PaperTwoBody", "fit", "hnn_energy_mse", "hnn_split", "hnn_task", "lnn_starts", "lnn_states", "lnn_task",
-    "mean_spread", "paper_pendulum", "run_hnn", "run_lnn", "velocity_energy", "wrap_angles",
+    "machine_banner", "mean_spread", "paper_pendulum", "reproduction_parser", "run_hnn", "run_lnn", "velocity_energy", "wrap_angles",
 ]

@@ -216,11 +216,16 @@ class Trainer:
         config: a :class:`TrainConfig` (default: the system's recommended one).
         listener: called with every record, on the training thread.
         stop_event: a shared event; setting it ends the run within one step.
+        shared: a dict that trainers of the same system and config share (what
+            :class:`Comparison` passes): the data, the test starts and the true rollouts
+            are built by the first trainer and reused by the others.
     """
 
     def __init__(self, system: System, method: str, config: TrainConfig | None = None,
-                 listener: Listener | None = None, stop_event: threading.Event | None = None):
+                 listener: Listener | None = None, stop_event: threading.Event | None = None,
+                 shared: dict | None = None):
         self.system = system
+        self._shared = shared
         self.method = methods.check_applies(method, system)
         self.config = config if config is not None else make_config(system.key)
         self.listener = listener
@@ -246,6 +251,16 @@ class Trainer:
         self._build()
 
     # -- set-up -------------------------------------------------------------------------
+    def _once(self, key: str, make: Callable[[], object]):
+        """``make()``, or the value a trainer sharing this one's ``shared`` dict already
+        made: the data and the truth do not depend on the method, and building them once
+        is most of a comparison's set-up time. Shared tensors are only read."""
+        if self._shared is None:
+            return make()
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
+
     def _build(self) -> None:
         cfg, sysm = self.config, self.system
         arch = self.method.arch_for(sysm)
@@ -282,7 +297,7 @@ class Trainer:
     def _setup_ode(self) -> None:
         cfg, sysm, dev, dt = self.config, self.system, self.device, self.dtype
         self.coords = _Coords(sysm, getattr(self.model, "coords", "canonical"))
-        data = sysm.sample_data(seed=cfg.seed, dtype=torch.float64)
+        data = self._once("data", lambda: sysm.sample_data(seed=cfg.seed, dtype=torch.float64))
         x, dxdt = data.x, data.dxdt
         s, dsdt = self.coords.from_canonical(x), self.coords.targets(x, dxdt)
         g = torch.Generator().manual_seed(cfg.seed + 2)
@@ -304,16 +319,7 @@ class Trainer:
         horizon = cfg.horizon if cfg.horizon is not None else sysm.horizon
         self.eval_steps = max(1, int(round(horizon / self.eval_dt)))
         self.eval_every_save = max(1, self.eval_steps // 200)
-        z_in = sysm.sample_initial(cfg.n_test, seed=10_000 + cfg.seed, dtype=torch.float64)
-        z_ood = sysm.sample_initial(cfg.n_test, seed=20_000 + cfg.seed, scale=cfg.ood_factor, dtype=torch.float64)
-        self.z0_eval = torch.cat([z_in, z_ood]).to(**to)  # (2 n_test, D)
-        try:
-            with torch.no_grad():
-                t, z_true = integrators.rollout(lambda z, t: sysm.vector_field(z, t), self.z0_eval, self.eval_dt,
-                                                self.eval_steps, method=cfg.integrator, every=self.eval_every_save)
-        except RuntimeError as err:
-            raise ParameterError(f"dt={self.eval_dt:g} is too large for a {cfg.integrator} rollout of the true "
-                                 f"{sysm.key}: {err}") from None
+        self.z0_eval, t, z_true = self._once("truth", lambda: self._true_rollouts(to))
         self.t_eval, self.z_true = t, z_true  # (T,), (T, 2n, D)
         # states far along the OOD true trajectories, where the soft constraint was never trained
         n = cfg.n_test
@@ -323,10 +329,26 @@ class Trainer:
         self.in_points = self.x_test
         self._in_grads = self.residual._grads(self.in_points)
 
+    def _true_rollouts(self, to: dict) -> tuple[Tensor, Tensor, Tensor]:
+        """The fixed test starts, in and out of distribution ``(2 n_test, D)``, and the
+        truth rolled out from them: ``(z0, t (T,), z (T, 2 n_test, D))``."""
+        cfg, sysm = self.config, self.system
+        z_in = sysm.sample_initial(cfg.n_test, seed=10_000 + cfg.seed, dtype=torch.float64)
+        z_ood = sysm.sample_initial(cfg.n_test, seed=20_000 + cfg.seed, scale=cfg.ood_factor, dtype=torch.float64)
+        z0 = torch.cat([z_in, z_ood]).to(**to)
+        try:
+            with torch.no_grad():
+                t, z = integrators.rollout(lambda z, t: sysm.vector_field(z, t), z0, self.eval_dt,
+                                           self.eval_steps, method=cfg.integrator, every=self.eval_every_save)
+        except RuntimeError as err:
+            raise ParameterError(f"dt={self.eval_dt:g} is too large for a {cfg.integrator} rollout of the true "
+                                 f"{sysm.key}: {err}") from None
+        return z0, t, z
+
     def _setup_field(self) -> None:
         cfg, sysm, dev, dt = self.config, self.system, self.device, self.dtype
         self.coords = None
-        data = sysm.sample_data(seed=cfg.seed, dtype=torch.float64)
+        data = self._once("data", lambda: sysm.sample_data(seed=cfg.seed, dtype=torch.float64))
         g = torch.Generator().manual_seed(cfg.seed + 2)
         n = data.xyt.shape[0]
         perm = torch.randperm(n, generator=g)
@@ -356,10 +378,13 @@ class Trainer:
         self.eval_steps = max(1, int(round(horizon / self.eval_dt)))
         self.eval_every_save = max(1, self.eval_steps // 200)
         self.patch0 = sysm.dye_patch().to(**to)
-        with torch.no_grad():
-            self.t_eval, xy_true, logj_true = sysm.carry(sysm.velocity, sysm.divergence, self.patch0, 0.0,
-                                                         self.eval_dt * self.eval_steps, self.eval_dt,
-                                                         method=self._field_integrator())
+
+        def carry_truth():
+            with torch.no_grad():
+                return sysm.carry(sysm.velocity, sysm.divergence, self.patch0, 0.0, self.eval_dt * self.eval_steps,
+                                  self.eval_dt, method=self._field_integrator())
+
+        self.t_eval, xy_true, logj_true = self._once("truth", carry_truth)
         self.dye_true = xy_true[:: self.eval_every_save]
         self.mass_true = sysm.mass(logj_true)
 
@@ -714,7 +739,8 @@ class Comparison:
             methods.check_applies(k, system)
             if k not in seen:
                 seen.append(k)
-        self.trainers = {k: Trainer(system, k, self.config, None, self.stop_event) for k in seen}
+        shared: dict = {}  # the data and the truth, built by the first trainer
+        self.trainers = {k: Trainer(system, k, self.config, None, self.stop_event, shared) for k in seen}
 
     def stop(self) -> None:
         self.stop_event.set()

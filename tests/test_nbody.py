@@ -288,3 +288,21 @@ def test_refuses_masses_that_stop_matching_n_bodies():
         s.sample_initial(2)
     with pytest.raises(ParameterError, match="masses"):
         s.vector_field(torch.zeros(1, 12, dtype=torch.float64))
+
+
+def test_physics_follows_parameter_changes_after_construction():
+    """The hot path caches G, ε², N and the masses; a change made after construction (as
+    the dashboard's sliders make) must reach the forces and the energy all the same."""
+    s = get_system("nbody", n_bodies=3, softening=0.0)
+    z = s.sample_initial(4)
+    f1, e1 = s.vector_field(z), s.energy(z)
+    s.G = 2.0
+    torch.testing.assert_close(s.vector_field(z)[:, 6:], 2 * f1[:, 6:])
+    torch.testing.assert_close(s.energy(z) - e1, s._potential(s._bodies(z)[0]) / 2)
+    s.G, s.masses = 1.0, [2.0, 2.0, 2.0]
+    torch.testing.assert_close(s.vector_field(z)[:, :6], f1[:, :6] / 2)  # q̇ = p/m
+    torch.testing.assert_close(s.vector_field(z)[:, 6:], 4 * f1[:, 6:])  # G m_i m_j
+    s.masses, s.softening = None, 0.3
+    assert (s.vector_field(z)[:, 6:].abs().sum() < f1[:, 6:].abs().sum())  # softened pull is weaker
+    s.softening, s.n_bodies = 0.0, 4
+    assert s.vector_field(s.sample_initial(2)).shape == (2, 16)

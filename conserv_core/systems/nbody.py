@@ -182,14 +182,34 @@ class NBody(ODESystem):
     def dof(self) -> int:
         return 2 * self.n_bodies
 
+    @param.depends("n_bodies", "mass", "masses", "G", "softening", watch=True, on_init=True)
+    def _cache_constants(self) -> None:
+        # plain Python values for the hot path: a param attribute read costs ~10 µs and
+        # body_masses() validates the list on every call. A masses list that does not
+        # fit (mid-way through changing n_bodies and masses) caches None, and the next
+        # physics call re-validates, so the error still names the parameter.
+        self._n = self.n_bodies
+        self._eps2 = self.softening**2
+        self._G = self.G
+        try:
+            self._masses: tuple[float, ...] | None = tuple(self.body_masses())
+        except ParameterError:
+            self._masses = None
+
+    def _const(self, like: Tensor):
+        """``_constants`` for this system in the dtype and device of ``like``."""
+        masses = self._masses if self._masses is not None else tuple(self.body_masses())
+        return _constants(masses, self._G, like.dtype, like.device)
+
     def _m(self, like: Tensor) -> Tensor:
         """Masses ``(N,)`` in the dtype and device of ``like``."""
-        return _constants(tuple(self.body_masses()), self.G, like.dtype, like.device)[0]
+        return self._const(like)[0]
 
     def _bodies(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """``z (..., 4N) -> q, p`` each ``(..., N, 2)``."""
-        shape = z.shape[:-1] + (self.n_bodies, 2)
-        return z[..., : self.dof].reshape(shape), z[..., self.dof :].reshape(shape)
+        n = self._n
+        shape = z.shape[:-1] + (n, 2)
+        return z[..., : 2 * n].reshape(shape), z[..., 2 * n :].reshape(shape)
 
     # -- physics ------------------------------------------------------------------------
     def _forces(self, q: Tensor) -> Tensor:
@@ -198,15 +218,15 @@ class NBody(ODESystem):
         Dense over pairs: ``diff[..., i, j] = q_j − q_i``. The diagonal gets 1 added to
         ``r²`` (never divide by 0 when ε = 0) and is then masked out by ``Gm_im_j``.
         """
-        _, gmm, eye, _, _ = _constants(tuple(self.body_masses()), self.G, q.dtype, q.device)
+        _, gmm, eye, _, _ = self._const(q)
         diff = q.unsqueeze(-3) - q.unsqueeze(-2)  # (..., N, N, 2)
-        r2 = diff.pow(2).sum(-1) + (eye + self.softening**2)  # (..., N, N)
+        r2 = diff.pow(2).sum(-1) + (eye + self._eps2)  # (..., N, N)
         return ((gmm * r2.pow(-1.5)).unsqueeze(-1) * diff).sum(-2)
 
     def _potential(self, q: Tensor) -> Tensor:
         """``V(q) = −Σ_{i<j} G m_i m_j / sqrt(r_ij² + ε²)``, ``(..., N, 2) -> (...)``."""
-        _, gmm, _, i, j = _constants(tuple(self.body_masses()), self.G, q.dtype, q.device)
-        r2 = (q[..., j, :] - q[..., i, :]).pow(2).sum(-1) + self.softening**2  # (..., P)
+        _, gmm, _, i, j = self._const(q)
+        r2 = (q[..., j, :] - q[..., i, :]).pow(2).sum(-1) + self._eps2  # (..., P)
         return -(gmm[i, j] * r2.rsqrt()).sum(-1)
 
     def vector_field(self, z: Tensor, t=None) -> Tensor:
