@@ -193,8 +193,9 @@ class Controls(pn.viewable.Viewer):
         self.invariants = pn.widgets.CheckBoxGroup(label="Constrain these invariants", inline=True)
         self.invariants.param.watch(g(self._invariants_from_widget), "value")
         cfg.param.watch(g(self._invariants_to_widget), "invariants")
-        self.train_button = pn.widgets.Button(label="Train", color="primary", sizing_mode="stretch_width",
-                                              description="Train the ticked methods side by side (restarts a run).")
+        # no hover tooltip on Train: after a click the pointer rests on it, and the tooltip
+        # covered the Stop button and the status line until the mouse moved
+        self.train_button = pn.widgets.Button(label="Train", color="primary", sizing_mode="stretch_width")
         self.stop_button = pn.widgets.Button(label="Stop", color="warning", sizing_mode="stretch_width", disabled=True,
                                              description="End the run now; the curves so far stay.")
         self.reset_button = pn.widgets.Button(label="Reset", color="light", sizing_mode="stretch_width",
