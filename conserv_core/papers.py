@@ -435,7 +435,7 @@ class LNNTask:
     depth: int = 3
     activation: str = "gelu"
     loss: str = "l1"
-    tikhonov: tuple[float, float] | None = (0.1, 1e-4)
+    tikhonov: tuple[float, float] | None = (1.0, 1e-3)
     angle_features: bool = True
     max_speed: float = 10.0
     start_angle: float = math.pi
