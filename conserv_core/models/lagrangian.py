@@ -135,6 +135,17 @@ class LagrangianNN(nn.Module):
         lagrangian: use this callable ``(q, q̇) -> (B,)`` instead of a network (then no
             parameters, no scales); e.g. a system's true ``lagrangian``.
         tikhonov: relative regularisation of the Hessian solve (see :func:`tikhonov_solve`).
+        form: ``"generic"``: one network ``L_θ(q, q̇)``, as in the paper; nothing stops its
+            velocity Hessian from turning singular, where accelerations blow up.
+            ``"mechanical"``: ``L = ½ vᵀM_θ(q)v − (V_θ(q) − V_θ(q_ref))`` with ``v = q̇/σ_q̇``,
+            ``M_θ = CCᵀ + εI`` (``C`` lower triangular, positive diagonal; ``ε`` =
+            :data:`MASS_FLOOR`) and ``q_ref`` the training mean: one network of ``q``
+            gives ``C`` and ``V``. The velocity Hessian is ``M_θ``, never singular; the
+            conserved ``E_θ = ½ vᵀM_θv + V_θ`` bounds the speed wherever ``V_θ`` is bounded
+            (always, when every coordinate is an angle). The structure of Deep Lagrangian
+            Networks (Lutter, Ritter, Peters, ICLR 2019).
+        angles: indices of the coordinates that are angles: the network sees
+            ``(cos q_i, sin q_i)`` for them, so the model is exactly 2π-periodic in each.
 
     Scales: ``L_θ(q, q̇) = l_θ((q − μ_q)/σ_q, (q̇ − μ_q̇)/σ_q̇)``. The Euler–Lagrange
     equations are invariant under any change of variables of this form (and under
@@ -231,11 +242,13 @@ class LagrangianNN(nn.Module):
             # V is measured from it, which fixes V's arbitrary constant (E_θ = 0 at rest
             # there, like the true energies here) so the learned energy's relative drift
             # means something
-            ref = self.x_mean[: self.dof].expand(1, self.dof)
-            out = self.net(self._features(torch.cat([q, ref.to(q.dtype)])))  # (B + 1, dof(dof+1)/2 + 1)
+            lead = q.shape[:-1]
+            ref = self.x_mean[: self.dof].expand(1, self.dof).to(q.dtype)
+            out = self.net(self._features(torch.cat([q.reshape(-1, self.dof), ref])))  # (B + 1, dof(dof+1)/2 + 1)
             M = self._mass_from(out[:-1, :-1])  # (B, dof, dof)
-            v = qdot / self.x_std[self.dof:]
-            return 0.5 * torch.einsum("bi,bij,bj->b", v, M, v) - (out[:-1, -1] - out[-1, -1])
+            v = (qdot / self.x_std[self.dof:]).reshape(-1, self.dof)
+            lag = 0.5 * torch.einsum("bi,bij,bj->b", v, M, v) - (out[:-1, -1] - out[-1, -1])
+            return lag.reshape(lead)
         s = torch.cat([self._features(q), (qdot - self.x_mean[self.dof:]) / self.x_std[self.dof:]], -1)
         return self.net(s).squeeze(-1)
 
