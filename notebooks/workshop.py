@@ -87,7 +87,7 @@ def drift_plot(evals: dict[str, training.Evaluation], quantity: str, ood: bool =
                                "dashed" if key == "truth" else "solid", ylabel))
         learned = ev.learned_drift.get("energy_ood" if ood else "energy")
         if own and learned is not None:
-            items.append(curve(learned, f"{SHORT[key]}: own H", COLORS[key], "dotted", ylabel))
+            items.append(curve(learned, f"{SHORT[key]}: own energy", COLORS[key], "dotted", ylabel))
     if mark_t is not None:
         items.append(hv.VLine(mark_t).opts(color="gray", line_dash="dotted"))
     where = " (out of distribution)" if ood else ""

@@ -28,7 +28,8 @@ from nbclient import NotebookClient
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 #: the lessons the workshop needs, in order
-LESSONS = ["00_dashboard", "01_pendulum", "02_nbody", "03_incompressible_flow", "04_soft_vs_hard"]
+LESSONS = ["00_dashboard", "01_pendulum", "02_nbody", "03_incompressible_flow", "04_soft_vs_hard",
+           "05_double_pendulum_lnn"]
 #: wall-clock budget per notebook on a busy 2-core machine, kernel start included (s)
 BUDGET_S = 120
 KERNEL = "conservation-lab-test"
@@ -82,6 +83,15 @@ for k in (app.theme.SHORT["penalty"], app.theme.SHORT["auglag"]):
     assert leak.loc[k, "outside / inside"] > 3, leak
 assert leak.loc[app.theme.SHORT["hnn"], "outside"] < 1e-2, leak
 assert evals["hnn"].drift_ood["energy"].final > 10 * evals["hnn"].learned_drift["energy_ood"].final
+""",
+    "05_double_pendulum_lnn": """
+assert evals["lnn"].drift["energy"].final < evals["baseline"].drift["energy"].final / 3
+assert evals["lnn"].learned_drift["energy"].final < 1e-3
+assert mixed["mechanical LNN"] == 0.0 and (eig["mechanical LNN"] > 0).all()  # by construction
+assert mixed["generic LNN"] > 0.0  # the generic form's H is indefinite somewhere
+assert ev_g.drift["energy"].final > 10 * evals["lnn"].drift["energy"].final
+assert ev_g.test_mse > 10 * evals["lnn"].test_mse
+assert min(evals[k].trajectory_error.final for k in ("baseline", "lnn")) > 0.1  # neither keeps the path
 """,
 }
 
