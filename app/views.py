@@ -755,6 +755,14 @@ def _energy_levels(view, n: int = 9) -> list[np.ndarray]:
 # ------------------------------------------------------------------------------------------
 # teaching cards
 # ------------------------------------------------------------------------------------------
+#: the LNN card's second line: the Lagrangian of the form in use
+LNN_FORMS = {
+    "generic": r"L_\theta(q, \dot q) = \mathrm{MLP}_\theta(q, \dot q)",
+    "mechanical": (r"L_\theta = \tfrac12\,\dot q^\top M_\theta(q)\,\dot q - V_\theta(q),"
+                   r"\quad M_\theta = C C^\top + \varepsilon I \succ 0"),
+}
+
+
 class TeachingView(pn.viewable.Viewer):
     """A card for the system (its equations) and one per ticked method, in its colour."""
 
@@ -765,9 +773,12 @@ class TeachingView(pn.viewable.Viewer):
         self._box = pn.FlexBox(sizing_mode="stretch_width", gap="12px")
         self._cache: dict[str, pn.viewable.Viewable] = {}
         self.session.param.watch(guarded(self.session, self._update), ["system", "methods"])
+        self.session.config.param.watch(guarded(self.session, self._update), ["lnn_form"])
         self._update()
 
     def _card(self, key: str):
+        if key == "lnn":  # one card per form of the Lagrangian
+            key = f"lnn:{self.session.config.lnn_form}"
         if key in self._cache:
             return self._cache[key]
         if key in ALL_SYSTEMS:
@@ -779,9 +790,14 @@ class TeachingView(pn.viewable.Viewer):
             card = pn.Card(html(f"<p>{cls.teaching_note}</p>", sizing_mode="stretch_width"), *body,
                            title=f"System: {cls.title}", collapsible=False, width=430)
         else:
+            key, _, form = key.partition(":")
             m = cmethods.ALL_METHODS[key]
             color = theme.COLORS.get(key, "#888")
-            card = pn.Card(tex(m.equation),
+            extra = []
+            if form:
+                extra = [html(f"<b>Form: {form}</b> <span class='cl-muted'>(Constraint settings)</span>",
+                              margin=(6, 5, 0, 5)), tex(LNN_FORMS[form])]
+            card = pn.Card(tex(m.equation), *extra,
                            html(f"<p>{m.teaching_note}</p>", sizing_mode="stretch_width"),
                            title=f"{m.title}", collapsible=False, width=330,
                            header_background=color, header_color="white")

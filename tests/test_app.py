@@ -310,6 +310,23 @@ def test_presets_apply(dash):
         assert p.title in s.status
 
 
+def test_lnn_card_and_widget_follow_the_lagrangian_form(dash):
+    """The LNN preset picks the mechanical form: the widget shows it, and the LNN's
+    teaching card shows that form's Lagrangian; back to generic, the card follows."""
+    dash.controls.preset.value = "lnn-double-pendulum"
+    assert dash.session.config.lnn_form == "mechanical"
+    assert dash.controls.config_widgets["lnn_form"].value == "mechanical"
+
+    def lnn_card_text():
+        (card,) = [c for c in dash.teaching_view._box.objects if c.title.startswith("Lagrangian")]
+        return " ".join(str(o.object) for o in card.objects)
+
+    assert "Form: mechanical" in lnn_card_text() and "M_\\theta(q)" in lnn_card_text()
+    dash.controls.config_widgets["lnn_form"].value = "generic"
+    assert dash.session.config.lnn_form == "generic"
+    assert "Form: generic" in lnn_card_text() and "mathrm{MLP}" in lnn_card_text()
+
+
 def test_downloads_hold_curves_and_summary(dash):
     tiny(dash)
     click(dash.controls.train_button)
