@@ -799,7 +799,7 @@ class TeachingView(pn.viewable.Viewer):
                               margin=(6, 5, 0, 5)), tex(LNN_FORMS[form])]
             card = pn.Card(tex(m.equation), *extra,
                            html(f"<p>{m.teaching_note}</p>", sizing_mode="stretch_width"),
-                           title=f"{m.title}", collapsible=False, width=330,
+                           title=f"{m.title}", collapsible=False, width=360,
                            header_background=color, header_color="white")
         self._cache[key] = card
         return card

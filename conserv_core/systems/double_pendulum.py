@@ -42,14 +42,16 @@ class DoublePendulum(ODESystem):
     title: ClassVar[str] = "Double pendulum (chaotic)"
     separable: ClassVar[bool] = False
     equations: ClassVar[dict[str, str]] = {
-        "Lagrangian": (r"L = m l^2\left(\dot\theta_1^2 + \tfrac12\dot\theta_2^2"
-                       r" + \dot\theta_1\dot\theta_2\cos(\theta_1-\theta_2)\right)"
-                       r" - m g l\,(3 - 2\cos\theta_1 - \cos\theta_2)"),
+        # aligned over two lines: one line is wider than the dashboard's card
+        "Lagrangian": (r"\begin{aligned} L &= m l^2\left(\dot\theta_1^2 + \tfrac12\dot\theta_2^2"
+                       r" + \dot\theta_1\dot\theta_2\cos(\theta_1-\theta_2)\right) \\"
+                       r" &\quad - m g l\,(3 - 2\cos\theta_1 - \cos\theta_2) \end{aligned}"),
         "Momenta": (r"p = M(\theta)\,\dot\theta,\qquad M = m l^2"
                     r"\begin{pmatrix} 2 & \cos(\theta_1-\theta_2) \\ \cos(\theta_1-\theta_2) & 1 \end{pmatrix}"),
         "Hamiltonian": r"H = \tfrac12\, p^\top M(\theta)^{-1} p + m g l\,(3 - 2\cos\theta_1 - \cos\theta_2)",
-        "Dynamics": (r"\dot\theta = M^{-1}p,\qquad \dot p_{1,2} = \mp m l^2 \sin(\theta_1-\theta_2)"
-                     r"\,\dot\theta_1\dot\theta_2 - m g l\,(2\sin\theta_1,\ \sin\theta_2)"),
+        "Dynamics": r"\dot\theta = M(\theta)^{-1}p",
+        "Dynamics, momenta": (r"\dot p_{1,2} = \mp m l^2 \sin(\theta_1-\theta_2)"
+                              r"\,\dot\theta_1\dot\theta_2 - m g l\,(2\sin\theta_1,\ \sin\theta_2)"),
     }
     teaching_note: ClassVar[str] = (
         "Chaotic: two nearby starts part exponentially fast, so no model can follow the true "
