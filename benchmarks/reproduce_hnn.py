@@ -68,15 +68,13 @@ def table(task: papers.HNNTask, runs: dict[str, list[dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = papers.reproduction_parser(__doc__.split("\n\n")[0], seeds="0,1,2")
-    p.add_argument("--tasks", default=",".join(papers.HNN_TASKS), help="comma-separated: spring,pendulum,two_body")
+    p.add_argument("--tasks", default=",".join(papers.HNN_TASKS), type=papers.choice_list(papers.HNN_TASKS),
+                   help="comma-separated: spring,pendulum,two_body")
     p.add_argument("--quick", action="store_true", help="two-body with 200 orbits and 2 000 steps")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = args.seeds
-    keys = [k.strip() for k in args.tasks.split(",") if k.strip()]
-    bad = [k for k in keys if k not in papers.HNN_TASKS]
-    if bad or not keys:
-        p.error(f"--tasks must be from {', '.join(papers.HNN_TASKS)}; got {args.tasks!r}")
+    keys = args.tasks
 
     print(papers.machine_banner("HNN Table 1 reproduction", args.threads), flush=True)
     start = time.perf_counter()

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=None, help="hidden units per layer (default: the task's)")
     p.add_argument("--n-eval", type=int, default=None, help="test starts (the paper: 40)")
     p.add_argument("--methods", default=",".join(papers.LNN_METHODS),
+                   type=papers.choice_list(papers.LNN_METHODS),
                    help=f"comma-separated, from {', '.join(papers.LNN_METHODS)} (lnn: the paper's generic "
                         "L(q, q̇); lnn_mechanical: ½q̇ᵀM(q)q̇ − V(q))")
     p.add_argument("--paper-inputs", action="store_true",
@@ -52,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["angle_features"] = False
     task = papers.lnn_task(quick=args.quick, **overrides)
     seeds = args.seeds
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in papers.LNN_METHODS]
-    if bad or not methods:
-        p.error(f"--methods must be from {', '.join(papers.LNN_METHODS)}; got {args.methods!r}")
+    methods = args.methods
 
     print(papers.machine_banner("LNN double-pendulum reproduction", args.threads), flush=True)
     print(f"  MLP {task.width}×{task.depth} {task.activation}, {task.steps} steps of {task.batch_size} random "
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{papers.LNN_REPORTED[m]:>17.2e}" if key == "energy_error" else " " * 17)
         print(f"{label:40}" + "".join(cells))
     if "baseline" in runs:
-        for m in methods[1:] if methods[0] == "baseline" else [m for m in methods if m != "baseline"]:
+        for m in [m for m in methods if m != "baseline"]:
             ratio = [r_l["energy_error"] / r_b["energy_error"] for r_b, r_l in zip(runs["baseline"], runs[m])]
             paper = papers.LNN_REPORTED["lnn"] / papers.LNN_REPORTED["baseline"]
             print(f"{'ratio ' + TITLES[m] + ' / baseline, mean':40}{papers.mean_spread(ratio)[0]:>20.2e}"

@@ -588,6 +588,18 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+def choice_list(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse ``type``: a comma-separated list of names, each one of ``allowed``."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        if not names or any(n not in allowed for n in names):
+            raise argparse.ArgumentTypeError(f"must be comma-separated names from {', '.join(allowed)}; got {text!r}")
+        return names
+
+    return parse
+
+
 def machine_banner(title: str, threads: int) -> str:
     """First line of a reproduction's output: what ran it, and how busy the machine was."""
     return (f"{title}: torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPUs "
@@ -597,6 +609,6 @@ def machine_banner(title: str, threads: int) -> str:
 __all__ = [
     "HNN_REPORTED", "HNN_TASKS", "HNNTask", "LNNTask", "LNN_FORMS", "LNN_METHODS", "LNN_REPORTED",
     "AccelerationMLP", "PaperPendulum", "PaperTwoBody", "fit", "hnn_energy_mse", "hnn_split", "hnn_task",
-    "lnn_starts", "lnn_states", "lnn_task", "machine_banner", "mean_spread", "paper_pendulum",
+    "choice_list", "lnn_starts", "lnn_states", "lnn_task", "machine_banner", "mean_spread", "paper_pendulum",
     "reproduction_parser", "run_hnn", "run_lnn", "velocity_energy", "wrap_angles",
 ]

@@ -270,7 +270,7 @@ class Trainer:
         activation = "softplus" if generic_lnn and cfg.activation in ("tanh", "silu") else cfg.activation
         kw = dict(width=cfg.width, depth=cfg.depth, activation=activation)
         if arch == "lnn":
-            kw.update(form=cfg.lnn_form, angles=getattr(sysm, "angle_coords", ()))
+            kw.update(form=cfg.lnn_form, angles=sysm.angle_coords)  # lnn applies to ODE systems only
         if sysm.kind == "ode":
             self.model = models.build(arch, state_dim=sysm.state_dim, dof=sysm.dof, **kw)
         else:
