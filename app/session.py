@@ -1,24 +1,27 @@
-"""The state of one dashboard session: what to train, the training worker, and the drain.
+"""The state of one dashboard session: what to train, where its run is, and the drain.
 
-Threads. Training runs on a daemon worker thread (one :class:`Run` per Train click). The
-worker never touches Panel, Bokeh or HoloViews: the trainer's listener only appends
-records to a ``deque``. :meth:`LabSession.drain` moves them into HoloViews streams and
-param values on the session's own thread: under ``panel serve`` a periodic callback
-calls it every :data:`DRAIN_MS`; tests and scripts call it themselves.
+Runs. A Train click turns the settings into a :class:`conserv_core.runs.RunSpec` and hands
+it to the session's executor (:func:`executor`): under ``conserv serve`` a Dask cluster of
+worker processes, so the server never trains; in a notebook or a test, a thread of this
+process. Either way the records come back into the run handle's ``deque`` from another
+thread, and :meth:`LabSession.drain` moves them into HoloViews streams and param values on
+the session's own thread: under ``panel serve`` a periodic callback calls it every
+:data:`DRAIN_MS`; tests and scripts call it themselves.
+
+The run's state is one explicit phase (:data:`PHASES`), changed only by
+:meth:`LabSession._enter`; the status line's colour follows from it, and no logic reads
+the status text.
 
 Nothing here builds a widget; the views in :mod:`app.views` watch this object.
 """
 
 from __future__ import annotations
 
-import collections
 import io
 import json
 import math
 import os
-import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import holoviews as hv
@@ -27,7 +30,7 @@ import pandas as pd
 import param
 
 from conserv_core import methods as cmethods
-from conserv_core import presets, training
+from conserv_core import presets, runs, training
 from conserv_core.devices import available_devices
 from conserv_core.systems import ALL_SYSTEMS, FieldSystem, ODESystem, ParameterError, System, get_system
 
@@ -39,12 +42,10 @@ DRAIN_MS = 200
 DRAW_BUDGET_S = 0.05
 #: the loss plots are redrawn at most this often while a run goes on (seconds)
 LOSS_EVERY_S = 0.6
-#: how much lower the training threads' OS priority is than the server's (nice increment)
-WORKER_NICE = 10
 #: drift values below this are drawn at it (a log axis has no zero)
 DRIFT_FLOOR = 1e-12
-#: at most this many loss points per method reach the browser
-MAX_LOSS_POINTS = 600
+#: at most this many loss points per method reach the browser (thinned where the run is)
+MAX_LOSS_POINTS = runs.MAX_PROGRESS
 #: evaluations per run besides the one at step 0 (each costs a rollout of every test case)
 EVALS_PER_RUN = 6
 
@@ -141,84 +142,53 @@ def _final(curve) -> float:
     return float(curve.rel[-1]) if curve.rel else float("nan")
 
 
-@dataclass
-class SetupDone:
-    """The worker built the comparison (data generated, models initialised)."""
-    seconds: float
+#: records a run sends besides the trainer's (see :mod:`conserv_core.runs`)
+SetupDone, Failed, Started, Ended = runs.SetupDone, runs.Failed, runs.Started, runs.Ended
+
+_executor: runs.Executor | None = None
 
 
-@dataclass
-class Failed:
-    """The worker could not build or run the comparison."""
-    message: str
+def executor() -> runs.Executor:
+    """Where this process's sessions run their training: what :func:`set_executor` chose
+    (``conserv serve``: a Dask cluster), else a thread of this process (notebooks, tests)."""
+    global _executor
+    if _executor is None:
+        _executor = runs.InProcessExecutor(threads=server_threads())
+    return _executor
 
 
-class Run:
-    """One training run: a :class:`training.Comparison` on a daemon thread.
+def set_executor(ex: runs.Executor | None) -> None:
+    """Make ``ex`` the executor of every session created from now on (None: back to
+    in-process)."""
+    global _executor
+    _executor = ex
 
-    The listener runs on the worker thread and only appends to :attr:`queue`. Progress
-    records are thinned to about :data:`MAX_LOSS_POINTS` per method; the newest one per
-    method is always in :attr:`latest`, for the progress bar.
-    """
 
-    def __init__(self, run_id: int, system: System, method_keys: list[str], config: training.TrainConfig):
-        self.id = run_id
-        self.system = system
-        self.method_keys = list(method_keys)
-        self.config = config
-        self.queue: collections.deque = collections.deque()
-        self.latest: dict[str, training.Progress] = {}
-        self.stop_event = threading.Event()
-        self.finished = threading.Event()
-        self.comparison: training.Comparison | None = None
-        self._every = max(1, config.steps // MAX_LOSS_POINTS)
-        #: called from the worker when an evaluation is queued (served sessions: schedule a
-        #: drain now instead of at the next periodic tick, so curves appear sooner)
-        self.wake: Callable[[], None] | None = None
-        self.thread = threading.Thread(target=self._work, name=f"conserv-run-{run_id}", daemon=True)
-
-    def start(self) -> "Run":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Ask the run to end; the trainer checks between steps (well under a second)."""
-        self.stop_event.set()
-
-    def _listen(self, rec) -> None:
-        if isinstance(rec, training.Progress):
-            self.latest[rec.method] = rec
-            if rec.step % self._every and rec.step != rec.total_steps and rec.step != 1:
-                return
-        self.queue.append(rec)
-        if self.wake is not None and isinstance(rec, training.Evaluation):
-            try:
-                self.wake()
-            except Exception:  # the page has gone: the periodic drain (or nobody) takes it
-                self.wake = None
-
-    def _work(self) -> None:
-        # training yields the CPU to the session's thread (clicks, redraws) and to the other
-        # sessions' UIs: a lower OS priority for this thread only (Linux: per-thread nice)
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
-        except (AttributeError, OSError):
-            pass
-        try:
-            t0 = time.perf_counter()
-            comp = training.Comparison(self.system, self.method_keys, self.config,
-                                       listener=self._listen, stop_event=self.stop_event)
-            self.comparison = comp
-            self.queue.append(SetupDone(time.perf_counter() - t0))
-            if self.stop_event.is_set():
-                for k in comp.trainers:
-                    self.queue.append(training.Finished(k, "stopped", "stopped before training", 0, 0.0))
-            else:
-                comp.run()
-        except Exception as err:  # reported in the status line; the server goes on
-            self.queue.append(Failed(f"{type(err).__name__}: {err}"))
-        finally:
-            self.finished.set()
+#: the phases of a session's run, and the colour of the status line in each
+PHASES = {
+    "idle": "info",
+    "queued": "running",
+    "preparing": "running",
+    "training": "running",
+    "stopping": "warning",
+    "done": "success",
+    "stopped": "warning",
+    "diverged": "danger",
+    "failed": "danger",
+}
+#: phases in which a run exists (Train replaces it, Stop ends it)
+ACTIVE = ("queued", "preparing", "training", "stopping")
+_ENDED = ("done", "stopped", "diverged", "failed")
+_NEW = {"idle", "queued", "preparing"}
+#: which phase may follow which: a new run (or none) from anywhere; a run goes forward only
+TRANSITIONS = {
+    "idle": _NEW,
+    "queued": {*_NEW, "training", "stopping", *_ENDED},
+    "preparing": {*_NEW, "training", "stopping", *_ENDED},
+    "training": {*_NEW, "training", "stopping", *_ENDED},
+    "stopping": {*_NEW, "stopping", *_ENDED},
+    **{p: _NEW for p in _ENDED},
+}
 
 
 def _empty(cols) -> pd.DataFrame:
@@ -478,6 +448,7 @@ class LabSession(param.Parameterized):
     preset = param.Selector(default="", objects=["", *presets.PRESETS], doc="The last preset applied.")
     ood = param.Boolean(default=False, doc="Show drift on the out-of-distribution test set.")
 
+    phase = param.Selector(default="idle", objects=list(PHASES), doc="Where the session's run is (see PHASES).")
     status = param.String(default="Pick a system and methods, then press Train.")
     status_kind = param.Selector(default="info", objects=["info", "running", "success", "warning", "danger"])
     progress = param.Integer(default=0, bounds=(0, 100))
@@ -490,15 +461,18 @@ class LabSession(param.Parameterized):
     evals_per_run = param.Integer(default=EVALS_PER_RUN, bounds=(1, 1000),
                                   doc="Drift curves refresh this many times per run (each costs a rollout).")
 
-    def __init__(self, threads: int | None = None, **params):
+    def __init__(self, threads: int | None = None, executor_: runs.Executor | None = None, **params):
         self.systems: dict[str, System] = {k: get_system(k) for k in ALL_SYSTEMS}
         # cpu by default, not the engine's "auto": these models are small, and on an H200 the
         # pendulum demo took 17 s on cuda against 5 s on one CPU thread (cuda stays offered)
         self.config = training.make_config("pendulum", device="cpu", **theme.DEMO_CONFIG["pendulum"])
         super().__init__(**params)
         self.threads = server_threads() if threads is None else threads
-        self.run: Run | None = None
-        self._run_id = 0
+        #: where runs go (default: the process's :func:`executor`)
+        self.executor = executor_ if executor_ is not None else executor()
+        self.run: runs.RunHandle | None = None
+        #: a settings change made while a run goes on (said in the status line)
+        self._changed_during_run = False
         self._periodic = None
         self.autodrain = False
         #: build the new system's (empty) plots as soon as it is chosen (the dashboard sets it)
@@ -553,18 +527,19 @@ class LabSession(param.Parameterized):
             self.prepare()
         title = self.current_system.title
         if was_running:
-            self._set_status(f"Stopped the run because the system changed to {title}. Press Train to start.",
-                             "warning")
+            self._enter("idle", f"Stopped the run because the system changed to {title}. Press Train to start.",
+                        kind="warning")
         else:
-            self._set_status(f"{title}: pick methods, then press Train.", "info")
+            self._enter("idle", f"{title}: pick methods, then press Train.")
 
     def _setting_changed(self, *events) -> None:
         if self.running:
-            if "next run" not in self.status:
-                self.status = self.status.rstrip(". ") + ". (Your change applies to the next run.)"
-        elif self.data is not None and self.status_kind in ("success", "warning"):
-            self._set_status("Settings changed: press Train to rerun with them (the curves shown are from "
-                             "the last run).", "info")
+            if not self._changed_during_run:
+                self._changed_during_run = True
+                self.status = self._with_note(self.status)
+        elif self.data is not None and self.phase in _ENDED:
+            self._enter("idle", "Settings changed: press Train to rerun with them (the curves shown are from "
+                        "the last run).")
 
     def _methods_to_text(self, event) -> None:
         text = ",".join(event.new)
@@ -612,7 +587,7 @@ class LabSession(param.Parameterized):
                 self.prepare()
         finally:
             self._applying_preset = False
-        self._set_status(f"Preset “{p.title}”: {p.description} Press Train.", "info")
+        self._enter("idle", f"Preset “{p.title}”: {p.description} Press Train.")
 
     def _preset_chosen(self, event) -> None:
         if event.new and not self._applying_preset:
@@ -631,9 +606,9 @@ class LabSession(param.Parameterized):
         return get_system(self.system, **_values(self.current_system))
 
     # -- actions ----------------------------------------------------------------------------
-    def train(self) -> Run | None:
-        """Start a run with the current settings (stopping any run in progress)."""
-        self._discard_run()
+    def train(self) -> runs.RunHandle | None:
+        """Submit a run with the current settings. A run of this session still waiting in
+        the queue is replaced and keeps its place; one already training is stopped."""
         keys = [m for m in self.methods if m in self.valid_methods()]
         if not keys:
             self._set_status("Tick at least one method to train (the baseline is a good start).", "warning")
@@ -641,30 +616,52 @@ class LabSession(param.Parameterized):
         try:
             sysm = self.build_system()
             cfg = self.build_config()
+            if cfg.device not in available_devices():
+                raise ParameterError(f"device {cfg.device!r} is not available here; choose one of "
+                                     f"{', '.join(available_devices())}")
+            spec = runs.RunSpec.of(sysm, keys, cfg).validate()
         except (ParameterError, ValueError) as err:
             self._set_status(f"Cannot start: {err}", "danger")
             return None
-        if cfg.device not in available_devices():
-            self._set_status(f"Device {cfg.device!r} is not available here; choose one of "
-                             f"{', '.join(available_devices())}.", "danger")
-            return None
-        self._run_id += 1
-        # the worker first: it generates data while the views build their plots
-        self.run = Run(self._run_id, sysm, keys, cfg)
-        self.run.wake = self._waker()
-        self.run.start()
+        old = self.run
+        self.run = None
+        self._changed_during_run = False
+        handle = self.executor.submit(spec, replaces=old, wake=self._waker())
+        self.run = handle
         streams = self.prepare(sysm, keys, cfg)
         streams.clear()
         data = LiveData(sysm, keys, cfg, streams)
         data.ood = self.ood
         self.data = data
-        self.running = True
         self.progress = 0
         self.speed = ""
-        names = ", ".join(theme.SHORT[k] for k in keys)
-        self._set_status(f"Setting up {sysm.title}: generating training data for {names}…", "running")
+        if handle.phase == "queued" and not self._starts_now(handle):
+            self._enter("queued", self._queue_text(handle))
+        else:
+            self._enter("preparing", self._setup_text(data))
         self._ensure_periodic()
-        return self.run
+        return handle
+
+    def _starts_now(self, handle: runs.RunHandle) -> bool:
+        """Whether a free slot takes this run at once (no queue to show)."""
+        place = handle.place()
+        if place is None:
+            return True
+        ahead, _ = place
+        running = sum(1 for h in self.executor.active() if h.phase == "running")
+        return ahead == 0 and running < self.executor.slots
+
+    def _setup_text(self, data: "LiveData") -> str:
+        names = ", ".join(theme.SHORT[k] for k in data.methods)
+        return f"Setting up {data.system.title}: generating training data for {names}…"
+
+    @staticmethod
+    def _queue_text(handle: runs.RunHandle) -> str:
+        ahead, secs = handle.place() or (0, 0.0)
+        runs_ahead = "1 run" if ahead == 1 else f"{ahead} runs"
+        wait = f"about {secs:,.0f} s" if secs >= 1 else "a moment"
+        return (f"Waiting for a free worker: {runs_ahead} ahead, {wait}. You can keep editing; pressing "
+                "Train again replaces this run and keeps its place.")
 
     def prepare(self, system: System | None = None, methods: list[str] | None = None,
                 config: training.TrainConfig | None = None) -> StreamSet:
@@ -681,7 +678,7 @@ class LabSession(param.Parameterized):
         """End the run within a step; everything drawn so far stays."""
         if self.run is not None and self.running:
             self.run.stop()
-            self._set_status("Stopping…", "warning")
+            self._enter("stopping", "Stopping…")
 
     def reset(self) -> None:
         """Stop any run and clear every plot (the settings stay)."""
@@ -691,7 +688,7 @@ class LabSession(param.Parameterized):
             self.streams.clear()
         self.progress = 0
         self.speed = ""
-        self._set_status("Cleared. Press Train to start a new run.", "info")
+        self._enter("idle", "Cleared. Press Train to start a new run.")
 
     def close(self) -> None:
         """End the session: stop the worker and the periodic callback."""
@@ -702,7 +699,8 @@ class LabSession(param.Parameterized):
         if self.run is not None:
             self.run.stop()
         self.run = None
-        self.running = False
+        if self.phase in ACTIVE:
+            self.param.update(phase="idle", running=False)
 
     # -- the periodic drain -----------------------------------------------------------------
     def _waker(self) -> Callable[[], None] | None:
@@ -760,7 +758,7 @@ class LabSession(param.Parameterized):
             if run is not None:
                 self._consume(run, data, records)
                 self._update_progress(run, data)
-                if run.finished.is_set() and not run.queue:
+                if run is self.run and run.finished.is_set() and not run.queue:
                     # the verdict first: it reaches the page with this drain, the last
                     # redraws follow in the next ones
                     self._conclude(run, data)
@@ -771,7 +769,7 @@ class LabSession(param.Parameterized):
                 self.views_ready = True
         return len(records)
 
-    def _consume(self, run: Run, data: LiveData, records: list) -> None:
+    def _consume(self, run: runs.RunHandle, data: LiveData, records: list) -> None:
         for rec in records:
             if isinstance(rec, training.Progress):
                 if data.first_step_at is None:
@@ -791,21 +789,30 @@ class LabSession(param.Parameterized):
                     hist.append(last)
                     data.mark("loss", "violation")
                 data.mark("drift", "views")  # a finished method may close a round
+            elif isinstance(rec, Started):
+                if self.phase == "queued":
+                    self._enter("preparing", self._setup_text(data))
             elif isinstance(rec, SetupDone):
                 data.setup_seconds = rec.seconds
-                self._set_status(f"Training {len(data.methods)} method(s) on {data.system.title}…", "running")
+                if self.phase in ("queued", "preparing"):
+                    self._enter("training", f"Training {len(data.methods)} method(s) on {data.system.title}…")
             elif isinstance(rec, Failed):
                 data.failed = rec.message
 
-    def _update_progress(self, run: Run, data: LiveData) -> None:
+    def _update_progress(self, run: runs.RunHandle, data: LiveData) -> None:
+        if self.phase == "queued":
+            if run.phase == "queued":
+                self.status = self._with_note(self._queue_text(run))
+            return
         latest = dict(run.latest)
         for m, p in latest.items():
             data.progress[m] = p
-        total = run.config.steps * len(data.methods)
+        steps = data.config.steps
+        total = steps * len(data.methods)
         done = sum(data.finished[m].step if m in data.finished else (latest[m].step if m in latest else 0)
                    for m in data.methods)
         # a finished method counts as complete for the bar and for the time left
-        remaining = sum(0 if m in data.finished else run.config.steps - (latest[m].step if m in latest else 0)
+        remaining = sum(0 if m in data.finished else steps - (latest[m].step if m in latest else 0)
                         for m in data.methods)
         self.progress = int(round(100 * (total - remaining) / max(total, 1)))
         if data.first_step_at is not None and done:
@@ -813,34 +820,33 @@ class LabSession(param.Parameterized):
             rate = done / wall
             left = remaining / max(rate, 1e-9)
             step_now = max((latest[m].step for m in latest), default=0)
-            self.speed = (f"step {step_now:,} / {run.config.steps:,} · {rate:,.0f} steps/s (all methods) "
+            self.speed = (f"step {step_now:,} / {steps:,} · {rate:,.0f} steps/s (all methods) "
                           f"· {left:,.0f} s left" if remaining else
                           f"{done:,} steps · {rate:,.0f} steps/s (all methods)")
-        if self.running and not run.stop_event.is_set() and data.first_step_at is not None \
-                and self.status_kind == "running" and "next run" not in self.status:
+        if self.phase == "training" and not run.stop_requested and data.first_step_at is not None:
             names = ", ".join(theme.SHORT[m] for m in data.methods if m not in data.finished)
-            self.status = f"Training {names} on {data.system.title}. Drift curves refresh every " \
-                          f"{run.config.eval_every} steps."
+            self._enter("training", f"Training {names} on {data.system.title}. Drift curves refresh every "
+                        f"{data.config.eval_every} steps.")
 
-    def _conclude(self, run: Run, data: LiveData) -> None:
-        self.running = False
+    def _conclude(self, run: runs.RunHandle, data: LiveData) -> None:
         self.run = None
+        self._changed_during_run = False
         fins = data.finished
         if data.failed:
-            self._set_status(f"The run failed: {data.failed}. Curves already shown are kept.", "danger")
+            self._enter("failed", f"The run failed: {data.failed}. Curves already shown are kept.")
             return
         diverged = [f for f in fins.values() if f.status in ("diverged", "error")]
         if diverged:
             msgs = "; ".join(f"{theme.SHORT[f.method]} diverged (NaN): {f.message}" for f in diverged)
-            self._set_status(msgs + ". Everything already shown is kept.", "danger")
+            self._enter("diverged", msgs + ". Everything already shown is kept.")
             return
-        if any(f.status == "stopped" for f in fins.values()):
+        if any(f.status == "stopped" for f in fins.values()) or len(fins) < len(data.methods):
             step = max((f.step for f in fins.values()), default=0)
-            self._set_status(f"Stopped at step {step:,} of {run.config.steps:,}; the curves so far are kept. "
-                             "Press Train to start a new run.", "warning")
+            self._enter("stopped", f"Stopped at step {step:,} of {data.config.steps:,}; the curves so far are "
+                        "kept. Press Train to start a new run.")
             return
         self.progress = 100
-        self._set_status(self.verdict(data), "success")
+        self._enter("done", self.verdict(data))
 
     def verdict(self, data: LiveData) -> str:
         """Each method's drift at the horizon, and how the best compares with the baseline."""
@@ -871,7 +877,25 @@ class LabSession(param.Parameterized):
                 text += " No method beats the baseline by much here: try more steps, or look at the system view."
         return text
 
+    def _enter(self, phase: str, text: str, kind: str | None = None) -> None:
+        """The one place the run's phase changes: ``phase`` with the status ``text``; the
+        line's colour follows from the phase unless ``kind`` says otherwise (an idle
+        session's warning). Raises ``ValueError`` on a transition :data:`TRANSITIONS`
+        does not allow (a bug, not a user's doing)."""
+        if phase not in TRANSITIONS[self.phase]:
+            raise ValueError(f"a session cannot go from {self.phase!r} to {phase!r}")
+        active = phase in ACTIVE
+        if phase in ACTIVE:
+            text = self._with_note(text)
+        self.param.update(phase=phase, running=active, status=text, status_kind=kind or PHASES[phase])
+
+    def _with_note(self, text: str) -> str:
+        if self._changed_during_run and self.phase in ACTIVE:
+            return text.rstrip(". ") + ". (Your change applies to the next run.)"
+        return text
+
     def _set_status(self, text: str, kind: str) -> None:
+        """A notice that changes no phase (a refused click, a bad link, an error)."""
         self.param.update(status=text, status_kind=kind)
 
     def report_error(self, err: Exception) -> None:

@@ -159,11 +159,10 @@ def fit(model: nn.Module, batches: Callable[[int], tuple[Tensor, Tensor]], predi
         loss: ``"mse"`` (mean squared error, the HNN paper) or ``"l1"`` (mean absolute
             error, the LNN paper).
         cosine: anneal the learning rate to 0 along a half cosine.
-        seed: seeds ``torch``'s global generator (dropout-free models: only the batches
-            drawn with it).
+        seed: unused by the loop itself (the batches and the weights come from generators
+            of their own); kept so callers state the run's seed in one place.
         before_step: called with the step number before each step (a schedule).
     """
-    torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     t0 = time.perf_counter()
@@ -331,9 +330,8 @@ def run_hnn(task: HNNTask, method: str, seed: int) -> dict:
     ``train_seconds``."""
     arch = {"baseline": "mlp", "hnn": "hnn"}[method]
     x, y, x_test, y_test = hnn_split(task, seed)
-    torch.manual_seed(seed)
     model = models.build(arch, state_dim=task.system.state_dim, width=task.width, depth=task.depth,
-                         activation="tanh")
+                         activation="tanh", generator=torch.Generator().manual_seed(seed))
     model.set_scales(x, y)
     seconds = fit(model, _random_subsets(x, y, task.batch_size, seed), model, steps=task.steps, lr=task.lr,
                   weight_decay=task.weight_decay, seed=seed)
@@ -494,7 +492,6 @@ def run_lnn(task: LNNTask, method: str, seed: int) -> dict:
     ``validate_every`` steps (the paper's notebooks keep their best too).
     """
     dof, sysm = 2, task.system
-    torch.manual_seed(seed)
     if method in LNN_FORMS:
         model = models.build("lnn", dof=dof, width=task.width, depth=task.depth, activation=task.activation,
                              form=LNN_FORMS[method], angles=(0, 1) if task.angle_features else ())
@@ -502,6 +499,7 @@ def run_lnn(task: LNNTask, method: str, seed: int) -> dict:
         model = AccelerationMLP(dof, task.width, task.depth, task.activation, angles=task.angle_features)
     else:
         raise ValueError(f"method must be one of {', '.join(LNN_METHODS)}; got {method!r}")
+    models.init_weights(model, torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed)
     s_scale, a_scale = lnn_states(task, task.n_scale_samples, g)
     model.set_scales(s_scale, torch.cat([s_scale[:, dof:], a_scale], -1))

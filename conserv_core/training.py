@@ -264,7 +264,8 @@ class Trainer:
     def _build(self) -> None:
         cfg, sysm = self.config, self.system
         arch = self.method.arch_for(sysm)
-        torch.manual_seed(cfg.seed)
+        # every draw from a generator of the run's own (never torch's global one, which the
+        # threads of a server or a notebook share): the weights from seed, batches from seed + 1
         self._gen = torch.Generator().manual_seed(cfg.seed + 1)
         generic_lnn = arch == "lnn" and cfg.lnn_form == "generic"
         activation = "softplus" if generic_lnn and cfg.activation in ("tanh", "silu") else cfg.activation
@@ -275,6 +276,7 @@ class Trainer:
             self.model = models.build(arch, state_dim=sysm.state_dim, dof=sysm.dof, **kw)
         else:
             self.model = models.build(arch, **kw)
+        models.init_weights(self.model, torch.Generator().manual_seed(cfg.seed))
         self.model.to(device=self.device, dtype=self.dtype)
         if sysm.kind == "ode":
             self._setup_ode()

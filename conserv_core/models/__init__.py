@@ -22,9 +22,11 @@ The knobs (width, depth, activation, Fourier modes) are declared once, with boun
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import param
+import torch
 from torch import nn
 
 from conserv_core.models import divfree, hamiltonian, lagrangian, mlp
@@ -74,9 +76,9 @@ def _spec_int(name: str, value) -> int:
 
 def build(arch: str, *, state_dim: int | None = None, dof: int | None = None, width: int = 64,
           depth: int = 2, activation: str | None = None, n_modes: int = 4, form: str = "generic",
-          angles: tuple[int, ...] = ()) -> nn.Module:
-    """A fresh, untrained model of architecture ``arch`` (seed with ``torch.manual_seed``
-    first for reproducible weights; float32 on CPU: move it with ``.to(device, dtype)``).
+          angles: tuple[int, ...] = (), generator: torch.Generator | None = None) -> nn.Module:
+    """A fresh, untrained model of architecture ``arch`` (float32 on CPU: move it with
+    ``.to(device, dtype)``).
 
     Args:
         arch: one of :data:`ARCHITECTURES`.
@@ -87,11 +89,49 @@ def build(arch: str, *, state_dim: int | None = None, dof: int | None = None, wi
         form, angles: ``lnn`` only, see :class:`LagrangianNN`: ``"generic"`` (the paper's
             ``L_θ(q, q̇)``) or ``"mechanical"`` (``½q̇ᵀM_θ(q)q̇ − V_θ(q)``), and which
             coordinates are angles (fed to the network as ``cos``, ``sin``).
+        generator: where the initial weights are drawn from (:func:`init_weights`); give
+            one seeded from the run's seed for reproducible weights. ``None`` leaves
+            PyTorch's draw from its global generator, which threads share.
 
     Raises:
         ParameterError (a ``ValueError``): unknown ``arch`` or activation, or a value
             outside its range; the message names the parameter and the range.
     """
+    model = _construct(arch, state_dim, dof, width, depth, activation, n_modes, form, angles)
+    if generator is not None:
+        init_weights(model, generator)
+    return model
+
+
+def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Draw every weight of ``model`` from ``generator``, in PyTorch's default
+    distribution for ``nn.Linear`` (U(±1/√fan_in) for weights and biases), layer by layer
+    in module order. So a generator seeded with ``s`` gives exactly the weights that
+    ``torch.manual_seed(s)`` before construction gave, without touching the global
+    generator: runs on several threads of one process stay reproducible.
+
+    Raises:
+        TypeError: the model has parameters outside ``nn.Linear`` layers (a new layer type
+            needs its own rule here, else its weights would come from the global generator).
+    """
+    covered = set()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+                covered.add(id(m.weight))
+                if m.bias is not None:
+                    fan_in = m.weight.shape[1]
+                    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                    nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+                    covered.add(id(m.bias))
+    other = [n for n, p in model.named_parameters() if id(p) not in covered]
+    if other:
+        raise TypeError(f"init_weights knows nn.Linear only; {type(model).__name__} also has {', '.join(other)}")
+    return model
+
+
+def _construct(arch, state_dim, dof, width, depth, activation, n_modes, form, angles) -> nn.Module:
     try:
         cls = ARCHITECTURES[arch]
     except (KeyError, TypeError):
@@ -145,6 +185,7 @@ __all__ = [
     "euler_lagrange_acceleration",
     "hamiltonian",
     "hamiltonian_vector_field",
+    "init_weights",
     "lagrangian",
     "mlp",
     "stream_function_velocity",

@@ -1,0 +1,592 @@
+"""Runs as plain data, and the executors that carry them out.
+
+A :class:`RunSpec` is everything a run is: the system's key and parameters, the methods,
+and the :class:`~conserv_core.training.TrainConfig` values, as plain, serialisable data.
+Whoever executes it rebuilds the system, the models and the data from it, so the same
+spec gives bit-identical records in any process: every random draw comes from a
+generator seeded from the spec's seed, never from torch's global one.
+
+Executors share one interface, :meth:`Executor.submit` ``(spec) -> RunHandle``:
+
+* :class:`InProcessExecutor` trains on a daemon thread of this process (notebooks, tests,
+  single CLI runs: no cluster needed);
+* :class:`DaskExecutor` sends the run to a Dask distributed cluster (the dashboard server
+  by default, on a ``LocalCluster`` of worker processes; a real cluster by address). The
+  server process then only draws: it never trains.
+
+A :class:`RunHandle` is what the caller holds: a queue of records in the order the run
+made them (``training.Progress`` thinned to about :data:`MAX_PROGRESS` per method,
+``Evaluation``, ``Finished``, plus :class:`Started`, :class:`SetupDone`, :class:`Failed`
+and, last, :class:`Ended`), the latest progress per method, and :meth:`RunHandle.stop`.
+
+From a worker, records travel in batches through Dask's topic events
+(``Worker.log_event`` → ``Client.subscribe_topic``): pushed, not polled, a few ms from
+worker to client. A stop crosses the other way through a ``distributed.Event`` that the
+run long-polls, so it lands within a training step.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import pickle
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from conserv_core import methods, training
+from conserv_core.systems import ALL_SYSTEMS, ParameterError, System, get_system
+
+#: at most this many progress records per method leave a run (the newest one always does)
+MAX_PROGRESS = 600
+#: a worker sends its records at least this often while a run goes on (seconds); an
+#: evaluation or the end is sent at once
+BATCH_S = 0.1
+#: how long a run waits on its stop event per poll (seconds): the bound on Stop's latency
+STOP_POLL_S = 0.25
+
+
+# ---------------------------------------------------------------------------------------
+# the run description
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSpec:
+    """One run as plain data: what the dashboard, the CLI and a sweep hand to an executor.
+
+    Attributes:
+        system: a key of ``ALL_SYSTEMS``.
+        system_params: the system's parameter values (tuples as lists allowed).
+        methods: method keys, trained side by side on the same data.
+        config: ``TrainConfig`` values (the rest take the system's recommended defaults).
+    """
+
+    system: str
+    system_params: dict = field(default_factory=dict)
+    methods: tuple[str, ...] = ()
+    config: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, system: System, method_keys, config: training.TrainConfig) -> "RunSpec":
+        """The spec of a built system, methods and config (their current values)."""
+        return cls(system.key, _plain(system), tuple(method_keys), _plain(config))
+
+    def to_dict(self) -> dict:
+        return {"system": self.system, "system_params": dict(self.system_params),
+                "methods": list(self.methods), "config": dict(self.config)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        unknown = set(d) - {"system", "system_params", "methods", "config"}
+        if unknown:
+            raise ParameterError(f"a run spec has system, system_params, methods and config; got {', '.join(sorted(unknown))}")
+        return cls(d["system"], dict(d.get("system_params", {})), tuple(d.get("methods", ())),
+                   dict(d.get("config", {})))
+
+    def build(self) -> tuple[System, training.TrainConfig]:
+        """The system and config this spec names, validated (``ParameterError`` names the
+        bad parameter and its range), and the methods checked against the system."""
+        if self.system not in ALL_SYSTEMS:
+            raise ParameterError(f"system must be one of {', '.join(ALL_SYSTEMS)}; got {self.system!r}")
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in self.system_params.items()}
+        sysm = get_system(self.system, **params)
+        cfg = training.make_config(self.system, **self.config)
+        if not self.methods:
+            raise ParameterError(f"methods must name at least one of {', '.join(methods.valid_methods(sysm))}")
+        for k in self.methods:
+            methods.check_applies(k, sysm)
+        return sysm, cfg
+
+    def validate(self) -> "RunSpec":
+        """Refuse a spec that cannot run, or that needs more work than the limit, before any
+        work starts; returns the spec."""
+        self.build()
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        """Training steps over all methods (for queue estimates)."""
+        steps = self.config.get("steps") or training.make_config(self.system).steps
+        return int(steps) * max(1, len(self.methods))
+
+
+def _plain(obj) -> dict:
+    out = {}
+    for k, v in obj.param.values().items():
+        if k == "name":
+            continue
+        out[k] = list(v) if isinstance(v, (tuple, list)) else v
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# records besides the trainer's
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Started:
+    """The run left the queue and began on ``where`` (a worker's address, or ``"local"``)."""
+    where: str
+
+
+@dataclass
+class SetupDone:
+    """The comparison is built (data generated, models initialised, truth rolled out)."""
+    seconds: float
+
+
+@dataclass
+class Failed:
+    """The run could not be built or carried on; records already sent stay valid."""
+    message: str
+
+
+@dataclass
+class Ended:
+    """The last record of every run."""
+
+
+# ---------------------------------------------------------------------------------------
+# executing a spec (the same code in a thread and on a worker)
+# ---------------------------------------------------------------------------------------
+class _Batcher:
+    """The listener of a running comparison: thins progress records, batches the rest and
+    hands each batch to ``send(records, latest)``."""
+
+    def __init__(self, send: Callable[[list, dict], None], steps: int, batch_s: float = BATCH_S):
+        self.send = send
+        self.batch_s = batch_s
+        self.every = max(1, steps // MAX_PROGRESS)
+        self.pending: list = []
+        self.latest: dict[str, training.Progress] = {}
+        self.last = time.monotonic()
+
+    def __call__(self, rec) -> None:
+        urgent = not isinstance(rec, training.Progress)
+        if isinstance(rec, training.Progress):
+            self.latest[rec.method] = rec
+            if rec.step % self.every == 0 or rec.step in (1, rec.total_steps):
+                self.pending.append(rec)
+        else:
+            self.pending.append(rec)
+        if urgent or time.monotonic() - self.last >= self.batch_s:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last = time.monotonic()
+        if self.pending or self.latest:
+            batch, self.pending = self.pending, []
+            self.send(batch, dict(self.latest))
+
+
+def execute(spec: RunSpec, listener: Callable[[object], None], stop_event: threading.Event, where: str = "local") -> None:
+    """Carry out ``spec``: every record goes to ``listener``, in order, :class:`Ended` last.
+    Never raises: a failure is a :class:`Failed` record."""
+    listener(Started(where))
+    try:
+        t0 = time.perf_counter()
+        sysm, cfg = spec.build()
+        comp = training.Comparison(sysm, list(spec.methods), cfg, listener=listener, stop_event=stop_event)
+        listener(SetupDone(time.perf_counter() - t0))
+        if stop_event.is_set():
+            for k in comp.trainers:
+                listener(training.Finished(k, "stopped", "stopped before training", 0, 0.0))
+        else:
+            comp.run()
+    except Exception as err:  # reported to the session; the process goes on
+        listener(Failed(f"{type(err).__name__}: {err}"))
+    finally:
+        listener(Ended())
+
+
+# ---------------------------------------------------------------------------------------
+# what a caller holds
+# ---------------------------------------------------------------------------------------
+class RunHandle:
+    """A submitted run, seen from the side that submitted it.
+
+    ``queue`` and ``latest`` are filled from another thread (the run's, or the Dask
+    client's); read them from one consumer. ``phase`` is ``"queued"``, ``"running"`` or
+    ``"ended"``.
+    """
+
+    def __init__(self, spec: RunSpec, executor: "Executor", order: int):
+        self.spec = spec
+        self.executor = executor
+        self.order = order
+        self.id = uuid.uuid4().hex[:12]
+        self.queue: collections.deque = collections.deque()
+        self.latest: dict[str, training.Progress] = {}
+        self.finished = threading.Event()
+        self.phase = "queued"
+        self.where = ""
+        self.submitted_at = time.monotonic()
+        self.started_at: float | None = None
+        self.stop_requested = False
+        #: called (from any thread) when an urgent record arrives: a served session
+        #: schedules a drain on its next tick
+        self.wake: Callable[[], None] | None = None
+
+    def deliver(self, records: list, latest: dict | None = None) -> None:
+        """Take a batch from the run (any thread)."""
+        if self.finished.is_set():
+            return
+        if latest:
+            self.latest.update(latest)
+        urgent = False
+        for rec in records:
+            if isinstance(rec, Started):
+                self.phase, self.where, self.started_at = "running", rec.where, time.monotonic()
+            self.queue.append(rec)
+            if not isinstance(rec, training.Progress):
+                urgent = True
+            if isinstance(rec, Ended):
+                self.phase = "ended"
+                self.finished.set()
+                self.executor._ended(self)
+                break
+        if urgent and self.wake is not None:
+            try:
+                self.wake()
+            except Exception:  # the page has gone: the periodic drain (or nobody) takes it
+                self.wake = None
+
+    def end(self, failure: str | None = None, stopped: str | None = None) -> None:
+        """End the run from this side (it was cancelled, or its worker died)."""
+        if self.finished.is_set():
+            return
+        recs: list = []
+        if failure:
+            recs.append(Failed(failure))
+        if stopped:
+            recs.extend(training.Finished(m, "stopped", stopped, 0, 0.0) for m in self.spec.methods
+                        if m not in self.latest)
+        self.deliver([*recs, Ended()])
+
+    def stop(self) -> None:
+        """Ask the run to end (within a training step); a queued run leaves the queue."""
+        if self.finished.is_set() or self.stop_requested:
+            return
+        self.stop_requested = True
+        self.executor._stop(self)
+
+    def place(self) -> tuple[int, float] | None:
+        """``(runs ahead, seconds until this one starts, about)`` while queued, else None."""
+        if self.phase != "queued":
+            return None
+        return self.executor._place(self)
+
+
+# ---------------------------------------------------------------------------------------
+# executors
+# ---------------------------------------------------------------------------------------
+class Executor:
+    """Carries out :class:`RunSpec`\\ s. Subclasses say where."""
+
+    #: how many runs train at once
+    slots = 1
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._order = itertools.count()
+        self._active: dict[str, RunHandle] = {}
+        #: method-steps per second seen on finished runs (a moving estimate for the queue)
+        self._rate = 400.0
+
+    def submit(self, spec: RunSpec, replaces: RunHandle | None = None,
+               wake: Callable[[], None] | None = None) -> RunHandle:
+        """Queue ``spec`` (refused at once if it is invalid or over the work budget).
+
+        Args:
+            replaces: the caller's previous run: stopped, and if it was still queued the
+                new run takes its place in the queue.
+            wake: called from another thread when an urgent record (anything but
+                progress) arrives.
+        """
+        spec.validate()
+        order = None
+        if replaces is not None and replaces.phase == "queued":
+            order = replaces.order
+        if replaces is not None:
+            replaces.stop()
+        handle = RunHandle(spec, self, next(self._order) if order is None else order)
+        handle.wake = wake
+        with self._lock:
+            self._active[handle.id] = handle
+        self._launch(handle)
+        return handle
+
+    def _launch(self, handle: RunHandle) -> None:
+        raise NotImplementedError
+
+    def _stop(self, handle: RunHandle) -> None:
+        raise NotImplementedError
+
+    def _ended(self, handle: RunHandle) -> None:
+        with self._lock:
+            self._active.pop(handle.id, None)
+        if handle.started_at is not None:
+            secs = time.monotonic() - handle.started_at
+            steps = sum(p.step for p in handle.latest.values())
+            if secs > 1.0 and steps > 100:
+                self._rate = 0.7 * self._rate + 0.3 * steps / secs
+
+    def _place(self, handle: RunHandle) -> tuple[int, float]:
+        with self._lock:
+            active = list(self._active.values())
+        ahead = [h for h in active if h.phase == "queued" and h.order < handle.order and not h.stop_requested]
+        running = [h for h in active if h.phase == "running"]
+        left = sum(max(0.0, h.spec.total_steps - sum(p.step for p in h.latest.values())) for h in running)
+        left += sum(h.spec.total_steps for h in ahead)
+        # the first slot to free up starts the next run: the work ahead shared by the slots
+        return len(ahead), left / self._rate / max(1, self.slots)
+
+    def active(self) -> list[RunHandle]:
+        """Runs submitted here that have not ended."""
+        with self._lock:
+            return list(self._active.values())
+
+    def queued(self) -> list[RunHandle]:
+        with self._lock:
+            return sorted((h for h in self._active.values() if h.phase == "queued"), key=lambda h: h.order)
+
+    def close(self) -> None:
+        with self._lock:
+            active = list(self._active.values())
+        for h in active:
+            h.stop()
+
+
+class InProcessExecutor(Executor):
+    """Each run on a daemon thread of this process, started at once (a notebook's or a
+    test's runs; nothing queues). ``threads`` sets torch's intra-op threads, which are
+    per process."""
+
+    def __init__(self, threads: int = 1):
+        super().__init__()
+        self.threads = threads
+        self.slots = max(1, os.cpu_count() or 1)
+
+    def _launch(self, handle: RunHandle) -> None:
+        handle.stop_event = threading.Event()
+        send = lambda recs, latest: handle.deliver(recs, latest)  # noqa: E731
+        batcher = _Batcher(send, _steps(handle.spec), batch_s=0.0)
+
+        def work():
+            if self.threads > 0:
+                import torch
+
+                torch.set_num_threads(self.threads)
+            execute(handle.spec, batcher, handle.stop_event)
+            batcher.flush()
+
+        handle.thread = threading.Thread(target=work, name=f"conserv-run-{handle.id}", daemon=True)
+        handle.thread.start()
+
+    def _stop(self, handle: RunHandle) -> None:
+        handle.stop_event.set()
+
+
+def _steps(spec: RunSpec) -> int:
+    return int(spec.config.get("steps") or training.make_config(spec.system).steps)
+
+
+# -- Dask -------------------------------------------------------------------------------
+def _topic(run_id: str) -> str:
+    return f"conserv-run-{run_id}"
+
+
+def run_on_worker(spec_dict: dict, run_id: str) -> str:
+    """The task a Dask worker carries out: execute the spec, publishing record batches on
+    the run's topic, stopping when the run's stop event is set. Returns ``"done"``, or
+    ``"lost"`` when this is a retry after a worker died (the run is not started twice:
+    its first records are already on the page)."""
+    from distributed import Event, get_worker
+
+    worker = get_worker()
+    started = Event(f"{_topic(run_id)}-started")
+    if started.is_set():
+        return "lost"
+    started.set()
+    spec = RunSpec.from_dict(spec_dict)
+    topic = _topic(run_id)
+    stop_remote = Event(f"{topic}-stop")
+    stop_local = threading.Event()
+    done = threading.Event()
+
+    def watch_stop():
+        while not done.is_set():
+            try:
+                if stop_remote.wait(timeout=STOP_POLL_S):
+                    stop_local.set()
+                    return
+            except Exception:  # the scheduler went away: the run ends with it
+                stop_local.set()
+                return
+
+    watcher = threading.Thread(target=watch_stop, name=f"stop-{run_id}", daemon=True)
+    watcher.start()
+
+    def send(records, latest):
+        worker.log_event(topic, pickle.dumps((records, latest), protocol=pickle.HIGHEST_PROTOCOL))
+
+    batcher = _Batcher(send, _steps(spec))
+    try:
+        execute(spec, batcher, stop_local, where=worker.address)
+        batcher.flush()
+    finally:
+        done.set()
+    return "done"
+
+
+try:  # the Dask executor needs distributed; the in-process one does not
+    from distributed import WorkerPlugin as _WorkerPlugin
+except ImportError:  # pragma: no cover - the [app]/[test] extras install it
+    _WorkerPlugin = object
+
+
+class WorkerSetup(_WorkerPlugin):
+    """A Dask worker plugin: one torch intra-op thread per worker process, and torch's
+    lazy imports paid before the first run arrives."""
+
+    name = "conserv-worker-setup"
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+
+    def setup(self, worker) -> None:
+        import torch
+
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        training.warm_up()
+
+
+class DaskExecutor(Executor):
+    """Runs on a Dask distributed cluster, in arrival order, one task per run.
+
+    Args:
+        client: a ``distributed.Client`` (synchronous). Its workers need this package
+            installed; :class:`WorkerSetup` is registered on them.
+        threads: torch intra-op threads per worker.
+    """
+
+    def __init__(self, client, threads: int = 1):
+        super().__init__()
+        self.client = client
+        client.register_plugin(WorkerSetup(threads))
+        self.slots = max(1, sum(client.nthreads().values()))
+
+    @classmethod
+    def local(cls, n_workers: int | None = None, threads: int = 1, **cluster_kw) -> "DaskExecutor":
+        """A ``LocalCluster`` of worker processes (one per core by default), one thread each."""
+        import dask
+        from distributed import Client, LocalCluster
+
+        n = n_workers if n_workers is not None else max(1, os.cpu_count() or 1)
+        # one queued task per worker thread at most: the rest wait at the scheduler, in
+        # arrival order, for whichever worker frees up first
+        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **cluster_kw)
+        ex = cls(Client(cluster), threads=threads)
+        ex.cluster = cluster
+        return ex
+
+    @classmethod
+    def connect(cls, address: str, threads: int = 1, timeout: float = 10.0) -> "DaskExecutor":
+        """An existing cluster's scheduler, e.g. ``tcp://10.0.0.5:8786``."""
+        from distributed import Client
+
+        return cls(Client(address, timeout=timeout), threads=threads)
+
+    @property
+    def dashboard_link(self) -> str:
+        try:
+            return self.client.dashboard_link or ""
+        except Exception:
+            return ""
+
+    def _launch(self, handle: RunHandle) -> None:
+        topic = _topic(handle.id)
+
+        def on_event(event):
+            _, payload = event
+            records, latest = pickle.loads(payload)
+            handle.deliver(records, latest)
+            if handle.finished.is_set():
+                self._forget(handle)
+
+        self.client.subscribe_topic(topic, on_event)
+        fut = self.client.submit(run_on_worker, handle.spec.to_dict(), handle.id, key=f"conserv-run-{handle.id}",
+                                 pure=False, priority=-handle.order, retries=0)
+        handle.future = fut
+
+        def on_done(f):
+            if handle.finished.is_set():
+                return
+            if f.status == "cancelled":
+                handle.end(stopped="stopped while queued")
+            elif f.status == "error":
+                err = f.exception()
+                name = type(err).__name__
+                if name == "KilledWorker" or "worker" in str(err).lower():
+                    handle.end(failure="the worker process running this run died; the curves so far are kept")
+                else:
+                    handle.end(failure=f"{name}: {err}")
+            elif f.result() == "lost":
+                handle.end(failure="the worker process running this run died; the curves so far are kept")
+            else:
+                # the task returned: its last batch is on its way through the scheduler
+                threading.Timer(2.0, lambda: handle.end(failure="the run's last records never arrived")).start()
+
+        fut.add_done_callback(on_done)
+
+    def _stop(self, handle: RunHandle) -> None:
+        from distributed import Event
+
+        if handle.phase == "queued":
+            handle.future.cancel()
+        try:
+            Event(f"{_topic(handle.id)}-stop", client=self.client).set()
+        except Exception:  # the cluster has gone: nothing is running there any more
+            handle.end(stopped="stopped")
+
+    def _forget(self, handle: RunHandle) -> None:
+        """Drop a finished run's topic and events from the scheduler (they would pile up)."""
+        topic = _topic(handle.id)
+
+        def drop():
+            try:
+                self.client.unsubscribe_topic(topic)
+            except Exception:
+                pass
+            try:
+                self.client.run_on_scheduler(_drop_topic, topic)
+            except Exception:  # a scheduler that refuses run_on_scheduler keeps them
+                pass
+
+        threading.Thread(target=drop, daemon=True).start()
+
+    def close(self) -> None:
+        super().close()
+        try:
+            self.client.close()
+        finally:
+            cluster = getattr(self, "cluster", None)
+            if cluster is not None:
+                cluster.close()
+
+
+def _drop_topic(topic: str, dask_scheduler=None) -> None:
+    broker = getattr(dask_scheduler, "_broker", None)
+    if broker is not None:
+        broker._topics.pop(topic, None)
+    for suffix in ("-started", "-stop"):
+        ext = dask_scheduler.extensions.get("events")
+        if ext is not None:
+            ext._events.pop(f"{topic}{suffix}", None) if hasattr(ext, "_events") else None
+
+
+__all__ = ["DaskExecutor", "Ended", "Executor", "Failed", "InProcessExecutor", "RunHandle", "RunSpec",
+           "SetupDone", "Started", "WorkerSetup", "execute", "run_on_worker"]
