@@ -119,14 +119,8 @@ def make_parser() -> argparse.ArgumentParser:
     _common(r, "method")
     c = sub.add_parser("compare", help="train several methods side by side; print a table")
     _common(c, "methods")
-    s = sub.add_parser("serve", help="start the dashboard (needs the [app] extra)")
-    s.add_argument("--port", type=int, default=5006)
-    s.add_argument("--address", default="127.0.0.1", help="interface to listen on (0.0.0.0 for a room)")
-    s.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
-                   help="extra origins allowed to connect (repeatable), e.g. myserver.example.org:5006")
-    s.add_argument("--threads", type=int, default=1, help="torch threads per training run")
-    s.add_argument("--num-procs", type=int, default=1, help="server processes (each its own sessions)")
-    s.add_argument("--show", action="store_true", help="open a browser tab")
+    # listed for the help only: main() hands `serve ...` to the app's own parser
+    sub.add_parser("serve", help="start the dashboard, training on a Dask cluster (conserv serve --help)")
     return p
 
 
@@ -304,23 +298,23 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-def _cmd_serve(args) -> int:
-    cmd = [sys.executable, "-m", "app", "--port", str(args.port), "--address", args.address,
-           "--threads", str(args.threads), "--num-procs", str(args.num_procs)]
-    for origin in args.allow_websocket_origin:
-        cmd += ["--allow-websocket-origin", origin]
-    if args.show:
-        cmd.append("--show")
+def _cmd_serve(argv: list[str]) -> int:
+    """The dashboard server, in this process (so signals reach it). Its options are the
+    app's own (``app/__main__.py``); the engine imports the app only here, on demand."""
     try:
-        return subprocess.call(cmd, env=dict(os.environ))
-    except KeyboardInterrupt:
-        return 0
+        from app.__main__ import main as serve
+    except ImportError as err:
+        raise UsageError(f"serve needs the dashboard's packages (pip install -e '.[app]'): {err}") from None
+    return serve(argv, prog="conserv serve")
 
 
 def main(argv: list[str] | None = None, out=None) -> int:
     out = out if out is not None else sys.stdout
     parser = make_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["serve"]:
+            return _cmd_serve(argv[1:])
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help(out)
@@ -331,8 +325,6 @@ def main(argv: list[str] | None = None, out=None) -> int:
         if args.command == "methods":
             _cmd_methods(args, out)
             return 0
-        if args.command == "serve":
-            return _cmd_serve(args)
         return _cmd_train(args, out)
     except (UsageError, ParameterError, ValueError) as err:
         sys.stderr.write(f"conserv: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}\n")

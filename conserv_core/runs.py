@@ -476,19 +476,19 @@ class DaskExecutor(Executor):
         super().__init__()
         self.client = client
         client.register_plugin(WorkerSetup(threads))
+        # one run per worker thread at a time: the rest wait at the scheduler, where the
+        # priorities keep arrival order (the default, 1.1, lets a worker hold a second run
+        # back from a worker that frees up sooner). Said in the README for shared clusters.
+        client.run_on_scheduler(_one_task_per_thread)
         self.slots = max(1, sum(client.nthreads().values()))
 
     @classmethod
     def local(cls, n_workers: int | None = None, threads: int = 1, **cluster_kw) -> "DaskExecutor":
         """A ``LocalCluster`` of worker processes (one per core by default), one thread each."""
-        import dask
         from distributed import Client, LocalCluster
 
         n = n_workers if n_workers is not None else max(1, os.cpu_count() or 1)
-        # one queued task per worker thread at most: the rest wait at the scheduler, in
-        # arrival order, for whichever worker frees up first
-        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **cluster_kw)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **cluster_kw)
         ex = cls(Client(cluster), threads=threads)
         ex.cluster = cluster
         return ex
@@ -576,6 +576,10 @@ class DaskExecutor(Executor):
             cluster = getattr(self, "cluster", None)
             if cluster is not None:
                 cluster.close()
+
+
+def _one_task_per_thread(dask_scheduler=None) -> None:
+    dask_scheduler.WORKER_SATURATION = 1.0
 
 
 def _drop_topic(topic: str, dask_scheduler=None) -> None:

@@ -1,0 +1,286 @@
+"""The run service: RunSpecs, the in-process and Dask executors, reproducibility under
+concurrency, stop, queue order, lost workers.
+
+The Dask tests run against a real scheduler and real workers, started here as separate
+processes (``dask scheduler`` / ``dask worker``) on 127.0.0.1, the way a room's cluster is
+started; one test also uses the ``LocalCluster`` that ``conserv serve`` starts by default.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conserv_core import models, runs, training
+from conserv_core.systems import ParameterError, get_system
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def small_spec(seed: int = 0, steps: int = 40, methods=("baseline", "hnn"), **config) -> runs.RunSpec:
+    cfg = dict(steps=steps, width=16, eval_every=20, n_test=4, horizon=2.0, seed=seed, device="cpu")
+    cfg.update(config)
+    return runs.RunSpec("pendulum", {}, tuple(methods), cfg)
+
+
+def evaluations(handle: runs.RunHandle) -> list[training.Evaluation]:
+    return [r for r in handle.queue if isinstance(r, training.Evaluation)]
+
+
+def fingerprint(handle: runs.RunHandle) -> list[tuple]:
+    """Every number a run's evaluations report, for exact comparison."""
+    out = []
+    for ev in evaluations(handle):
+        for q, c in sorted(ev.drift.items()):
+            out.append((ev.method, ev.step, q, tuple(c.rel)))
+        out.append((ev.method, ev.step, "mse", ev.test_mse))
+    return out
+
+
+def kinds(handle: runs.RunHandle) -> list[str]:
+    return [type(r).__name__ for r in handle.queue]
+
+
+# ---------------------------------------------------------------------------------------
+# the spec
+# ---------------------------------------------------------------------------------------
+def test_spec_round_trips_and_rebuilds_the_same_run():
+    sysm = get_system("pendulum", damping=0.1)
+    cfg = training.make_config("pendulum", steps=30, seed=3)
+    spec = runs.RunSpec.of(sysm, ["baseline", "hnn"], cfg)
+    again = runs.RunSpec.from_dict(spec.to_dict())
+    assert again == spec
+    s2, c2 = again.build()
+    assert s2.damping == 0.1 and c2.steps == 30 and c2.seed == 3
+    assert spec.total_steps == 60
+
+
+@pytest.mark.parametrize("spec,match", [
+    (runs.RunSpec("pendulum", {}, ("divfree",), {}), "divfree"),
+    (runs.RunSpec("pendulum", {}, (), {}), "methods must name"),
+    (runs.RunSpec("nosuch", {}, ("baseline",), {}), "system must be one of"),
+    (runs.RunSpec("pendulum", {"mass": -1.0}, ("baseline",), {}), "mass"),
+    (runs.RunSpec("pendulum", {}, ("baseline",), {"steps": 0}), "steps"),
+])
+def test_bad_specs_are_refused_before_any_work(spec, match):
+    ex = runs.InProcessExecutor()
+    with pytest.raises(ParameterError, match=match):
+        ex.submit(spec)
+    assert ex.active() == []
+
+
+# ---------------------------------------------------------------------------------------
+# reproducible under concurrency (no global RNG)
+# ---------------------------------------------------------------------------------------
+def test_weights_come_from_the_run_generator_not_the_global_one():
+    a = models.build("hnn", state_dim=2, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(999)  # another thread's draw would do the same to a global seed
+    torch.rand(17)
+    b = models.build("hnn", state_dim=2, generator=torch.Generator().manual_seed(5))
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    # and they are torch's default initialisation, as seeding the global generator gave
+    torch.manual_seed(5)
+    c = models.build("hnn", state_dim=2)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
+
+
+def test_init_weights_refuses_layers_it_does_not_know():
+    m = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.LayerNorm(3))
+    with pytest.raises(TypeError, match="nn.Linear"):
+        models.init_weights(m, torch.Generator())
+
+
+def test_six_concurrent_runs_with_one_seed_are_bit_identical():
+    ex = runs.InProcessExecutor(threads=1)
+    handles = [ex.submit(small_spec(seed=11)) for _ in range(6)]
+    for h in handles:
+        assert h.finished.wait(120), "a run did not finish"
+    prints = [fingerprint(h) for h in handles]
+    assert prints[0] and all(p == prints[0] for p in prints[1:])
+    other = ex.submit(small_spec(seed=12))
+    assert other.finished.wait(120)
+    assert fingerprint(other) != prints[0]  # the check can tell seeds apart
+
+
+def test_a_run_reports_in_order_and_ends_with_ended():
+    h = runs.InProcessExecutor().submit(small_spec())
+    assert h.finished.wait(120)
+    k = kinds(h)
+    assert k[:2] == ["Started", "SetupDone"] and k[-1] == "Ended"
+    assert k.count("Finished") == 2 and "Evaluation" in k and "Progress" in k
+    assert set(h.latest) == {"baseline", "hnn"} and h.latest["hnn"].step == 40
+
+
+def test_a_failing_run_is_a_record_not_an_exception(monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("no data today")
+
+    monkeypatch.setattr(training, "Comparison", broken)
+    h = runs.InProcessExecutor().submit(small_spec())
+    assert h.finished.wait(30)
+    failed = [r for r in h.queue if isinstance(r, runs.Failed)]
+    assert failed and "no data today" in failed[0].message and kinds(h)[-1] == "Ended"
+
+
+def test_in_process_stop_is_prompt():
+    h = runs.InProcessExecutor().submit(small_spec(steps=200_000, eval_every=100_000))
+    while not any(isinstance(r, training.Progress) for r in list(h.queue)):
+        time.sleep(0.01)
+    t0 = time.perf_counter()
+    h.stop()
+    assert h.finished.wait(5)
+    assert time.perf_counter() - t0 < 1.0
+    fins = [r for r in h.queue if isinstance(r, training.Finished)]
+    assert fins and all(f.status == "stopped" for f in fins)
+
+
+# ---------------------------------------------------------------------------------------
+# a real Dask cluster: scheduler and workers as processes on 127.0.0.1
+# ---------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """``(address, processes)``: a scheduler and two one-thread workers (under one nanny
+    process each), each its own OS process."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    sched = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    worker_cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                  "--nworkers", "2", "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "4GB"]
+    workers = subprocess.Popen(worker_cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    from distributed import Client
+
+    client = Client(address, timeout=60)
+    try:
+        client.wait_for_workers(2, timeout=120)
+    finally:
+        client.close()
+    yield address
+    for proc in (workers, sched):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for proc in (workers, sched):
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def dask_ex(cluster):
+    ex = runs.DaskExecutor.connect(cluster)
+    yield ex
+    ex.close()
+
+
+def test_dask_runs_equal_in_process_runs_bit_for_bit(dask_ex):
+    lone = runs.InProcessExecutor(threads=1).submit(small_spec(seed=4))
+    assert lone.finished.wait(120)
+    handles = [dask_ex.submit(small_spec(seed=4)) for _ in range(6)]
+    for h in handles:
+        assert h.finished.wait(180), kinds(h)
+    assert {h.where for h in handles} != {"local"} and all(h.where.startswith("tcp://") for h in handles)
+    assert len({h.where for h in handles}) == 2  # both workers took runs
+    for h in handles:
+        assert kinds(h)[-1] == "Ended" and not [r for r in h.queue if isinstance(r, runs.Failed)]
+        assert fingerprint(h) == fingerprint(lone)
+
+
+def test_dask_queue_is_in_arrival_order_with_places(dask_ex):
+    long = [dask_ex.submit(small_spec(steps=200_000, eval_every=100_000, seed=i)) for i in range(2)]
+    deadline = time.monotonic() + 60
+    while not all(h.phase == "running" for h in long):
+        assert time.monotonic() < deadline, [h.phase for h in long]
+        time.sleep(0.05)
+    queued = [dask_ex.submit(small_spec(seed=10 + i)) for i in range(3)]
+    assert [h.place()[0] for h in queued] == [0, 1, 2]
+    assert all(h.place()[1] > 0 for h in queued)
+    # pressing Train again replaces a queued run and keeps its place
+    again = dask_ex.submit(small_spec(seed=21), replaces=queued[1])
+    assert again.place()[0] == 1 and queued[1].stop_requested
+    assert queued[1].finished.wait(10)
+    for h in long:
+        h.stop()
+    order = []
+    for h in (queued[0], again, queued[2]):
+        assert h.finished.wait(180), kinds(h)
+    order = sorted((queued[0], again, queued[2]), key=lambda h: h.started_at)
+    # two workers: the first two start together, the third after one of them
+    assert order[-1] is queued[2]
+    assert [r for r in queued[1].queue if isinstance(r, runs.Started)] == []  # never ran
+
+
+def test_dask_stop_reaches_the_worker_within_a_second(dask_ex):
+    h = dask_ex.submit(small_spec(steps=200_000, eval_every=100_000))
+    deadline = time.monotonic() + 60
+    while not any(isinstance(r, training.Progress) for r in list(h.queue)):
+        assert time.monotonic() < deadline, kinds(h)
+        time.sleep(0.02)
+    t0 = time.perf_counter()
+    h.stop()
+    assert h.finished.wait(10)
+    took = time.perf_counter() - t0
+    assert took < 1.0, f"stop took {took:.2f} s"
+    fins = [r for r in h.queue if isinstance(r, training.Finished)]
+    assert len(fins) == 2 and all(f.status == "stopped" for f in fins)
+    assert max(f.step for f in fins) > 0  # the curves so far were sent before the stop
+
+
+def test_a_killed_worker_ends_its_run_with_a_message_and_others_finish(dask_ex):
+    doomed = dask_ex.submit(small_spec(steps=200_000, eval_every=100_000))
+    deadline = time.monotonic() + 60
+    while doomed.phase != "running" or not doomed.latest:
+        assert time.monotonic() < deadline, kinds(doomed)
+        time.sleep(0.05)
+    pid = dask_ex.client.run(os.getpid, workers=[doomed.where])[doomed.where]
+    others = [dask_ex.submit(small_spec(seed=30 + i)) for i in range(2)]
+    os.kill(pid, signal.SIGKILL)
+    assert doomed.finished.wait(60), kinds(doomed)
+    failed = [r for r in doomed.queue if isinstance(r, runs.Failed)]
+    assert failed and "worker" in failed[0].message and "kept" in failed[0].message
+    assert any(isinstance(r, training.Progress) for r in doomed.queue)  # what came before stays
+    for h in others:
+        assert h.finished.wait(180), kinds(h)
+        assert not [r for r in h.queue if isinstance(r, runs.Failed)], kinds(h)
+    dask_ex.client.wait_for_workers(2, timeout=60)  # the nanny restarted it
+
+
+def test_local_cluster_executor_runs_and_reports_its_dashboard():
+    ex = runs.DaskExecutor.local(n_workers=1, dashboard_address="127.0.0.1:0")
+    try:
+        assert ex.slots == 1 and ex.dashboard_link.startswith("http://127.0.0.1:")
+        h = ex.submit(small_spec(steps=10, eval_every=10))
+        assert h.finished.wait(120), kinds(h)
+        assert kinds(h)[-1] == "Ended" and h.latest["hnn"].step == 10
+        # nothing of the run is left on the scheduler once it ended
+        deadline = time.monotonic() + 10
+        topic = f"conserv-run-{h.id}"
+        while topic in ex.client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler._broker._topics)):
+            assert time.monotonic() < deadline, "the run's topic stayed on the scheduler"
+            time.sleep(0.1)
+    finally:
+        ex.close()
