@@ -4,6 +4,60 @@ Small models on a busy 2-core machine train far faster with one intra-op thread
 (see ../shared/PANEL_NOTES.md): the whole suite runs with one.
 """
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """The address of a Dask scheduler with two one-thread workers, each its own OS
+    process on 127.0.0.1 (``dask scheduler`` and ``dask worker --nworkers 2``), as a room's
+    cluster is started; shared by the tests that need one."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    sched = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    worker_cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                  "--nworkers", "2", "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "4GB"]
+    workers = subprocess.Popen(worker_cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    from distributed import Client
+
+    client = Client(address, timeout=60)
+    try:
+        client.wait_for_workers(2, timeout=120)
+    finally:
+        client.close()
+    yield address
+    for proc in (workers, sched):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for proc in (workers, sched):
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+

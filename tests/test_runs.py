@@ -1,21 +1,17 @@
 """The run service: RunSpecs, the in-process and Dask executors, reproducibility under
 concurrency, stop, queue order, lost workers.
 
-The Dask tests run against a real scheduler and real workers, started here as separate
-processes (``dask scheduler`` / ``dask worker``) on 127.0.0.1, the way a room's cluster is
-started; one test also uses the ``LocalCluster`` that ``conserv serve`` starts by default.
+The Dask tests run against a real scheduler and real workers, started as separate
+processes (``dask scheduler`` / ``dask worker``) on 127.0.0.1 by the ``cluster`` fixture in
+conftest.py, the way a room's cluster is started; one test also uses the ``LocalCluster``
+that ``conserv serve`` starts by default.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +19,6 @@ import torch
 
 from conserv_core import models, runs, training
 from conserv_core.systems import ParameterError, get_system
-
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -149,47 +143,6 @@ def test_in_process_stop_is_prompt():
 # ---------------------------------------------------------------------------------------
 # a real Dask cluster: scheduler and workers as processes on 127.0.0.1
 # ---------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """``(address, processes)``: a scheduler and two one-thread workers (under one nanny
-    process each), each its own OS process."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    sched = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-    worker_cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                  "--nworkers", "2", "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "4GB"]
-    workers = subprocess.Popen(worker_cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    from distributed import Client
-
-    client = Client(address, timeout=60)
-    try:
-        client.wait_for_workers(2, timeout=120)
-    finally:
-        client.close()
-    yield address
-    for proc in (workers, sched):
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for proc in (workers, sched):
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def dask_ex(cluster):
     ex = runs.DaskExecutor.connect(cluster)
