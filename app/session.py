@@ -215,6 +215,9 @@ class Run:
                     self.queue.append(training.Finished(k, "stopped", "stopped before training", 0, 0.0))
             else:
                 comp.run()
+        except training.Stopped:  # stopped while the data or the truth were built: not a failure
+            for k in dict.fromkeys(self.method_keys):
+                self.queue.append(training.Finished(k, "stopped", "stopped before training", 0, 0.0))
         except Exception as err:  # reported in the status line; the server goes on
             self.queue.append(Failed(f"{type(err).__name__}: {err}"))
         finally:

@@ -43,6 +43,8 @@ from conserv_core.devices import resolve_device
 from conserv_core.systems.base import ParameterError, System, build
 
 Tensor = torch.Tensor
+#: raised by a constructor stopped during set-up (re-exported so callers need one import)
+Stopped = integrators.Stopped
 
 
 # ---------------------------------------------------------------------------------------
@@ -814,7 +816,7 @@ class Comparison:
 
 
 __all__ = [
-    "Comparison", "Evaluation", "Finished", "Progress", "RECOMMENDED", "TrainConfig", "Trainer",
+    "Comparison", "Evaluation", "Finished", "Progress", "RECOMMENDED", "Stopped", "TrainConfig", "Trainer",
     "load_checkpoint", "make_config", "truth_evaluation", "warm_up",
 ]
 

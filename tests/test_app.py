@@ -397,3 +397,20 @@ def test_engine_never_imports_the_ui():
             "bad = [m for m in ('panel', 'holoviews', 'bokeh', 'app') if m in sys.modules];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_run_stopped_while_its_truth_is_built_reports_stopped_not_failed():
+    # the truth rollout alone is ~10 s of RK4; Stop lands in the middle of set-up
+    sysm = ALL_SYSTEMS["pendulum"]()
+    cfg = training.make_config("pendulum", horizon=1e3, dt=0.01, n_test=2, steps=10, width=8)
+    run = app_session.Run(1, sysm, ["baseline", "hnn"], cfg)
+    run.start()
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    run.stop()
+    assert run.finished.wait(1.5), "the worker did not end within 1.5 s of Stop"
+    recs = list(run.queue)
+    assert not any(isinstance(r, app_session.Failed) for r in recs), recs
+    fins = [r for r in recs if isinstance(r, training.Finished)]
+    assert [(f.method, f.status) for f in fins] == [("baseline", "stopped"), ("hnn", "stopped")]
+    assert time.perf_counter() - t0 < 1.5
