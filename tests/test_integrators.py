@@ -290,6 +290,9 @@ def test_rollout_and_solve_end_within_one_step_of_the_stop_signal():
         assert len(calls) == 6
         with integrators.stopping(None):  # an inner scope clears it
             integrators.rollout(f, z0, 0.01, 20)
-    integrators.rollout(f, z0, 0.01, 20)  # and leaving the scope restores none
-    assert len(calls) == 6
+        with pytest.raises(integrators.Stopped):  # leaving it restores the outer check
+            integrators.rollout(f, z0, 0.01, 20)
+        assert len(calls) == 7
+    integrators.rollout(f, z0, 0.01, 20)  # and leaving the outer scope restores none
+    assert len(calls) == 7
     assert not issubclass(integrators.Stopped, RuntimeError)  # not reported as an "error"
