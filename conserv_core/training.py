@@ -19,9 +19,10 @@ truth rollout, seconds for a long horizon) makes the constructor raise
 
 Before building anything, a trainer (and a comparison, for all its methods) checks the
 run's estimated work against a limit (:func:`conserv_core.budget.check`) and refuses an
-oversized run with a :class:`ParameterError` that names the settings responsible. A non-finite loss ends it with status
-``"diverged"``; the weights from before the bad step are restored and every record
-already sent stays valid.
+oversized run with a :class:`ParameterError` that names the settings responsible.
+
+A non-finite loss ends a run with status ``"diverged"``; the weights from before the bad
+step are restored and every record already sent stays valid.
 
 :class:`Comparison` trains several methods round-robin on the same data, so a comparison
 of k methods costs k single runs and all curves grow together.
