@@ -30,7 +30,7 @@ import pandas as pd
 import param
 
 from conserv_core import methods as cmethods
-from conserv_core import presets, runs, training
+from conserv_core import budget, presets, runs, training
 from conserv_core.devices import available_devices
 from conserv_core.systems import ALL_SYSTEMS, FieldSystem, ODESystem, ParameterError, System, get_system
 
@@ -652,7 +652,7 @@ class LabSession(param.Parameterized):
             if cfg.device not in available_devices():
                 raise ParameterError(f"device {cfg.device!r} is not available here; choose one of "
                                      f"{', '.join(available_devices())}")
-            spec = runs.RunSpec.of(sysm, keys, cfg).validate()
+            spec = runs.RunSpec.of(sysm, keys, cfg, max_work=budget.max_work()).validate()
         except (ParameterError, ValueError) as err:
             self._set_status(f"Cannot start: {err}", "danger")
             return None

@@ -9,7 +9,10 @@
 Training options are generated from :class:`conserv_core.training.TrainConfig`, so the
 CLI, the dashboard and the notebooks share one declaration of every knob and its range.
 System parameters are given as ``--param name=value`` (repeatable). Bad input exits with
-status 2 and a one-line reason on stderr; never a traceback.
+status 2 and a one-line reason on stderr; never a traceback. Everything that can be
+checked without training is checked before it starts (the output paths of ``--json`` and
+``--save``, the run's work against :mod:`conserv_core.budget`), so no run is lost to a
+typo at its end.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 
 import param
 
-from conserv_core import methods, training
+from conserv_core import budget, methods, training
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, describe_range, get_system
 from conserv_core.presets import PRESETS, get_preset
 
@@ -104,6 +107,9 @@ def _common(p: argparse.ArgumentParser, methods_flag: str) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named experiment (sets system, methods, options)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     p.add_argument("--save", metavar="PATH", help="save the trained weights (run only) as a checkpoint")
+    p.add_argument("--max-work", type=float, default=None, metavar="N",
+                   help=f"refuse a run estimated above N state-steps (default ${budget.ENV_VAR} "
+                        f"or {budget.DEFAULT_MAX_WORK:.0e})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_options(p)
 
@@ -242,7 +248,33 @@ def _config_from_args(args, system_key: str, base: dict) -> training.TrainConfig
     return training.make_config(system_key, **values)
 
 
+def _check_writable(flag: str, path: str) -> None:
+    """Refuse an output path that cannot be written, before training: the results would
+    otherwise be computed and then lost to a traceback.
+
+    Opening for append is the test (``os.access`` says yes to root everywhere, /proc
+    included); it changes no existing file, and a file it creates is removed again.
+    """
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        raise UsageError(f"{flag} {path}: is a folder; give a file path inside it")
+    parent = os.path.dirname(full)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{flag} {path}: folder {parent} does not exist")
+    existed = os.path.exists(full)
+    try:
+        with open(full, "a"):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
+    if not existed:
+        os.remove(full)
+
+
 def _cmd_train(args, out) -> int:
+    for flag, path in (("--json", args.json), ("--save", args.save)):
+        if path is not None:
+            _check_writable(flag, path)
     preset = get_preset(args.preset) if args.preset else None
     system_key = args.system or (preset.system if preset else None)
     if not system_key:
@@ -263,6 +295,9 @@ def _cmd_train(args, out) -> int:
         else:
             keys = methods.valid_methods(sysm)
     cfg = _config_from_args(args, system_key, dict(preset.config) if preset else {})
+    for k in keys:  # a bad method is named before the budget's arithmetic needs it
+        methods.check_applies(k, sysm)
+    budget.check(sysm, keys, cfg, args.max_work)
     bar = _ProgressBar(cfg.steps * len(keys), enabled=not args.quiet)
     truth_box = []
 
@@ -271,7 +306,7 @@ def _cmd_train(args, out) -> int:
             truth_box.append(rec)
         bar(rec)
 
-    comp = training.Comparison(sysm, keys, cfg, listener=listen)
+    comp = training.Comparison(sysm, keys, cfg, listener=listen, max_work=args.max_work)
     try:
         comp.run()
     except KeyboardInterrupt:
@@ -279,11 +314,15 @@ def _cmd_train(args, out) -> int:
         sys.stderr.write("interrupted; reporting what was computed\n")
     res = _results(comp, truth_box[0] if truth_box else None)
     _table(res, out)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(res, fh, indent=1, allow_nan=False, default=_json_default)
-    if args.save:
-        next(iter(comp.trainers.values())).save(args.save)
+    try:  # checked before training, but the disk may fill or the folder go meanwhile
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(res, fh, indent=1, allow_nan=False, default=_json_default)
+        if args.save:
+            next(iter(comp.trainers.values())).save(args.save)
+    except OSError as err:
+        sys.stderr.write(f"conserv: error: could not write the results: {err}\n")
+        return 1
     bad = [m for m in res["methods"] if m["status"] in ("diverged", "error")]
     for m in bad:
         sys.stderr.write(f"conserv: {m['method']} {m['status']}: {m['message']}\n")

@@ -37,6 +37,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from conserv_core import budget as _budget
 from conserv_core import methods, training
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, System, get_system
 
@@ -61,29 +62,36 @@ class RunSpec:
         system_params: the system's parameter values (tuples as lists allowed).
         methods: method keys, trained side by side on the same data.
         config: ``TrainConfig`` values (the rest take the system's recommended defaults).
+        max_work: the work limit the run is checked against (:mod:`conserv_core.budget`;
+            None: the default, or ``CONSERV_MAX_WORK`` where the spec is checked). It
+            travels with the spec, so a worker of a room with a raised limit applies
+            the server's limit, not its own default.
     """
 
     system: str
     system_params: dict = field(default_factory=dict)
     methods: tuple[str, ...] = ()
     config: dict = field(default_factory=dict)
+    max_work: float | None = None
 
     @classmethod
-    def of(cls, system: System, method_keys, config: training.TrainConfig) -> "RunSpec":
+    def of(cls, system: System, method_keys, config: training.TrainConfig,
+           max_work: float | None = None) -> "RunSpec":
         """The spec of a built system, methods and config (their current values)."""
-        return cls(system.key, _plain(system), tuple(method_keys), _plain(config))
+        return cls(system.key, _plain(system), tuple(method_keys), _plain(config), max_work)
 
     def to_dict(self) -> dict:
         return {"system": self.system, "system_params": dict(self.system_params),
-                "methods": list(self.methods), "config": dict(self.config)}
+                "methods": list(self.methods), "config": dict(self.config), "max_work": self.max_work}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
-        unknown = set(d) - {"system", "system_params", "methods", "config"}
+        unknown = set(d) - {"system", "system_params", "methods", "config", "max_work"}
         if unknown:
-            raise ParameterError(f"a run spec has system, system_params, methods and config; got {', '.join(sorted(unknown))}")
+            raise ParameterError("a run spec has system, system_params, methods, config and max_work; "
+                                 f"got {', '.join(sorted(unknown))}")
         return cls(d["system"], dict(d.get("system_params", {})), tuple(d.get("methods", ())),
-                   dict(d.get("config", {})))
+                   dict(d.get("config", {})), d.get("max_work"))
 
     def build(self) -> tuple[System, training.TrainConfig]:
         """The system and config this spec names, validated (``ParameterError`` names the
@@ -102,7 +110,8 @@ class RunSpec:
     def validate(self) -> "RunSpec":
         """Refuse a spec that cannot run, or that needs more work than the limit, before any
         work starts; returns the spec."""
-        self.build()
+        sysm, cfg = self.build()
+        _budget.check(sysm, list(self.methods), cfg, self.max_work)
         return self
 
     @property
@@ -187,13 +196,17 @@ def execute(spec: RunSpec, listener: Callable[[object], None], stop_event: threa
     try:
         t0 = time.perf_counter()
         sysm, cfg = spec.build()
-        comp = training.Comparison(sysm, list(spec.methods), cfg, listener=listener, stop_event=stop_event)
+        comp = training.Comparison(sysm, list(spec.methods), cfg, listener=listener, stop_event=stop_event,
+                                   max_work=spec.max_work)
         listener(SetupDone(time.perf_counter() - t0))
         if stop_event.is_set():
             for k in comp.trainers:
                 listener(training.Finished(k, "stopped", "stopped before training", 0, 0.0))
         else:
             comp.run()
+    except training.Stopped:  # stopped while the data or the truth were built: not a failure
+        for k in dict.fromkeys(spec.methods):
+            listener(training.Finished(k, "stopped", "stopped before training", 0, 0.0))
     except Exception as err:  # reported to the session; the process goes on
         listener(Failed(f"{type(err).__name__}: {err}"))
     finally:

@@ -11,9 +11,18 @@ bar, the dashboard, a notebook):
 * :class:`Finished` once, with the reason the run ended.
 
 A run can be stopped from another thread (:meth:`Trainer.stop` or a shared
-``threading.Event``) and ends within one step. A non-finite loss ends it with status
-``"diverged"``; the weights from before the bad step are restored and every record
-already sent stays valid.
+``threading.Event``) and ends within one step: one optimisation step, or one integrator
+step of an evaluation rollout (:func:`integrators.stopping`), with a ``"stopped"``
+:class:`Finished` record. Setting it while a trainer is being built (the data and the
+truth rollout, seconds for a long horizon) makes the constructor raise
+:class:`integrators.Stopped` within one step; no record has been sent then.
+
+Before building anything, a trainer (and a comparison, for all its methods) checks the
+run's estimated work against a limit (:func:`conserv_core.budget.check`) and refuses an
+oversized run with a :class:`ParameterError` that names the settings responsible.
+
+A non-finite loss ends a run with status ``"diverged"``; the weights from before the bad
+step are restored and every record already sent stays valid.
 
 :class:`Comparison` trains several methods round-robin on the same data, so a comparison
 of k methods costs k single runs and all curves grow together.
@@ -30,11 +39,13 @@ from typing import Callable
 import param
 import torch
 
-from conserv_core import constraints, integrators, methods, metrics, models
+from conserv_core import budget, constraints, integrators, methods, metrics, models
 from conserv_core.devices import resolve_device
 from conserv_core.systems.base import ParameterError, System, build
 
 Tensor = torch.Tensor
+#: raised by a constructor stopped during set-up (re-exported so callers need one import)
+Stopped = integrators.Stopped
 
 
 # ---------------------------------------------------------------------------------------
@@ -219,11 +230,17 @@ class Trainer:
         shared: a dict that trainers of the same system and config share (what
             :class:`Comparison` passes): the data, the test starts and the true rollouts
             are built by the first trainer and reused by the others.
+        max_work: the work limit in state-steps (default: :func:`budget.max_work`).
+
+    Raises:
+        ParameterError: a bad method or invariant, or a run over the work limit (checked
+            before any data is generated).
+        integrators.Stopped: ``stop_event`` was set while the data or the truth were built.
     """
 
     def __init__(self, system: System, method: str, config: TrainConfig | None = None,
                  listener: Listener | None = None, stop_event: threading.Event | None = None,
-                 shared: dict | None = None):
+                 shared: dict | None = None, max_work: float | None = None):
         self.system = system
         self._shared = shared
         self.method = methods.check_applies(method, system)
@@ -248,7 +265,10 @@ class Trainer:
             if bad:
                 raise ParameterError(
                     f"invariants must be among {', '.join(system.invariant_names())}; got {', '.join(bad)}")
-        self._build()
+        budget.check(system, [self.method.key], cfg, max_work)
+        # the data and the truth rollout are the long loops of set-up: let a stop end them
+        with integrators.stopping(self.stop_event.is_set):
+            self._build()
 
     # -- set-up -------------------------------------------------------------------------
     def _once(self, key: str, make: Callable[[], object]):
@@ -502,9 +522,13 @@ class Trainer:
         """Roll out the current model from the fixed test initial conditions and measure."""
         t0 = time.perf_counter()
         self.model.eval()
-        ev = self._evaluate_ode() if self.system.kind == "ode" else self._evaluate_field()
-        self.model.train()
-        self.elapsed += time.perf_counter() - t0
+        try:
+            # a long rollout ends within one integrator step of a stop (raises Stopped)
+            with integrators.stopping(self.stop_event.is_set):
+                ev = self._evaluate_ode() if self.system.kind == "ode" else self._evaluate_field()
+        finally:
+            self.model.train()
+            self.elapsed += time.perf_counter() - t0
         ev.elapsed = self.elapsed
         self.last_eval = ev
         self.evaluations.append(ev)
@@ -620,6 +644,9 @@ class Trainer:
         if self.step_count == 0:
             try:
                 first = self.evaluate()
+            except integrators.Stopped:
+                yield self._finish("stopped", "stopped during the first evaluation")
+                return
             except (RuntimeError, ValueError) as err:
                 yield self._finish("error", f"{type(err).__name__}: {err}")
                 return
@@ -639,6 +666,10 @@ class Trainer:
                     yield self.evaluate()
         except FloatingPointError as err:
             yield self._finish("diverged", str(err))
+            return
+        except integrators.Stopped:
+            # stopped inside an evaluation: the step's Progress was sent, its curves not
+            yield self._finish("stopped", f"stopped at step {self.step_count} (during an evaluation)")
             return
         except (RuntimeError, ValueError) as err:
             # e.g. implicit midpoint not converging on a stiff learned field: report it,
@@ -726,10 +757,17 @@ class Comparison:
 
     Records are passed to ``listener`` exactly as a single :class:`Trainer` emits them
     (each carries its ``method``), plus a ``truth`` :class:`Evaluation` first.
+
+    Construction checks the work of all the methods together against ``max_work``
+    (:func:`budget.check`) before anything is built, then builds the data and the truth
+    once. A stop during that set-up raises :class:`integrators.Stopped` out of the
+    constructor (within one integrator step, no record sent): there are no trainers to
+    report on yet, so the caller reports the stop (the dashboard's worker does).
     """
 
     def __init__(self, system: System, method_keys: list[str], config: TrainConfig | None = None,
-                 listener: Listener | None = None, stop_event: threading.Event | None = None):
+                 listener: Listener | None = None, stop_event: threading.Event | None = None,
+                 max_work: float | None = None):
         if not method_keys:
             raise ParameterError(f"methods must name at least one of {', '.join(methods.valid_methods(system))}")
         self.system = system
@@ -741,8 +779,10 @@ class Comparison:
             methods.check_applies(k, system)
             if k not in seen:
                 seen.append(k)
+        budget.check(system, seen, self.config, max_work)
         shared: dict = {}  # the data and the truth, built by the first trainer
-        self.trainers = {k: Trainer(system, k, self.config, None, self.stop_event, shared) for k in seen}
+        self.trainers = {k: Trainer(system, k, self.config, None, self.stop_event, shared, max_work)
+                         for k in seen}
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -779,7 +819,7 @@ class Comparison:
 
 
 __all__ = [
-    "Comparison", "Evaluation", "Finished", "Progress", "RECOMMENDED", "TrainConfig", "Trainer",
+    "Comparison", "Evaluation", "Finished", "Progress", "RECOMMENDED", "Stopped", "TrainConfig", "Trainer",
     "load_checkpoint", "make_config", "truth_evaluation", "warm_up",
 ]
 

@@ -397,3 +397,20 @@ def test_engine_never_imports_the_ui():
             "bad = [m for m in ('panel', 'holoviews', 'bokeh', 'app') if m in sys.modules];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+
+def test_an_over_budget_link_is_refused_before_any_work():
+    loc = Location(search="?horizon=100000&dt=0.00001")
+    d = app.Dashboard(autodrain=False, location=loc)
+    try:
+        s = d.session
+        assert s.config.horizon == 100000 and s.config.dt == 1e-05
+        t0 = time.perf_counter()
+        click(d.controls.train_button)
+        assert time.perf_counter() - t0 < 1.0
+        assert s.run is None and s.phase == "idle" and not s.running
+        assert s.status_kind == "danger" and "Cannot start" in s.status
+        assert "horizon=100000" in s.status and "dt=1e-05" in s.status and "limit" in s.status
+    finally:
+        d.close()

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -94,3 +95,49 @@ def test_bad_input_from_the_real_process_has_no_traceback():
                            "hnn", "--param", "length=0"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "length" in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--json", "--save"])
+@pytest.mark.parametrize("where,reason", [("folder", "is a folder"), ("missing", "does not exist"),
+                                          ("proc", "cannot write there")])
+def test_an_unwritable_output_path_is_refused_before_training(tmp_path, capsys, flag, where, reason):
+    path = {"folder": str(tmp_path), "missing": str(tmp_path / "no" / "out.json"),
+            "proc": "/proc/conserv-out.json"}[where]
+    rc, out = run_cli("run", "--system", "pendulum", "--method", "baseline", flag, path, *TINY)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert out == ""  # no results table: nothing was trained
+    assert flag in err and path in err and reason in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_path_probe_leaves_no_file_behind_and_changes_none(tmp_path, capsys):
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    old.write_text("keep me")
+    # refused by the budget after the paths were probed
+    rc, _ = run_cli("run", "--system", "pendulum", "--method", "baseline", "--json", str(new),
+                    "--save", str(old), "--max-work", "10", *TINY)
+    assert rc == 2 and "limit is 1.0e+01" in capsys.readouterr().err
+    assert not new.exists() and old.read_text() == "keep me"
+
+
+@pytest.mark.timeout(30)  # were it let through, it would run for hours: fail instead
+def test_an_oversized_run_is_refused_at_once_naming_horizon_dt_and_the_flag(capsys):
+    t0 = time.perf_counter()
+    rc, out = run_cli("run", "--system", "pendulum", "--method", "baseline", "--horizon", "100000",
+                      "--dt", "0.00001", "--quiet")
+    err = capsys.readouterr().err
+    assert rc == 2 and out == ""
+    assert time.perf_counter() - t0 < 1.0
+    assert "horizon=100000" in err and "dt=1e-05" in err and "--max-work" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_max_work_raises_or_lowers_the_limit(capsys, monkeypatch):
+    monkeypatch.setenv("CONSERV_MAX_WORK", "1e3")  # the flag wins over the server's variable
+    rc, _ = run_cli("run", "--system", "pendulum", "--method", "baseline", "--max-work", "10", *TINY)
+    assert rc == 2 and "limit is 1.0e+01" in capsys.readouterr().err
+    rc, _ = run_cli("run", "--system", "pendulum", "--method", "baseline", "--max-work", "0", *TINY)
+    assert rc == 2 and "max_work must be a positive" in capsys.readouterr().err
+    rc, out = run_cli("run", "--system", "pendulum", "--method", "baseline", "--max-work", "1e6", *TINY)
+    assert rc == 0 and "baseline" in out

@@ -269,3 +269,30 @@ def test_unknown_integrator_is_refused_with_the_valid_names():
         integrators.rollout(oscillator, Z0, 0.1, 1, method="verlet")
     with pytest.raises(ValueError, match="integrator must be one of"):
         integrators.solve(oscillator, Z0, torch.tensor([0.0, 1.0]), method="verlet")
+
+
+def test_rollout_and_solve_end_within_one_step_of_the_stop_signal():
+    f = lambda z, t: -z  # noqa: E731
+    z0 = torch.ones(2, 2, dtype=torch.float64)
+    calls = []
+
+    def after_five():
+        calls.append(1)
+        return len(calls) > 5
+
+    with pytest.raises(integrators.Stopped, match="step 5 of 1000"):
+        integrators.rollout(f, z0, 0.01, 1000, should_stop=after_five)
+    assert len(calls) == 6
+    calls.clear()
+    with integrators.stopping(after_five):  # the ambient check reaches rollout and solve
+        with pytest.raises(integrators.Stopped):
+            integrators.solve(f, z0, torch.linspace(0, 10, 3, dtype=torch.float64))
+        assert len(calls) == 6
+        with integrators.stopping(None):  # an inner scope clears it
+            integrators.rollout(f, z0, 0.01, 20)
+        with pytest.raises(integrators.Stopped):  # leaving it restores the outer check
+            integrators.rollout(f, z0, 0.01, 20)
+        assert len(calls) == 7
+    integrators.rollout(f, z0, 0.01, 20)  # and leaving the outer scope restores none
+    assert len(calls) == 7
+    assert not issubclass(integrators.Stopped, RuntimeError)  # not reported as an "error"

@@ -140,6 +140,35 @@ def test_in_process_stop_is_prompt():
     assert fins and all(f.status == "stopped" for f in fins)
 
 
+def _truth_takes_seconds() -> runs.RunSpec:
+    # the truth rollout alone is ~10 s of RK4: Stop lands in the middle of set-up
+    return runs.RunSpec("pendulum", {}, ("baseline", "hnn"),
+                        dict(horizon=1e3, dt=0.01, n_test=2, steps=10, width=8, device="cpu"))
+
+
+def _stops_during_set_up(ex: runs.Executor) -> None:
+    h = ex.submit(_truth_takes_seconds())
+    deadline = time.monotonic() + 60
+    while h.phase != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    h.stop()
+    assert h.finished.wait(5), "the run did not end after Stop"
+    took = time.perf_counter() - t0
+    recs = list(h.queue)
+    assert not any(isinstance(r, runs.Failed) for r in recs), recs
+    assert not any(isinstance(r, runs.SetupDone) for r in recs), "set-up finished before the stop: test too weak"
+    fins = [r for r in recs if isinstance(r, training.Finished)]
+    assert [(f.method, f.status) for f in fins] == [("baseline", "stopped"), ("hnn", "stopped")]
+    assert took < 1.0, f"stop during set-up took {took:.2f} s"
+
+
+def test_stop_during_the_truth_rollout_ends_the_run_within_a_second():
+    _stops_during_set_up(runs.InProcessExecutor())
+
+
 # ---------------------------------------------------------------------------------------
 # a real Dask cluster: scheduler and workers as processes on 127.0.0.1
 # ---------------------------------------------------------------------------------------
@@ -201,6 +230,10 @@ def test_dask_stop_reaches_the_worker_within_a_second(dask_ex):
     fins = [r for r in h.queue if isinstance(r, training.Finished)]
     assert len(fins) == 2 and all(f.status == "stopped" for f in fins)
     assert max(f.step for f in fins) > 0  # the curves so far were sent before the stop
+
+
+def test_dask_stop_during_the_truth_rollout_reaches_the_worker(dask_ex):
+    _stops_during_set_up(dask_ex)
 
 
 def test_a_killed_worker_ends_its_run_with_a_message_and_others_finish(dask_ex):

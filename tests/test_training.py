@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conserv_core import get_system, methods, training
-from conserv_core.systems import ALL_SYSTEMS
+from conserv_core.systems import ALL_SYSTEMS, flow
 
 PAIRS = [(s, m) for s in ALL_SYSTEMS for m in methods.ALL_METHODS
          if methods.applies(m, get_system(s))]
@@ -91,6 +91,80 @@ def test_stop_from_another_thread_ends_within_one_step():
     assert isinstance(fin, training.Finished) and fin.status == "stopped"
     assert fin.step <= asked_at + 2  # the step under way when asked, and nothing more
     assert tr.last_eval is not None  # curves from before the stop survive
+
+
+#: a stop must end any long loop this soon (the event is set at STOP_AFTER)
+STOP_AFTER, STOP_WITHIN = 0.3, 1.5
+
+
+def _stopped_soon(build, ev: threading.Event) -> float:
+    """Set ``ev`` from a timer at STOP_AFTER s and run ``build()``, which must raise
+    :class:`training.Stopped`; returns the seconds it took."""
+    timer = threading.Timer(STOP_AFTER, ev.set)
+    t0 = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(training.Stopped):
+            build()
+    finally:
+        timer.cancel()
+    return time.perf_counter() - t0
+
+
+def test_stop_during_a_long_truth_rollout_ends_construction_promptly():
+    # 100 000 RK4 steps of the true pendulum: ~10 s without the stop
+    sysm = get_system("pendulum")
+    cfg = training.make_config("pendulum", horizon=1e3, dt=0.01, n_test=2, steps=10, width=8)
+    ev = threading.Event()
+    took = _stopped_soon(lambda: training.Comparison(sysm, ["baseline", "hnn"], cfg, stop_event=ev,
+                                                     max_work=1e12), ev)
+    assert took < STOP_WITHIN
+
+
+def test_stop_during_long_data_generation_ends_construction_promptly():
+    # 10 000 trajectories of 10 000 reference steps each: seconds of integrators.solve
+    sysm = get_system("pendulum", n_traj=10_000, t_span=100.0, n_points=2)
+    cfg = training.make_config("pendulum", n_test=2, steps=10, width=8, horizon=1.0)
+    ev = threading.Event()
+    took = _stopped_soon(lambda: training.Trainer(sysm, "baseline", cfg, stop_event=ev, max_work=1e12), ev)
+    assert took < STOP_WITHIN
+
+
+def test_stop_during_a_long_flow_solve_ends_construction_promptly():
+    # the 128² truth to t=20, ~3 000 solver steps (inside the first velocity lookup,
+    # behind the solver cache): ~10 s without the stop
+    sysm = get_system("flow", grid=128, t_end=20.0, horizon=20.0, n_samples=64)
+    cfg = training.make_config("flow", steps=10, width=8, n_colloc=16)
+    ev = threading.Event()
+    cached = flow._solve_cached.cache_info().currsize
+    took = _stopped_soon(lambda: training.Trainer(sysm, "baseline", cfg, stop_event=ev), ev)
+    assert took < STOP_WITHIN
+    assert flow._solve_cached.cache_info().currsize == cached  # no half-solved entry kept
+
+
+def test_stop_during_an_evaluation_ends_the_run_as_stopped_keeping_records():
+    sysm = get_system("pendulum")
+    cfg = training.make_config("pendulum", steps=50, eval_every=10, width=8, n_test=2, horizon=1.0)
+    tr = training.Trainer(sysm, "baseline", cfg)
+    gen = tr.iter_records()
+    records = [next(gen)]  # the first evaluation, at the normal horizon
+    # later evaluations roll out 30 000 steps (several seconds each without the check);
+    # the truth stays short, so set-up stayed cheap
+    tr.eval_steps, tr.eval_every_save = 30_000, 1000
+    ev = tr.stop_event
+    timer = threading.Timer(STOP_AFTER, ev.set)
+    t0 = time.perf_counter()
+    timer.start()
+    records += list(gen)
+    took = time.perf_counter() - t0
+    timer.cancel()
+    assert took < STOP_WITHIN
+    fin = records[-1]
+    assert isinstance(fin, training.Finished) and fin.status == "stopped", fin
+    assert "during an evaluation" in fin.message and fin.step == 10
+    assert [r.step for r in records if isinstance(r, training.Progress)] == list(range(1, 11))
+    assert isinstance(records[0], training.Evaluation) and tr.evaluations == [records[0]]
+    assert tr.model.training  # evaluation mode was undone
 
 
 def test_diverging_learning_rate_stops_with_nan_message_and_keeps_results():

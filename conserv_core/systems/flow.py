@@ -422,6 +422,10 @@ class Flow(FieldSystem):
         Starts from ``omega0 (n, n)`` at ``t = 0`` (default :meth:`initial_vorticity`).
         Towards each requested time it takes the fewest equal IF-RK4 steps within the CFL
         limit, re-reading the limit from the field every ``CFL_RECHECK`` steps.
+
+        Raises :class:`conserv_core.integrators.Stopped` within one step once the stop
+        check set by :func:`conserv_core.integrators.stopping` says so (a 256² solve takes
+        minutes, and it runs inside the first velocity lookup, where no argument reaches).
         """
         g = self.spectral
         w = omega0 if omega0 is not None else self.initial_vorticity()
@@ -434,6 +438,7 @@ class Flow(FieldSystem):
                 n_sub = max(1, math.ceil((target - now) / g.max_dt(w_hat)))
                 h = (target - now) / n_sub
                 for _ in range(min(n_sub, CFL_RECHECK)):
+                    integrators.check_stop()
                     w_hat = g.step(w_hat, h, self.viscosity)
                 now = target if n_sub <= CFL_RECHECK else now + CFL_RECHECK * h
             out.append(g.inverse(w_hat))
