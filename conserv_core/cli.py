@@ -27,7 +27,7 @@ import time
 
 import param
 
-from conserv_core import budget, methods, training
+from conserv_core import budget, methods, runs, training
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, describe_range, get_system
 from conserv_core.presets import PRESETS, get_preset
 
@@ -297,7 +297,9 @@ def _cmd_train(args, out) -> int:
     cfg = _config_from_args(args, system_key, dict(preset.config) if preset else {})
     for k in keys:  # a bad method is named before the budget's arithmetic needs it
         methods.check_applies(k, sysm)
-    budget.check(sysm, keys, cfg, args.max_work)
+    # the same plain description the dashboard and the workers run from (checked in full,
+    # the work budget included, before anything is built)
+    spec = runs.RunSpec.of(sysm, keys, cfg, max_work=args.max_work).validate()
     bar = _ProgressBar(cfg.steps * len(keys), enabled=not args.quiet)
     truth_box = []
 
@@ -306,7 +308,7 @@ def _cmd_train(args, out) -> int:
             truth_box.append(rec)
         bar(rec)
 
-    comp = training.Comparison(sysm, keys, cfg, listener=listen, max_work=args.max_work)
+    comp = spec.comparison(listener=listen)
     try:
         comp.run()
     except KeyboardInterrupt:

@@ -114,6 +114,13 @@ class RunSpec:
         _budget.check(sysm, list(self.methods), cfg, self.max_work)
         return self
 
+    def comparison(self, listener=None, stop_event: threading.Event | None = None) -> training.Comparison:
+        """The :class:`~conserv_core.training.Comparison` this spec describes, built here
+        (data, models, truth): what every executor runs, and what the CLI runs in process."""
+        sysm, cfg = self.build()
+        return training.Comparison(sysm, list(self.methods), cfg, listener=listener, stop_event=stop_event,
+                                   max_work=self.max_work)
+
     @property
     def total_steps(self) -> int:
         """Training steps over all methods (for queue estimates)."""
@@ -195,9 +202,7 @@ def execute(spec: RunSpec, listener: Callable[[object], None], stop_event: threa
     listener(Started(where))
     try:
         t0 = time.perf_counter()
-        sysm, cfg = spec.build()
-        comp = training.Comparison(sysm, list(spec.methods), cfg, listener=listener, stop_event=stop_event,
-                                   max_work=spec.max_work)
+        comp = spec.comparison(listener, stop_event)
         listener(SetupDone(time.perf_counter() - t0))
         if stop_event.is_set():
             for k in comp.trainers:
