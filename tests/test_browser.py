@@ -96,8 +96,10 @@ def server():
 
     warm_up()
     port = _free_port()
+    # a closed tab's session is dropped a second after it disconnects (the default is 15 s)
     srv = pn.serve({"/": create_app}, port=port, address="127.0.0.1", threaded=True, show=False,
-                   websocket_origin=[f"127.0.0.1:{port}"], title="Conservation Lab")
+                   websocket_origin=[f"127.0.0.1:{port}"], title="Conservation Lab",
+                   check_unused_sessions_milliseconds=500, unused_session_lifetime_milliseconds=1000)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
     while True:  # poll until it answers: a race gives ERR_CONNECTION_REFUSED
@@ -217,3 +219,20 @@ def test_two_pages_train_different_things_at_once(server, browser, tmp_path):
     assert not errors_a and not errors_b, errors_a + errors_b
     a.close()
     b.close()
+
+
+def test_a_closed_tab_stops_its_run(server, browser):
+    from app import session as app_session
+
+    ex = app_session.executor()
+    before = set(h.id for h in ex.active())
+    page, errors = _open(browser, server + "?steps=100000&horizon=2&seed=77")
+    _click(page, "Train")
+    _wait_points(page, "loss")
+    mine = [h for h in ex.active() if h.id not in before and h.spec.config["seed"] == 77]
+    assert len(mine) == 1 and mine[0].phase == "running"
+    page.close()  # the student closes the tab mid-run
+    assert mine[0].finished.wait(30), "the run of a closed tab kept training"
+    fins = [r for r in mine[0].queue if type(r).__name__ == "Finished"]
+    assert fins and all(f.status == "stopped" for f in fins)
+    assert not errors, errors
