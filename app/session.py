@@ -691,9 +691,9 @@ class LabSession(param.Parameterized):
     @staticmethod
     def _queue_text(handle: runs.RunHandle) -> str:
         ahead, secs = handle.place() or (0, 0.0)
-        runs_ahead = "1 run" if ahead == 1 else f"{ahead} runs"
+        line = "next in line" if ahead == 0 else ("1 run ahead" if ahead == 1 else f"{ahead} runs ahead")
         wait = f"about {secs:,.0f} s" if secs >= 1 else "a moment"
-        return (f"Waiting for a free worker: {runs_ahead} ahead, {wait}. You can keep editing; pressing "
+        return (f"Waiting for a free worker: {line}, {wait}. You can keep editing; pressing "
                 "Train again replaces this run and keeps its place.")
 
     def prepare(self, system: System | None = None, methods: list[str] | None = None,

@@ -414,3 +414,90 @@ def test_an_over_budget_link_is_refused_before_any_work():
         assert "horizon=100000" in s.status and "dt=1e-05" in s.status and "limit" in s.status
     finally:
         d.close()
+
+
+# ---------------------------------------------------------------------------------------
+# sessions on a Dask cluster (scheduler and workers as processes: conftest's ``cluster``)
+# ---------------------------------------------------------------------------------------
+@pytest.fixture
+def dask_ex(cluster):
+    from conserv_core import runs
+
+    ex = runs.DaskExecutor.connect(cluster)
+    yield ex
+    ex.close()
+
+
+def _dash_on(ex) -> app.Dashboard:
+    return app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=ex))
+
+
+@pytest.mark.timeout(300)
+def test_a_session_trains_on_dask_workers_and_draws_every_view(dask_ex):
+    d = _dash_on(dask_ex)
+    try:
+        tiny(d)
+        root = pn.panel(d).get_root()
+        click(d.controls.train_button)
+        s = d.session
+        assert s.phase in ("preparing", "queued") and s.running
+        drain_until(d, lambda: not s.running, timeout=180)
+        assert s.phase == "done" and s.status_kind == "success", s.status
+        assert s.run is None
+        assert max(cds_lengths(root, "loss")) >= 10 and max(cds_lengths(root, "drift")) > 10
+        assert "energy_grid" in s.data.views.data["hnn"]
+        assert all(f.status == "done" for f in s.data.finished.values())
+    finally:
+        d.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_queued_session_shows_its_place_stays_live_and_replaces_its_run(dask_ex):
+    from conserv_core import runs
+
+    blockers = [dask_ex.submit(runs.RunSpec("pendulum", {}, ("baseline",),
+                                            dict(steps=200_000, eval_every=100_000, width=8, seed=i)))
+                for i in range(2)]
+    d = _dash_on(dask_ex)
+    try:
+        deadline = time.monotonic() + 60
+        while not all(h.phase == "running" for h in blockers):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        tiny(d)
+        s = d.session
+        click(d.controls.train_button)
+        first = s.run
+        assert s.phase == "queued" and s.running
+        assert "Waiting for a free worker: next in line, about" in s.status and "replaces this run" in s.status
+        d.drain()
+        # the controls stay live while it waits; a change is said to apply to the next run
+        d.controls.config_widgets["seed"].value = 5
+        assert "applies to the next run" in s.status and s.phase == "queued"
+        click(d.controls.train_button)  # again: replaces the waiting run, keeping its place
+        assert s.run is not first and first.stop_requested and s.run.order == first.order
+        assert s.phase == "queued" and s.run.spec.config["seed"] == 5
+        for h in blockers:
+            h.stop()
+        drain_until(d, lambda: s.phase in ("preparing", "training", "done"), timeout=120)
+        drain_until(d, lambda: not s.running, timeout=180)
+        assert s.phase == "done", s.status
+        assert first.finished.is_set() and not [r for r in first.queue if isinstance(r, runs.Started)]
+    finally:
+        for h in blockers:
+            h.stop()
+        d.close()
+
+
+def test_phase_transitions_are_checked():
+    s = app_session.LabSession()
+    assert s.phase == "idle" and s.status_kind == "info"
+    s._enter("preparing", "x")
+    assert s.running and s.status_kind == "running"
+    s._enter("done", "y")
+    assert not s.running and s.status_kind == "success"
+    with pytest.raises(ValueError, match="cannot go from 'done' to 'training'"):
+        s._enter("training", "z")
+    for phase, kind in app_session.PHASES.items():
+        assert kind in s.param.status_kind.objects, phase
+    s.close()
