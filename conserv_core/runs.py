@@ -549,11 +549,11 @@ class DaskExecutor(Executor):
                 err = f.exception()
                 name = type(err).__name__
                 if name == "KilledWorker" or "worker" in str(err).lower():
-                    handle.end(failure="the worker process running this run died; the curves so far are kept")
+                    handle.end(failure="the worker process running this run died")
                 else:
                     handle.end(failure=f"{name}: {err}")
             elif f.result() == "lost":
-                handle.end(failure="the worker process running this run died; the curves so far are kept")
+                handle.end(failure="the worker process running this run died")
             else:
                 # the task returned: its last batch is on its way through the scheduler
                 threading.Timer(2.0, lambda: handle.end(failure="the run's last records never arrived")).start()

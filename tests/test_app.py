@@ -501,3 +501,27 @@ def test_phase_transitions_are_checked():
     for phase, kind in app_session.PHASES.items():
         assert kind in s.param.status_kind.objects, phase
     s.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_dead_worker_fails_the_session_run_with_a_message_and_keeps_its_curves(dask_ex):
+    import os
+    import signal
+
+    d = _dash_on(dask_ex)
+    try:
+        tiny(d, steps=200_000)
+        s = d.session
+        click(d.controls.train_button)
+        drain_until(d, lambda: s.data.n_points >= 3 and s.phase == "training", timeout=120)
+        where = s.run.where
+        pid = dask_ex.client.run(os.getpid, workers=[where])[where]
+        kept = s.data.n_points
+        os.kill(pid, signal.SIGKILL)
+        drain_until(d, lambda: not s.running, timeout=60)
+        assert s.phase == "failed" and s.status_kind == "danger"
+        assert "worker process running this run died" in s.status and "kept" in s.status
+        assert s.data.n_points >= kept  # nothing already drawn is lost
+        dask_ex.client.wait_for_workers(2, timeout=60)
+    finally:
+        d.close()
