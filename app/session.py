@@ -414,6 +414,10 @@ class LiveData:
                 self.multipliers.send(pd.DataFrame(self.mult_rows, columns=["step", "multiplier", "value"]))
             self.dirty.discard(plot)
 
+    def evaluations(self) -> dict[str, training.Evaluation]:
+        """The truth's evaluation (the floor) and each method's latest one, as received."""
+        return {**({"truth": self.truth} if self.truth is not None else {}), **self.latest_eval}
+
     # -- results for download ---------------------------------------------------------------
     def curves_frame(self) -> pd.DataFrame:
         """Every curve in long form: method, curve, quantity, x, value."""
