@@ -15,6 +15,7 @@ import holoviews as hv
 import panel as pn
 import param
 
+from app.serving import prepare_document
 from app.session import URL_CONFIG_FIELDS, LabSession, release_memory, url_system_fields
 from app.views import (Controls, DriftView, LossView, MultiplierView, StatusView, SystemView, TeachingView,
                        guarded, html)
@@ -199,6 +200,7 @@ class Dashboard(pn.viewable.Viewer):
 
 def create_app() -> pn.template.BaseTemplate:
     """One page for one session (``pn.serve(create_app)``)."""
+    prepare_document()  # before any component exists: see app.serving
     return Dashboard().template()
 
 

@@ -1,0 +1,92 @@
+"""Serving a room, in a real browser: every request a page makes stays on this machine in
+every serving mode.
+
+Skips without /usr/bin/chromium or playwright unless ``CONSERV_REQUIRE_BROWSER=1``
+(the logic, the browser and its flags are tests/test_browser.py's).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+# importing it applies its skip/require-browser logic to this module too
+from test_browser import ARGS, CHROMIUM, LONGEST  # noqa: E402
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+from serving_helpers import free_port, leaves_this_machine, panel_serve, python_m_app, wait_until_up  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+#: page loads against two processes: Bokeh's websocket and the page's HTML land on
+#: either, and a websocket on the other process was the case that reached for the CDN
+LOADS_TWO_PROCS = 6
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def in_process_server():
+    """One process, in this one, configured as ``python -m app`` configures it."""
+    import panel as pn
+
+    from app.dashboard import create_app
+
+    port = free_port()
+    srv = pn.serve({"/": create_app}, port=port, address="127.0.0.1", threaded=True, show=False,
+                   websocket_origin=[f"127.0.0.1:{port}"], title="Conservation Lab")
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(url, 60)
+        yield url
+    finally:
+        srv.stop()
+
+
+def _load_recording(browser, url: str) -> list[str]:
+    """Every URL a fresh page asks for while it loads and builds its plots."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    urls: list[str] = []
+    context.on("request", lambda r: urls.append(r.url))
+    page = context.new_page()
+    page.on("websocket", lambda ws: urls.append(ws.url))
+    try:
+        page.goto(url, wait_until="load", timeout=60_000)
+        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
+        # the plots are built once the page is up (empty drift curves): their styles too
+        page.wait_for_function(f"({LONGEST})('drift') === 0", timeout=60_000)
+        page.wait_for_load_state("networkidle", timeout=30_000)
+    finally:
+        context.close()
+    assert any("/static/" in u for u in urls), urls  # the recorder saw the page's own files
+    return urls
+
+
+def _outside(urls: list[str]) -> list[str]:
+    return sorted({u for u in urls if leaves_this_machine(u)})
+
+
+def test_one_process_page_needs_nothing_from_outside(in_process_server, browser):
+    urls = _load_recording(browser, in_process_server)
+    assert not _outside(urls), _outside(urls)
+
+
+def test_two_processes_every_page_needs_nothing_from_outside(browser, tmp_path):
+    with python_m_app(tmp_path / "server.log", "--num-procs", "2") as srv:
+        outside = {i: _outside(_load_recording(browser, srv.url)) for i in range(LOADS_TWO_PROCS)}
+    bad = {i: o for i, o in outside.items() if o}
+    assert not bad, f"{len(bad)} of {LOADS_TWO_PROCS} loads went outside: {bad}"
+
+
+def test_panel_serve_page_needs_nothing_from_outside(browser, tmp_path):
+    with panel_serve(tmp_path / "server.log", "--num-procs", "2") as srv:
+        outside = {i: _outside(_load_recording(browser, srv.url)) for i in range(4)}
+    bad = {i: o for i, o in outside.items() if o}
+    assert not bad, f"{len(bad)} of 4 loads went outside: {bad}"
