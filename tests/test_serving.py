@@ -1,5 +1,5 @@
 """Serving a room, in a real browser: every request a page makes stays on this machine in
-every serving mode.
+every serving mode, and a page whose server died says so and offers a Reload.
 
 Skips without /usr/bin/chromium or playwright unless ``CONSERV_REQUIRE_BROWSER=1``
 (the logic, the browser and its flags are tests/test_browser.py's).
@@ -12,7 +12,7 @@ import time
 import pytest
 
 # importing it applies its skip/require-browser logic to this module too
-from test_browser import ARGS, CHROMIUM, LONGEST  # noqa: E402
+from test_browser import ARGS, CHROMIUM, LONGEST, WIDGET_VALUE  # noqa: E402
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 from serving_helpers import free_port, leaves_this_machine, panel_serve, python_m_app, wait_until_up  # noqa: E402
@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 #: page loads against two processes: Bokeh's websocket and the page's HTML land on
 #: either, and a websocket on the other process was the case that reached for the CDN
 LOADS_TWO_PROCS = 6
+NOTICE = "Lost the connection to the server"
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,33 @@ def test_panel_serve_page_needs_nothing_from_outside(browser, tmp_path):
         outside = {i: _outside(_load_recording(browser, srv.url)) for i in range(4)}
     bad = {i: o for i, o in outside.items() if o}
     assert not bad, f"{len(bad)} of 4 loads went outside: {bad}"
+
+
+def test_a_killed_server_shows_a_notice_and_reload_restores_the_settings(browser, tmp_path):
+    port = free_port()
+    srv = python_m_app(tmp_path / "server.log", port=port).start()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(srv.url + "?seed=7&steps=20000", wait_until="load", timeout=60_000)
+        page.get_by_role("button", name="Train", exact=True).click(timeout=60_000)
+        page.get_by_role("button", name="Stop", exact=True).wait_for(timeout=30_000)  # it is training
+        assert page.get_by_text(NOTICE).count() == 0  # no notice while the server is up
+        srv.kill()
+        killed = time.monotonic()
+        page.get_by_text(NOTICE).wait_for(state="visible", timeout=10_000)
+        assert time.monotonic() - killed < 10
+        page.wait_for_function("document.documentElement.dataset.connection === 'lost'", timeout=5_000)
+        page.screenshot(path=str(tmp_path / "lost_connection.png"))
+        reload = page.get_by_role("link", name="Reload")
+        assert reload.evaluate("a => a.href") == page.evaluate("window.location.href")
+        assert "seed=7" in page.evaluate("window.location.href")
+        # the server comes back (same port); Reload opens a fresh session with the settings
+        srv = python_m_app(tmp_path / "server2.log", port=port).start()
+        reload.click()
+        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
+        page.wait_for_function(f"({WIDGET_VALUE})('Seed') === 7", timeout=30_000)
+        assert page.evaluate(WIDGET_VALUE, "Training steps") == 20000
+        assert page.get_by_text(NOTICE).count() == 0
+    finally:
+        page.close()
+        srv.kill()
