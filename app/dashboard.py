@@ -205,4 +205,9 @@ def create_app() -> pn.template.BaseTemplate:
 
 
 if __name__.startswith("bokeh_app"):  # run as a script by `panel serve app/dashboard.py`
-    create_app().servable(title=TITLE)
+    # the installed module's classes, not this script's copies: Bokeh empties the script's
+    # namespace after each run, and a copy's session-destroyed callback then fails
+    # ("name 'pn' is not defined"), leaving the closed tab's run and memory behind
+    from app.dashboard import create_app as _create_app
+
+    _create_app().servable(title=TITLE)

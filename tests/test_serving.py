@@ -87,10 +87,15 @@ def test_two_processes_every_page_needs_nothing_from_outside(browser, tmp_path):
 
 
 def test_panel_serve_page_needs_nothing_from_outside(browser, tmp_path):
-    with panel_serve(tmp_path / "server.log", "--num-procs", "2") as srv:
+    # closed pages' sessions are destroyed within a second or two: their callbacks run too
+    with panel_serve(tmp_path / "server.log", "--num-procs", "2", "--unused-session-lifetime", "500",
+                     "--check-unused-sessions", "250") as srv:
         outside = {i: _outside(_load_recording(browser, srv.url)) for i in range(4)}
+        time.sleep(3)  # the last closed page's session is destroyed by then
+        log = srv.output()
     bad = {i: o for i, o in outside.items() if o}
     assert not bad, f"{len(bad)} of 4 loads went outside: {bad}"
+    assert "on_session_destroyed callback" not in log, log  # Dashboard._destroyed failed
 
 
 def test_a_killed_server_shows_a_notice_and_reload_restores_the_settings(browser, tmp_path):
