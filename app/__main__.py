@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import panel as pn
 
     from app.dashboard import TITLE, create_app
+    from app.serving import serve_kwargs
     from app.session import warm_up
 
     warm_up()
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     pn.serve({"/": create_app}, port=args.port, address=args.address, websocket_origin=origins,
              num_procs=args.num_procs, show=args.show, title=TITLE, threaded=False,
              check_unused_sessions_milliseconds=args.check_unused_sessions,
-             unused_session_lifetime_milliseconds=args.unused_session_lifetime)
+             unused_session_lifetime_milliseconds=args.unused_session_lifetime, **serve_kwargs())
     return 0
 
 

@@ -209,5 +209,7 @@ if __name__.startswith("bokeh_app"):  # run as a script by `panel serve app/dash
     # namespace after each run, and a copy's session-destroyed callback then fails
     # ("name 'pn' is not defined"), leaving the closed tab's run and memory behind
     from app.dashboard import create_app as _create_app
+    from app.serving import restrict_component_route as _restrict
 
+    _restrict()  # from the first session on; --plugins app.panel_plugin closes it from the start
     _create_app().servable(title=TITLE)

@@ -1,14 +1,21 @@
-"""How the dashboard is served to a room: everything from the server itself, and a
-visible notice when the server goes away.
+"""How the dashboard is served to a room: everything from the server itself, a visible
+notice when the server goes away, and no route that imports modules named in a URL.
+
+    pn.serve({"/": create_app}, ..., **serve_kwargs())   # python -m app / conserv serve
+    panel serve app/dashboard.py --plugins app.panel_plugin   # the same under panel serve
 
 :func:`prepare_document` runs at the start of every session (``create_app`` calls it),
-so every serving mode (one process, ``--num-procs N``, ``panel serve``) gets it.
+so all three serving modes get the per-session part.
 """
 
 from __future__ import annotations
 
+import sys
+
 import panel as pn
 from bokeh.models import CustomJS
+from panel.io.server import ComponentResourceHandler
+from tornado.web import HTTPError
 
 #: what a student sees when the server is gone (Panel's notification area renders it as
 #: HTML). The link is the page's own address, and that address holds every setting.
@@ -30,6 +37,12 @@ if (content != null) {
   content.setAttribute("aria-disabled", "true")
 }
 """
+
+#: the only top-level packages whose components' files ``/components/...`` may serve
+COMPONENT_PACKAGES = ("panel", "app")
+
+#: the route Panel adds for component files (``panel.io.resources.COMPONENT_PATH``)
+COMPONENT_ROUTE = r"/components/(.*)"
 
 
 def prepare_document(doc=None) -> None:
@@ -62,4 +75,45 @@ def prepare_document(doc=None) -> None:
     doc.js_on_event("connection_lost", CustomJS(code=OFFLINE_JS))
 
 
-__all__ = ["LOST_CONNECTION", "OFFLINE_JS", "prepare_document"]
+class RestrictedComponentHandler(ComponentResourceHandler):
+    """Panel's ``/components/<module>/<class>/<attribute>/<path>`` route, minus the import:
+    it serves files of components whose module is already loaded and belongs to
+    :data:`COMPONENT_PACKAGES`; anything else is a 404, and no URL imports a module."""
+
+    def parse_url_path(self, path: str) -> str:
+        check_component_path(path)
+        return super().parse_url_path(path)
+
+
+def check_component_path(path: str) -> None:
+    """Raise a 404 unless ``path`` names an already imported module of an allowed package."""
+    mod = path.split("/", 1)[0]
+    if mod.split(".", 1)[0] not in COMPONENT_PACKAGES or mod not in sys.modules:
+        raise HTTPError(404, "Module not found")
+
+
+def restrict_component_route() -> None:
+    """Make Panel's own handler check the same, for ``panel serve``: it registers its
+    route before any plugin's, so there our pattern cannot come first. Idempotent.
+    ``app.panel_plugin`` calls it before the server starts; ``app/dashboard.py`` run by
+    ``panel serve`` calls it at the first session."""
+    if getattr(ComponentResourceHandler, "_conserv_restricted", False):
+        return
+    original = ComponentResourceHandler.parse_url_path
+
+    def parse_url_path(self, path: str) -> str:
+        check_component_path(path)
+        return original(self, path)
+
+    ComponentResourceHandler.parse_url_path = parse_url_path
+    ComponentResourceHandler._conserv_restricted = True
+
+
+def serve_kwargs() -> dict:
+    """The extra keyword arguments for ``pn.serve``: our component route, registered ahead
+    of Panel's (Tornado takes the first pattern that matches)."""
+    return {"extra_patterns": [(COMPONENT_ROUTE, RestrictedComponentHandler, {})]}
+
+
+__all__ = ["COMPONENT_PACKAGES", "LOST_CONNECTION", "RestrictedComponentHandler", "prepare_document",
+           "restrict_component_route", "serve_kwargs"]

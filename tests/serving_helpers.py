@@ -52,14 +52,17 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}{path}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 90) -> ServerProcess:
+    def start(self, timeout_s: float = 90, ready: str | None = None) -> ServerProcess:
+        """Start and wait until ``ready`` (a path; default the page, which opens a session)
+        answers."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p)
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        wait_until_up(self.url, timeout_s, self.proc, self.log)
+        root = f"http://127.0.0.1:{self.port}"
+        wait_until_up(root + ready if ready else self.url, timeout_s, self.proc, self.log)
         return self
 
     def kill(self) -> None:

@@ -39,10 +39,11 @@ def in_process_server():
     import panel as pn
 
     from app.dashboard import create_app
+    from app.serving import serve_kwargs
 
     port = free_port()
     srv = pn.serve({"/": create_app}, port=port, address="127.0.0.1", threaded=True, show=False,
-                   websocket_origin=[f"127.0.0.1:{port}"], title="Conservation Lab")
+                   websocket_origin=[f"127.0.0.1:{port}"], title="Conservation Lab", **serve_kwargs())
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_up(url, 60)
@@ -89,7 +90,7 @@ def test_two_processes_every_page_needs_nothing_from_outside(browser, tmp_path):
 def test_panel_serve_page_needs_nothing_from_outside(browser, tmp_path):
     # closed pages' sessions are destroyed within a second or two: their callbacks run too
     with panel_serve(tmp_path / "server.log", "--num-procs", "2", "--unused-session-lifetime", "500",
-                     "--check-unused-sessions", "250") as srv:
+                     "--check-unused-sessions", "250", "--plugins", "app.panel_plugin") as srv:
         outside = {i: _outside(_load_recording(browser, srv.url)) for i in range(4)}
         time.sleep(3)  # the last closed page's session is destroyed by then
         log = srv.output()
