@@ -7,6 +7,7 @@ Skips without /usr/bin/chromium or playwright unless ``CONSERV_REQUIRE_BROWSER=1
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -106,13 +107,14 @@ def test_a_killed_server_shows_a_notice_and_reload_restores_the_settings(browser
     try:
         page.goto(srv.url + "?seed=7&steps=20000", wait_until="load", timeout=60_000)
         page.get_by_role("button", name="Train", exact=True).click(timeout=60_000)
-        page.get_by_role("button", name="Stop", exact=True).wait_for(timeout=30_000)  # it is training
+        page.get_by_text(re.compile(r"^Training .+ on ")).wait_for(timeout=60_000)  # the status line: a run is on
         assert page.get_by_text(NOTICE).count() == 0  # no notice while the server is up
         srv.kill()
         killed = time.monotonic()
         page.get_by_text(NOTICE).wait_for(state="visible", timeout=10_000)
         assert time.monotonic() - killed < 10
         page.wait_for_function("document.documentElement.dataset.connection === 'lost'", timeout=5_000)
+        page.wait_for_timeout(1500)  # the toast's entrance animation, for the screenshot
         page.screenshot(path=str(tmp_path / "lost_connection.png"))
         reload = page.get_by_role("link", name="Reload")
         assert reload.evaluate("a => a.href") == page.evaluate("window.location.href")
