@@ -71,7 +71,9 @@ def prepare_document(doc=None) -> None:
     pn.config.notifications = True
     pn.config.disconnect_notification = LOST_CONNECTION
     pn.config.reconnect = False  # a reload, not a silent retry, is what restores a session
-    pn.state.notifications.position = "top-center"  # above the status line, not over a plot
+    area = pn.state.notifications
+    if area is not None:
+        area.position = "top-center"  # above the status line, not over a plot
     doc.js_on_event("connection_lost", CustomJS(code=OFFLINE_JS))
 
 

@@ -107,7 +107,7 @@ def test_a_killed_server_shows_a_notice_and_reload_restores_the_settings(browser
     try:
         page.goto(srv.url + "?seed=7&steps=20000", wait_until="load", timeout=60_000)
         page.get_by_role("button", name="Train", exact=True).click(timeout=60_000)
-        page.get_by_text(re.compile(r"^Training .+ on ")).wait_for(timeout=60_000)  # the status line: a run is on
+        page.get_by_text(re.compile(r"^Training .+ on ")).first.wait_for(timeout=60_000)  # the status line: a run is on
         assert page.get_by_text(NOTICE).count() == 0  # no notice while the server is up
         srv.kill()
         killed = time.monotonic()
