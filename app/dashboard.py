@@ -15,6 +15,7 @@ import holoviews as hv
 import panel as pn
 import param
 
+from app.serving import prepare_document
 from app.session import URL_CONFIG_FIELDS, LabSession, release_memory, url_system_fields
 from app.views import (Controls, DriftView, LossView, MultiplierView, StatusView, SystemView, TeachingView,
                        guarded, html)
@@ -199,8 +200,16 @@ class Dashboard(pn.viewable.Viewer):
 
 def create_app() -> pn.template.BaseTemplate:
     """One page for one session (``pn.serve(create_app)``)."""
+    prepare_document()  # before any component exists: see app.serving
     return Dashboard().template()
 
 
 if __name__.startswith("bokeh_app"):  # run as a script by `panel serve app/dashboard.py`
-    create_app().servable(title=TITLE)
+    # the installed module's classes, not this script's copies: Bokeh empties the script's
+    # namespace after each run, and a copy's session-destroyed callback then fails
+    # ("name 'pn' is not defined"), leaving the closed tab's run and memory behind
+    from app.dashboard import create_app as _create_app
+    from app.serving import restrict_component_route as _restrict
+
+    _restrict()  # from the first session on; --plugins app.panel_plugin closes it from the start
+    _create_app().servable(title=TITLE)
