@@ -17,7 +17,6 @@ The server runs in the process the user started: SIGTERM or Ctrl-C stops the ser
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import signal
 import sys
@@ -81,40 +80,6 @@ def make_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
-# ---------------------------------------------------------------------------------------
-# the local cluster, in a process of its own
-# ---------------------------------------------------------------------------------------
-def _host_cluster(conn, n_workers: int | None, threads: int) -> None:
-    """Body of the cluster process: start a LocalCluster, report its addresses, and keep it
-    until the server says stop or goes away (the pipe closes even on kill -9)."""
-    from conserv_core import runs
-
-    ex = runs.DaskExecutor.local(n_workers=n_workers, threads=threads, dashboard_address="127.0.0.1:0")
-    conn.send((ex.cluster.scheduler_address, ex.dashboard_link, ex.slots))
-    try:
-        conn.recv()
-    except (EOFError, OSError, KeyboardInterrupt):
-        pass
-    finally:
-        ex.close()
-
-
-def start_cluster(n_workers: int | None, threads: int, timeout: float = 120.0):
-    """A local cluster in a spawned process: ``(process, scheduler address, dashboard link,
-    worker slots, the pipe that keeps it)``. Its scheduler is kept apart from the server's
-    event loop, and it closes when the pipe does (the server stopped, or was killed)."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_host_cluster, args=(child, n_workers, threads), name="conserv-cluster")
-    proc.start()
-    child.close()
-    if not parent.poll(timeout):
-        proc.terminate()
-        raise RuntimeError(f"the local Dask cluster did not start within {timeout:.0f} s")
-    address, link, slots = parent.recv()
-    return proc, address, link, slots, parent
-
-
 def _stop_children() -> None:
     """Stop every process this one started (the --num-procs server children)."""
     import psutil  # installed with distributed
@@ -136,6 +101,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     import panel as pn
 
     from app import serving, session
+    from conserv_core import runs
     from app.dashboard import TITLE, create_app
 
     cluster_proc = keeper = None
@@ -143,7 +109,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         address, link, workers = args.scheduler, "", "?"
     else:
         print("Starting a local Dask cluster for the training runs…", flush=True)
-        cluster_proc, address, link, workers, keeper = start_cluster(args.workers, args.threads)
+        cluster_proc, address, link, workers, keeper = runs.start_cluster_process(args.workers, args.threads)
     os.environ["CONSERV_SCHEDULER"] = address
     main_pid = os.getpid()
     try:  # the server's own client; --num-procs children make theirs (app.session.executor)

@@ -579,6 +579,11 @@ class DaskExecutor(Executor):
                 self.client.unsubscribe_topic(topic)
             except Exception:
                 pass
+            # the client keeps the handler (and with it the handle and its records) otherwise
+            getattr(self.client, "_event_handlers", {}).pop(topic, None)
+            # the unsubscription reaches the scheduler first, and the run's stop watcher
+            # lets go of its event
+            time.sleep(2 * STOP_POLL_S)
             try:
                 self.client.run_on_scheduler(_drop_topic, topic)
             except Exception:  # a scheduler that refuses run_on_scheduler keeps them
@@ -596,19 +601,58 @@ class DaskExecutor(Executor):
                 cluster.close()
 
 
+# ---------------------------------------------------------------------------------------
+# the local cluster, in a process of its own
+# ---------------------------------------------------------------------------------------
+def _host_cluster(conn, n_workers: int | None, threads: int) -> None:
+    """Body of the cluster process: start a LocalCluster, report its addresses, and keep it
+    until the server says stop or goes away (the pipe closes even on kill -9)."""
+    ex = DaskExecutor.local(n_workers=n_workers, threads=threads, dashboard_address="127.0.0.1:0")
+    conn.send((ex.cluster.scheduler_address, ex.dashboard_link, ex.slots))
+    try:
+        conn.recv()
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass
+    finally:
+        ex.close()
+
+
+def start_cluster_process(n_workers: int | None, threads: int, timeout: float = 120.0):
+    """A local cluster in a spawned process: ``(process, scheduler address, dashboard link,
+    worker slots, the pipe that keeps it)``. Its scheduler is kept apart from the server's
+    event loop, and it closes when the pipe does (the server stopped, or was killed)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_host_cluster, args=(child, n_workers, threads), name="conserv-cluster")
+    proc.start()
+    child.close()
+    if not parent.poll(timeout):
+        proc.terminate()
+        raise RuntimeError(f"the local Dask cluster did not start within {timeout:.0f} s")
+    address, link, slots = parent.recv()
+    return proc, address, link, slots, parent
+
+
 def _one_task_per_thread(dask_scheduler=None) -> None:
     dask_scheduler.WORKER_SATURATION = 1.0
 
 
 def _drop_topic(topic: str, dask_scheduler=None) -> None:
+    """Forget a finished run on the scheduler: its topic's event log and its two
+    ``distributed.Event``\ s. These are private attributes (distributed 2026.8); on
+    another layout nothing is dropped and the leftovers are small."""
     broker = getattr(dask_scheduler, "_broker", None)
     if broker is not None:
         broker._topics.pop(topic, None)
-    for suffix in ("-started", "-stop"):
-        ext = dask_scheduler.extensions.get("events")
-        if ext is not None:
-            ext._events.pop(f"{topic}{suffix}", None) if hasattr(ext, "_events") else None
+    ext = dask_scheduler.extensions.get("events")
+    events, waiters = getattr(ext, "_events", None), getattr(ext, "_waiter_count", {})
+    if events is not None:
+        for name in (f"{topic}-started", f"{topic}-stop"):
+            if not waiters.get(name):
+                events.pop(name, None)
 
 
 __all__ = ["DaskExecutor", "Ended", "Executor", "Failed", "InProcessExecutor", "RunHandle", "RunSpec",
-           "SetupDone", "Started", "WorkerSetup", "execute", "run_on_worker"]
+           "SetupDone", "Started", "WorkerSetup", "execute", "run_on_worker", "start_cluster_process"]
