@@ -300,7 +300,7 @@ class RunHandle:
 # executors
 # ---------------------------------------------------------------------------------------
 class Executor:
-    """Carries out :class:`RunSpec`\\ s. Subclasses say where."""
+    """Carries out :class:`RunSpec` objects. Subclasses say where."""
 
     #: how many runs train at once
     slots = 1
@@ -641,7 +641,7 @@ def _one_task_per_thread(dask_scheduler=None) -> None:
 
 def _drop_topic(topic: str, dask_scheduler=None) -> None:
     """Forget a finished run on the scheduler: its topic's event log and its two
-    ``distributed.Event``\ s. These are private attributes (distributed 2026.8); on
+    ``distributed.Event`` objects. These are private attributes (distributed 2026.8); on
     another layout nothing is dropped and the leftovers are small."""
     broker = getattr(dask_scheduler, "_broker", None)
     if broker is not None:
