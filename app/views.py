@@ -9,6 +9,8 @@ into those streams, so updates reach the browser as new data, not as new plots.
 from __future__ import annotations
 
 import functools
+import weakref
+from typing import Callable
 
 import holoviews as hv
 import numpy as np
@@ -21,7 +23,8 @@ from conserv_core.presets import PRESETS
 from conserv_core.systems import ALL_SYSTEMS
 
 from app import theme
-from app.session import CONFIG_FIELDS, DRIFT_FLOOR, LabSession, StreamSet, system_fields
+from app.live import LivePlot
+from app.session import CONFIG_FIELDS, DRIFT_FLOOR, Channel, LabSession, StreamSet, system_fields
 
 PLOT_HEIGHT = 300
 #: drawing order by method kind in the system view (later is on top)
@@ -409,16 +412,16 @@ class LossView(_PlotView):
 
     def build(self, streams: StreamSet):
         keys = list(streams.methods)
-        loss = _styled(hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="step", vdim="loss"),
-                                     streams=[streams.loss]).opts(_series_styles(keys)),
-                       logy=True, title="Training loss", xlabel="training step",
-                       ylabel="loss (MSE + constraint)", show_legend=False, height=SMALL_HEIGHT)
-        viol = _styled(hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="step", vdim="violation"),
-                                     streams=[streams.violation]).opts(_series_styles(keys)),
-                       logy=True, title="Conservation violation at training points",
-                       xlabel="training step", ylabel="rms dQ/dt (normalised)", show_legend=False,
-                       height=SMALL_HEIGHT)
-        return pn.Column(_pane(loss), _pane(viol), sizing_mode="stretch_width")
+
+        def plot(vdim: str, **opts):
+            def element():
+                return _styled(_series_overlay(None, keys=keys, kdim="step", vdim=vdim).opts(_series_styles(keys)),
+                               logy=True, xlabel="training step", show_legend=False, height=SMALL_HEIGHT, **opts)
+            return LivePlot(element, getattr(streams, vdim), keys)
+
+        loss = plot("loss", title="Training loss", ylabel="loss (MSE + constraint)")
+        viol = plot("violation", title="Conservation violation at training points", ylabel="rms dQ/dt (normalised)")
+        return pn.Column(loss, viol, sizing_mode="stretch_width")
 
 
 class DriftView(_PlotView):
@@ -457,10 +460,12 @@ class DriftView(_PlotView):
             if q == "energy":
                 keys += [f"{m}:own" for m in streams.methods if m in ("hnn", "lnn")]
             keys.append("truth")
-            dmap = hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="t", vdim="drift"),
-                                 streams=[streams.drift[q]]).opts(_series_styles(keys))
-            plots.append(_pane(_styled(dmap, logy=True, title=title, xlabel=tlabel, ylabel=ylabel,
-                                       show_legend=False)))
+
+            def element(keys=keys, title=title, ylabel=ylabel):
+                return _styled(_series_overlay(None, keys=keys, kdim="t", vdim="drift").opts(_series_styles(keys)),
+                               logy=True, title=title, xlabel=tlabel, ylabel=ylabel, show_legend=False)
+
+            plots.append(LivePlot(element, streams.drift[q], keys))
         note = html(
             "<span class='cl-muted'>Each curve is the mean over the test initial conditions, rolled out by the "
             "learned dynamics with the integrator chosen under <i>Rollout and test</i>; the dashed black line is "
@@ -488,21 +493,17 @@ class MultiplierView(_PlotView):
         names = streams.multiplier_names
         palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00"]
 
-        def plot(data=None):
-            curves = []
-            for name in names:
-                d = data[data["multiplier"] == name] if data is not None and len(data) else None
-                curves.append(hv.Curve(d if d is not None and len(d) else [], "step", "value", label=name))
-            return hv.Overlay(curves)
-
         styles = hv.opts.Curve(line_width=2, color=hv.Cycle(["#444" if n == "mu" else palette[i % 5]
                                                              for i, n in enumerate(names)]),
                                line_dash=hv.Cycle(["dashed" if n == "mu" else "solid" for n in names]))
-        dm = _styled(hv.DynamicMap(plot, streams=[streams.multipliers]).opts(styles), logy=True,
-                     title="Aug. Lagrangian: λ per invariant, μ dashed",
-                     xlabel="training step", ylabel="value (rms λ, μ)", legend_position="right",
-                     height=SMALL_HEIGHT)
-        return _pane(dm)
+
+        def element():
+            curves = hv.Overlay([hv.Curve([], "step", "value", label=name) for name in names])
+            return _styled(curves.opts(styles), logy=True, title="Aug. Lagrangian: λ per invariant, μ dashed",
+                           xlabel="training step", ylabel="value (rms λ, μ)", legend_position="right",
+                           height=SMALL_HEIGHT)
+
+        return LivePlot(element, streams.multipliers, names)
 
 
 class SystemView(_PlotView):
@@ -559,17 +560,18 @@ class SystemView(_PlotView):
         order = sorted(streams.methods, key=lambda k: _DRAW_ORDER.get(cmethods.ALL_METHODS[k].kind, 0))
         contoured = [m for m in order if m in ("hnn", "lnn")] if dof == 1 else []
 
-        def plot(data=None):
-            views = data or {}
-            layers = [_line(_energy_levels(views.get(m)), dims) for m in contoured]
+        keys = [f"{m}:levels" for m in contoured] + order + ["truth"]
+
+        def series(views: dict) -> dict:
+            out = {f"{m}:levels": _line_columns(_energy_levels(views.get(m)), dims) for m in contoured}
             for m in order:
                 z = views[m]["model"][:, :, cols] if m in views else None  # (T, 4, 2)
-                layers.append(_line([_clip_path(z[:, i, :]) for i in range(z.shape[1])] if z is not None else [],
-                                    dims))
+                out[m] = _line_columns([_clip_path(z[:, i, :]) for i in range(z.shape[1])] if z is not None else [],
+                                       dims)
             ref = next((views[m] for m in order if m in views), None)
             z = ref["true"][:, :, cols] if ref is not None else None
-            layers.append(_line([z[:, i, :] for i in range(z.shape[1])] if z is not None else [], dims))
-            return hv.Overlay(layers)
+            out["truth"] = _line_columns([z[:, i, :] for i in range(z.shape[1])] if z is not None else [], dims)
+            return out
 
         colors = [theme.COLORS[m] for m in contoured + order] + [theme.COLORS["truth"]]
         styles = hv.opts.Curve(color=hv.Cycle(colors),
@@ -579,14 +581,18 @@ class SystemView(_PlotView):
         xlabel, ylabel = theme.PORTRAIT_AXES.get(streams.system_key, (dims[0], dims[1]))
         title = ("Phase portrait: 4 test orbits, true (dashed) and learned" if dof == 1 else
                  "First two coordinates along 4 test rollouts, true (dashed) and learned")
-        overlay = _styled(hv.DynamicMap(plot, streams=[streams.views]).opts(styles), title=title, xlabel=xlabel,
-                          ylabel=ylabel, show_legend=False, height=PLOT_HEIGHT + 40)
+
+        def element():
+            return _styled(hv.Overlay([hv.Curve([], *dims) for _ in keys]).opts(styles), title=title,
+                           xlabel=xlabel, ylabel=ylabel, show_legend=False, height=PLOT_HEIGHT + 40)
+
+        overlay = LivePlot(element, _channel_of(streams.views, series), keys)
         note = html("<span class='cl-muted'>A conserved energy keeps each orbit on a closed curve. "
                     "Thin lines: the Hamiltonian network's learned energy levels — its orbits must "
                     "follow them.</span>" if dof == 1 else
                     "<span class='cl-muted'>Where the learned paths leave the dashed true ones, the "
                     "learned dynamics have gone their own way.</span>", sizing_mode="stretch_width")
-        return pn.Column(_pane(overlay), note, sizing_mode="stretch_width")
+        return pn.Column(overlay, note, sizing_mode="stretch_width")
 
     # n-body: orbits of one test case, true vs learned
     def _nbody(self, streams: StreamSet):
@@ -713,6 +719,42 @@ def _field_plot(data=None):
     vec = hv.VectorField((X.ravel(), Y.ravel(), np.arctan2(vv, uu).ravel(), length.ravel()),
                          ["x", "y"], ["angle", "length"])
     return img * vec
+
+
+def _channel_of(pipe: hv.streams.Pipe, series: Callable[[dict], dict]) -> Channel:
+    """A channel that follows ``pipe``: ``series(pipe.data)`` on each send, and only the
+    series whose points changed go on to the figure (the truth's orbits, the same every
+    evaluation, are sent once)."""
+    channel = Channel()
+    channel.update(series(pipe.data or {}))
+    ref = weakref.ref(channel)
+
+    def follow(data=None, **_):
+        ch = ref()
+        if ch is None:  # the view was rebuilt: this channel is gone
+            return
+        new = series(data or {})
+        changed = {k: v for k, v in new.items()
+                   if k not in ch.data or any(not _same(ch.data[k].get(c), v[c]) for c in v)}
+        ch.update(changed)
+
+    pipe.add_subscriber(follow)
+    return channel
+
+
+def _same(a, b) -> bool:
+    return a is not None and np.shape(a) == np.shape(b) and np.array_equal(a, b, equal_nan=True)
+
+
+def _line_columns(paths: list[np.ndarray], dims: list[str]) -> dict:
+    """Several (T, 2) paths as the columns of one line, with NaN rows between them
+    (Bokeh leaves a gap there)."""
+    paths = [p for p in paths if len(p)]
+    if not paths:
+        return {dims[0]: np.zeros(0), dims[1]: np.zeros(0)}
+    gap = np.full((1, 2), np.nan)
+    xy = np.concatenate([x for p in paths for x in (p, gap)][:-1]).astype(float)
+    return {dims[0]: xy[:, 0], dims[1]: xy[:, 1]}
 
 
 def _line(paths: list[np.ndarray], dims: list[str]) -> hv.Curve:
