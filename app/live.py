@@ -28,12 +28,13 @@ class LivePlot(pn.pane.Bokeh):
     """A figure drawn once from ``element()`` (an overlay with one layer per ``keys``
     entry, in order), whose layers then take ``channel``'s changes in place.
 
-    ``x_padding``/``y_padding``: the browser-side range padding (HoloViews pads a curve's
-    y range by 0.1 and not its x range). Ranges are left to HoloViews where
-    ``autorange`` is false (fixed axes such as the dye box)."""
+    ``x_padding``/``y_padding``: the browser-side range padding, a fraction of the span
+    split over both ends (0.2 is HoloViews' default 0.1 at each end of a curve's y range;
+    it pads no x range). Ranges are left to HoloViews where ``autorange`` is false
+    (fixed axes such as the dye box)."""
 
     def __init__(self, element: Callable[[], hv.core.Dimensioned], channel: Channel, keys: list[str],
-                 x_padding: float = 0.0, y_padding: float = 0.1, autorange: bool = True, **params):
+                 x_padding: float = 0.0, y_padding: float = 0.2, autorange: bool = True, **params):
         params.setdefault("sizing_mode", "stretch_width")
         super().__init__(object=None, **params)
         self._element = element

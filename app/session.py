@@ -39,6 +39,9 @@ DRAIN_MS = 200
 DRAW_BUDGET_S = 0.05
 #: the loss plots are redrawn at most this often while a run goes on (seconds)
 LOSS_EVERY_S = 0.6
+#: the progress bar and the steps/s line are updated at most this often while a run goes
+#: on (seconds): each update is a message to the page
+PROGRESS_EVERY_S = 0.5
 #: how much lower the training threads' OS priority is than the server's (nice increment)
 WORKER_NICE = 10
 #: drift values below this are drawn at it (a log axis has no zero)
@@ -362,6 +365,8 @@ class LiveData:
         self.views_announced = False
         self._sent_at: dict[str, float] = {}
         self._round_since: float | None = None
+        #: when the progress bar was last updated
+        self.progress_at = -math.inf
         #: what the plots already hold: loss points per (curve, method), multiplier rows,
         #: and per drift plot which evaluation each series was drawn from
         self._n_sent: dict[tuple[str, str], int] = {}
@@ -848,7 +853,10 @@ class LabSession(param.Parameterized):
         with pn.io.hold():
             if run is not None:
                 self._consume(run, data, records)
-                self._update_progress(run, data)
+                now = time.perf_counter()
+                if budget is None or run.finished.is_set() or now - data.progress_at >= PROGRESS_EVERY_S:
+                    data.progress_at = now
+                    self._update_progress(run, data)
                 if run.finished.is_set() and not run.queue:
                     # the verdict first: it reaches the page with this drain, the last
                     # redraws follow in the next ones

@@ -326,12 +326,18 @@ class StatusView(pn.viewable.Viewer):
         self._update_legend()
 
     def _update(self, *events) -> None:
+        """Only the parts the changed parameters show (a drain changes the progress and
+        the steps/s line several times a second; the status line seldom)."""
         s = self.session
-        self.line.object = f'<div class="cl-status {s.status_kind}">{_escape(s.status)}</div>'
-        self.bar.value = s.progress
-        self.bar.bar_color = {"danger": "danger", "warning": "warning"}.get(s.status_kind, "success")
-        self.bar.active = s.running and s.progress == 0
-        self.speed.object = f'<span class="cl-muted">{_escape(s.speed)}</span>' if s.speed else ""
+        changed = {e.name for e in events} if events else {"status", "status_kind", "progress", "speed", "running"}
+        if changed & {"status", "status_kind"}:
+            self.line.object = f'<div class="cl-status {s.status_kind}">{_escape(s.status)}</div>'
+        if changed & {"progress", "status_kind", "running"}:
+            self.bar.param.update(
+                value=s.progress, active=s.running and s.progress == 0,
+                bar_color={"danger": "danger", "warning": "warning"}.get(s.status_kind, "success"))
+        if "speed" in changed:
+            self.speed.object = f'<span class="cl-muted">{_escape(s.speed)}</span>' if s.speed else ""
 
     def _update_legend(self, *events) -> None:
         s = self.session
@@ -519,13 +525,24 @@ class SystemView(_PlotView):
     def __init__(self, **params):
         self._on_frame = None
         self._built_for: StreamSet | None = None
+        #: the phase portrait's channel (one degree of freedom or a plane of two)
+        self._portrait_data: Channel | None = None
         super().__init__(**params)
         self.session.param.watch(guarded(self.session, self._rebuild), ["views_ready", "data"])
 
     def _rebuild(self, *events) -> None:
-        # built once a run's first rollout arrived (equal-aspect plots need data to size
-        # themselves); a later run on the same streams keeps the picture until it redraws
+        # a phase portrait is built with the other plots (its axes follow the data in the
+        # browser). The n-body and flow views wait for a run's first rollout (equal-aspect
+        # plots need data to size themselves); a later run on the same streams keeps the
+        # picture until it redraws
         data, streams = self.session.data, self.session.streams
+        if streams is not None and self._portrait_kind(streams):
+            if self._built_for is not streams:
+                self._built_for, self._on_frame = streams, None
+                self._box.objects = [self.build(streams)]
+            if data is None and self._portrait_data is not None:  # reset, another system: empty it
+                self._portrait_data.clear()
+            return
         if data is None or streams is None:
             self._built_for, self._on_frame = None, None
             self._box.objects = [_placeholder(self.placeholder)]
@@ -537,6 +554,10 @@ class SystemView(_PlotView):
         else:
             self._built_for = streams
             self._box.objects = [self.build(streams)]
+
+    @staticmethod
+    def _portrait_kind(streams: StreamSet) -> bool:
+        return streams.system.kind != "field" and streams.system_key != "nbody"
 
     @param.depends("frame", watch=True)
     def _frame_changed(self) -> None:
@@ -586,7 +607,8 @@ class SystemView(_PlotView):
             return _styled(hv.Overlay([hv.Curve([], *dims) for _ in keys]).opts(styles), title=title,
                            xlabel=xlabel, ylabel=ylabel, show_legend=False, height=PLOT_HEIGHT + 40)
 
-        overlay = LivePlot(element, _channel_of(streams.views, series), keys)
+        self._portrait_data = _channel_of(streams.views, series)
+        overlay = LivePlot(element, self._portrait_data, keys)
         note = html("<span class='cl-muted'>A conserved energy keeps each orbit on a closed curve. "
                     "Thin lines: the Hamiltonian network's learned energy levels — its orbits must "
                     "follow them.</span>" if dof == 1 else

@@ -192,8 +192,12 @@ def replay(data: dict, n_sessions: int) -> dict:
 
     S.time, S.Run, S.LiveData.flush = clock, ReplayRun, flush
     try:
+        c0 = time.thread_time()
         pages = [Page(data["methods"]) for _ in range(n_sessions)]
+        c1 = time.thread_time()
         runs = [p.train() for p in pages]
+        c2 = time.thread_time()
+        setup_cpu = ((c1 - c0) / n_sessions, (c2 - c1) / n_sessions)
 
         def drain_all():
             for p in pages:
@@ -230,7 +234,7 @@ def replay(data: dict, n_sessions: int) -> dict:
             p.close()
     rounds = len({r.step for _, r in data["records"]
                   if isinstance(r, training.Evaluation) and r.method != "truth"})
-    return {"pages": pages, "rounds": rounds, "live_s": next_tick}
+    return {"pages": pages, "rounds": rounds, "live_s": next_tick, "setup_cpu": setup_cpu}
 
 
 def report(data: dict, res: dict) -> None:
@@ -257,6 +261,9 @@ def report(data: dict, res: dict) -> None:
     print(f"  per other drain (status, progress)  {mean_ms['other']:8.2f} ms   ({n['other']:.0f} drains)")
     print(f"  rates of a live run: {rounds / wall:.2f} evaluation rounds/s, {n['loss'] / wall:.2f} loss updates/s, "
           f"{sum(n.values()) / wall:.1f} drains/s")
+    build, click = res["setup_cpu"]
+    print(f"  once per page (not in the figures above): building it {1e3 * build:.0f} ms, "
+          f"the Train click {1e3 * click:.0f} ms")
     print(f"  main-thread CPU per second of live run: {1e3 * per_s:.1f} ms "
           f"-> {1 / per_s:.0f} sessions of this demo per core (30 sessions: {30 * per_s:.2f} cores)")
 
