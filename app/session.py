@@ -2,7 +2,7 @@
 
 Threads. Training runs on a daemon worker thread (one :class:`Run` per Train click). The
 worker never touches Panel, Bokeh or HoloViews: the trainer's listener only appends
-records to a ``deque``. :meth:`LabSession.drain` moves them into HoloViews streams and
+records to a ``deque``. :meth:`LabSession.drain` moves them into the plots' channels and
 param values on the session's own thread: under ``panel serve`` a periodic callback
 calls it every :data:`DRAIN_MS`; tests and scripts call it themselves.
 
@@ -333,12 +333,12 @@ class StreamSet:
 
 
 class LiveData:
-    """Everything one run has reported so far, and the streams it feeds.
+    """Everything one run has reported so far, and the channels it feeds.
 
-    One stream per plot: a plot is redrawn once per refresh whatever the number of
-    methods. The drain marks plots dirty as records arrive and :meth:`flush` sends them,
-    within a time budget when served (a drain must never hold the session's thread long
-    enough to delay a click).
+    One channel per plot, and only changes go into it: new loss points, the drift curves
+    of new evaluations. The drain marks plots dirty as records arrive and :meth:`flush`
+    sends their changes, within a time budget when served (a drain must never hold the
+    session's thread long enough to delay a click).
     """
 
     def __init__(self, system: System, method_keys: list[str], config: training.TrainConfig,

@@ -1,9 +1,12 @@
 """The dashboard's views: each one a :class:`pn.viewable.Viewer` over a :class:`LabSession`.
 
 Every view can be shown on its own in a notebook (``dash.drift_view``). Plot views build
-their HoloViews objects on the session's :class:`app.session.StreamSet`, again only when
-the layout changes (another system or other methods); the session's drain only sends data
-into those streams, so updates reach the browser as new data, not as new plots.
+their figures on the session's :class:`app.session.StreamSet`, again only when the layout
+changes (another system or other methods). The curves (loss, violation, multipliers,
+drift, the phase portrait) are :class:`app.live.LivePlot`\ s: drawn once per page from
+HoloViews elements, then fed in place by the session's channels, so a drain sends the
+browser new points and changed curves, not new plots. The n-body and flow views are
+HoloViews DynamicMaps on the system view's Pipe (redrawn once per evaluation round).
 """
 
 from __future__ import annotations

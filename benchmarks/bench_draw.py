@@ -114,7 +114,6 @@ class Page:
 
     def __init__(self, methods: list[str]):
         import bokeh.document
-        import panel as pn
         from panel.io.state import set_curdoc, state
 
         import app
