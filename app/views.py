@@ -3,7 +3,7 @@
 Every view can be shown on its own in a notebook (``dash.drift_view``). Plot views build
 their figures on the session's :class:`app.session.StreamSet`, again only when the layout
 changes (another system or other methods). The curves (loss, violation, multipliers,
-drift, the phase portrait) are :class:`app.live.LivePlot`\ s: drawn once per page from
+drift, the phase portrait) are :class:`app.live.LivePlot` figures: drawn once per page from
 HoloViews elements, then fed in place by the session's channels, so a drain sends the
 browser new points and changed curves, not new plots. The n-body and flow views are
 HoloViews DynamicMaps on the system view's Pipe (redrawn once per evaluation round).
