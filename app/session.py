@@ -292,7 +292,7 @@ class StreamSet:
     The views build their figures on these once; a later run that draws the same plots
     reuses them (:meth:`clear` empties them), so Train does not rebuild figures. The
     curves are :class:`Channel` objects (only changes reach the figures); the system view's
-    arrays are a HoloViews ``Pipe`` (the n-body and flow views are DynamicMaps on it).
+    arrays are a HoloViews ``Pipe`` (the flow's views are DynamicMaps on it).
     """
 
     def __init__(self, system: System, methods: list[str], config: training.TrainConfig):

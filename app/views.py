@@ -3,10 +3,11 @@
 Every view can be shown on its own in a notebook (``dash.drift_view``). Plot views build
 their figures on the session's :class:`app.session.StreamSet`, again only when the layout
 changes (another system or other methods). The curves (loss, violation, multipliers,
-drift, the phase portrait) are :class:`app.live.LivePlot` figures: drawn once per page from
-HoloViews elements, then fed in place by the session's channels, so a drain sends the
-browser new points and changed curves, not new plots. The n-body and flow views are
-HoloViews DynamicMaps on the system view's Pipe (redrawn once per evaluation round).
+drift, the phase portrait, the n-body orbits) are :class:`app.live.LivePlot` figures:
+drawn once per page from HoloViews elements, then fed in place by the session's channels,
+so a drain sends the browser new points and changed curves, not new plots. The flow's
+field and dye views are HoloViews DynamicMaps on the system view's Pipe (redrawn once per
+evaluation round).
 """
 
 from __future__ import annotations
@@ -530,6 +531,7 @@ class SystemView(_PlotView):
         self._built_for: StreamSet | None = None
         #: the phase portrait's channel (one degree of freedom or a plane of two)
         self._portrait_data: Channel | None = None
+        self._orbit_watcher = None
         super().__init__(**params)
         self.session.param.watch(guarded(self.session, self._rebuild), ["views_ready", "data"])
 
@@ -627,23 +629,28 @@ class SystemView(_PlotView):
         def bodies(z, k):  # z (T, 4, 4N) -> N paths (T, 2)
             return [_clip_path(np.stack([z[:, k, 2 * i], z[:, k, 2 * i + 1]], -1)) for i in range(nb)]
 
-        def plot(data=None, orbit=1):
-            views = data or {}
+        xy = ["x", "y"]
+        keys = [*methods, *(f"{m}:end" for m in methods), "truth", "box"]
+
+        def series(views: dict) -> dict:
+            orbit = self.orbit
             ref = next((views[m] for m in methods if m in views), None)
             truth = bodies(ref["true"], orbit - 1) if ref is not None else []
             learned = {m: bodies(views[m]["model"], orbit - 1) if m in views else [] for m in methods}
-            layers = [_line(learned[m], ["x", "y"]) for m in methods]
-            layers += [hv.Points([p[-1] for p in learned[m] if len(p)], ["x", "y"]) for m in methods]
-            layers.append(_line(truth, ["x", "y"]))
+            out = {m: _line_columns(learned[m], xy) for m in methods}
+            for m in methods:
+                ends = np.array([p[-1] for p in learned[m] if len(p)], float).reshape(-1, 2)
+                out[f"{m}:end"] = {"x": ends[:, 0], "y": ends[:, 1]}
+            out["truth"] = _line_columns(truth, xy)
             # invisible corners of a square around the true orbits: equal x and y spans
-            box = []
+            box = np.zeros((0, 2))
             if truth:
-                xy = np.concatenate(truth)
-                lo, hi = np.nanmin(xy, 0), np.nanmax(xy, 0)
+                both = np.concatenate(truth)
+                lo, hi = np.nanmin(both, 0), np.nanmax(both, 0)
                 c, r = (lo + hi) / 2, 0.55 * float(np.max(hi - lo)) + 1e-6
-                box = [(c[0] - r, c[1] - r), (c[0] + r, c[1] + r)]
-            layers.append(hv.Points(box, ["x", "y"]))
-            return hv.Overlay(layers)
+                box = np.array([(c[0] - r, c[1] - r), (c[0] + r, c[1] + r)])
+            out["box"] = {"x": box[:, 0], "y": box[:, 1]}
+            return out
 
         colors = [theme.COLORS[m] for m in methods]
         styles = [hv.opts.Curve(color=hv.Cycle(colors + [theme.COLORS["truth"]]),
@@ -652,11 +659,21 @@ class SystemView(_PlotView):
                   hv.opts.Points(color=hv.Cycle(colors + ["#000"]), size=hv.Cycle([8] * len(methods) + [1]),
                                  alpha=hv.Cycle([1.0] * len(methods) + [0.0]))]
 
-        overlay = _styled(hv.DynamicMap(plot, streams=[streams.views, hv.streams.Params(self, ["orbit"])]).opts(*styles),
-                          title=f"{nb} bodies: true orbits dashed, learned solid (dot = end)",
-                          xlabel="x", ylabel="y", show_legend=False, **_square(360))
+        def element():
+            layers = [hv.Curve([], *xy) for _ in methods] + [hv.Points([], xy) for _ in methods]
+            layers += [hv.Curve([], *xy), hv.Points([], xy)]
+            return _styled(hv.Overlay(layers).opts(*styles),
+                           title=f"{nb} bodies: true orbits dashed, learned solid (dot = end)",
+                           xlabel="x", ylabel="y", show_legend=False, **_square(360))
+
+        channel = _channel_of(streams.views, series)
+        if self._orbit_watcher is not None:
+            self.param.unwatch(self._orbit_watcher)
+        self._orbit_watcher = self.param.watch(guarded(self.session, lambda e: channel.refresh()), "orbit")
+        # equal padding on both axes keeps the box square
+        overlay = LivePlot(element, channel, keys, padding=(0.1, 0.1), sizing_mode="fixed")
         picker = pn.widgets.IntSlider.from_param(self.param.orbit, label="Test case", width=200)
-        return pn.Column(picker, _pane(overlay), sizing_mode="stretch_width")
+        return pn.Column(picker, overlay, sizing_mode="stretch_width")
 
     # flow: learned field over its divergence, and the dye patch
     def _flow(self, streams: StreamSet):
@@ -747,9 +764,9 @@ def _field_plot(data=None):
 
 
 def _channel_of(pipe: hv.streams.Pipe, series: Callable[[dict], dict]) -> Channel:
-    """A channel that follows ``pipe``: ``series(pipe.data)`` on each send, and only the
-    series whose points changed go on to the figure (the truth's orbits, the same every
-    evaluation, are sent once)."""
+    """A channel that follows ``pipe``: ``series(pipe.data)`` on each send (and on
+    ``channel.refresh()``), and only the series whose points changed go on to the figure
+    (the truth's orbits, the same every evaluation, are sent once)."""
     channel = Channel()
     channel.update(series(pipe.data or {}))
     ref = weakref.ref(channel)
@@ -764,6 +781,7 @@ def _channel_of(pipe: hv.streams.Pipe, series: Callable[[dict], dict]) -> Channe
         ch.update(changed)
 
     pipe.add_subscriber(follow)
+    channel.refresh = lambda: follow(pipe.data)  # the view's own settings changed (the n-body orbit)
     return channel
 
 
