@@ -4,8 +4,8 @@ Runs. A Train click turns the settings into a :class:`conserv_core.runs.RunSpec`
 it to the session's executor (:func:`executor`): under ``conserv serve`` a Dask cluster of
 worker processes, so the server never trains; in a notebook or a test, a thread of this
 process. Either way the records come back into the run handle's ``deque`` from another
-thread, and :meth:`LabSession.drain` moves them into HoloViews streams and param values on
-the session's own thread: under ``panel serve`` a periodic callback calls it every
+thread, and :meth:`LabSession.drain` moves them into the plots' channels and param values
+on the session's own thread: under ``panel serve`` a periodic callback calls it every
 :data:`DRAIN_MS`; tests and scripts call it themselves.
 
 The run's state is one explicit phase (:data:`PHASES`), changed only by
@@ -30,7 +30,8 @@ import pandas as pd
 import param
 
 from conserv_core import methods as cmethods
-from conserv_core import budget, presets, runs, training
+from conserv_core import budget as work_budget
+from conserv_core import presets, runs, training
 from conserv_core.devices import available_devices
 from conserv_core.systems import ALL_SYSTEMS, FieldSystem, ODESystem, ParameterError, System, get_system
 
@@ -42,6 +43,9 @@ DRAIN_MS = 200
 DRAW_BUDGET_S = 0.05
 #: the loss plots are redrawn at most this often while a run goes on (seconds)
 LOSS_EVERY_S = 0.6
+#: the progress bar and the steps/s line are updated at most this often while a run goes
+#: on (seconds): each update is a message to the page
+PROGRESS_EVERY_S = 0.5
 #: drift values below this are drawn at it (a log axis has no zero)
 DRIFT_FLOOR = 1e-12
 #: at most this many loss points per method reach the browser (thinned where the run is)
@@ -224,10 +228,6 @@ TRANSITIONS = {
 }
 
 
-def _empty(cols) -> pd.DataFrame:
-    return pd.DataFrame({c: np.zeros(0) for c in cols})
-
-
 def multiplier_names(system: System, config: training.TrainConfig) -> list[str]:
     """What the augmented Lagrangian reports: one multiplier per constrained invariant, and μ."""
     if system.kind == "field":
@@ -238,11 +238,65 @@ def multiplier_names(system: System, config: training.TrainConfig) -> list[str]:
     return [*inv, "mu"]
 
 
-class StreamSet:
-    """The HoloViews streams behind the plots of one set of (system, methods).
+class Channel:
+    """One plot's curves, and the figures that draw them.
 
-    The views build their plots on these once; a later run that draws the same plots
-    reuses them (:meth:`clear` empties them), so Train does not rebuild figures.
+    :attr:`data` is ``{series: {column: array}}`` (what the plot shows now). The views'
+    figures subscribe; they receive only what changed: :meth:`append` sends the new
+    points at the end of some series (a browser then gets just those points),
+    :meth:`update` whole series that changed, :meth:`send` everything (series it no
+    longer holds are cleared). No HoloViews element is rebuilt on a change.
+    """
+
+    def __init__(self):
+        self.data: dict[str, dict[str, np.ndarray]] = {}
+        self._subscribers: list[Callable[[dict, bool], None]] = []
+
+    def subscribe(self, fn: Callable[[dict, bool], None]) -> None:
+        """``fn(changes, append)``: ``changes`` is ``{series: columns}`` (``None``: cleared)."""
+        self._subscribers.append(fn)
+
+    def unsubscribe(self, fn) -> None:
+        if fn in self._subscribers:
+            self._subscribers.remove(fn)
+
+    def _notify(self, changes: dict, append: bool) -> None:
+        if changes:
+            for fn in list(self._subscribers):
+                fn(changes, append)
+
+    def append(self, new: dict) -> None:
+        """Add points to the end of series (a series not held yet starts with them)."""
+        new = {k: {c: np.asarray(v) for c, v in cols.items()} for k, cols in new.items()
+               if cols and len(next(iter(cols.values())))}
+        for k, cols in new.items():
+            old = self.data.get(k)
+            self.data[k] = {c: np.concatenate([old[c], v]) for c, v in cols.items()} if old else dict(cols)
+        self._notify(new, True)
+
+    def update(self, series: dict) -> None:
+        """Replace these series whole (the others stay as they are)."""
+        self.data.update(series)
+        self._notify(series, False)
+
+    def send(self, data: dict) -> None:
+        """Replace everything: series not in ``data`` are cleared."""
+        gone = {k: None for k in self.data if k not in data}
+        self.data = dict(data)
+        self._notify({**gone, **data}, False)
+
+    def clear(self) -> None:
+        if self.data:
+            self.send({})
+
+
+class StreamSet:
+    """The data behind the plots of one set of (system, methods).
+
+    The views build their figures on these once; a later run that draws the same plots
+    reuses them (:meth:`clear` empties them), so Train does not rebuild figures. The
+    curves are :class:`Channel` objects (only changes reach the figures); the system view's
+    arrays are a HoloViews ``Pipe`` (the flow's views are DynamicMaps on it).
     """
 
     def __init__(self, system: System, methods: list[str], config: training.TrainConfig):
@@ -252,12 +306,12 @@ class StreamSet:
         self.invariants = drift_keys(system)
         self.multiplier_names = multiplier_names(system, config) if "auglag" in methods else []
         #: {method: {"step", "loss"}} and {method: {"step", "violation"}}
-        self.loss = hv.streams.Pipe(data={})
-        self.violation = hv.streams.Pipe(data={})
-        #: long form: step, multiplier, value
-        self.multipliers = hv.streams.Pipe(data=_empty(["step", "multiplier", "value"]))
+        self.loss = Channel()
+        self.violation = Channel()
+        #: {multiplier: {"step", "value"}}
+        self.multipliers = Channel()
         #: per invariant {series: {"t", "drift"}}; series: "truth", a method, "<method>:own"
-        self.drift = {q: hv.streams.Pipe(data={}) for q in self.invariants}
+        self.drift = {q: Channel() for q in self.invariants}
         #: {method: Evaluation.view}, the system view's arrays
         self.views = hv.streams.Pipe(data={})
         self.key = self.key_for(system, methods, config)
@@ -276,24 +330,19 @@ class StreamSet:
     def clear(self) -> None:
         """Empty every curve. The system view's arrays are forgotten without a redraw: an
         equal-aspect plot cannot size itself on nothing, so it keeps its picture until the
-        next run's first rollout replaces it. A plot that is already empty is not redrawn:
-        each redraw costs ~60 ms of the session's thread, and on a page's first Train
-        they were a third of the wait for the first curves."""
-        for pipe in (self.loss, self.violation, *self.drift.values()):
-            if pipe.data:
-                pipe.send({})
-        if len(self.multipliers.data):
-            self.multipliers.send(_empty(["step", "multiplier", "value"]))
+        next run's first rollout replaces it. A plot that is already empty is not touched."""
+        for channel in (self.loss, self.violation, self.multipliers, *self.drift.values()):
+            channel.clear()
         self.views.update(data={})
 
 
 class LiveData:
-    """Everything one run has reported so far, and the streams it feeds.
+    """Everything one run has reported so far, and the channels it feeds.
 
-    One stream per plot: a plot is redrawn once per refresh whatever the number of
-    methods. The drain marks plots dirty as records arrive and :meth:`flush` sends them,
-    within a time budget when served (a drain must never hold the session's thread long
-    enough to delay a click).
+    One channel per plot, and only changes go into it: new loss points, the drift curves
+    of new evaluations. The drain marks plots dirty as records arrive and :meth:`flush`
+    sends their changes, within a time budget when served (a drain must never hold the
+    session's thread long enough to delay a click).
     """
 
     def __init__(self, system: System, method_keys: list[str], config: training.TrainConfig,
@@ -320,6 +369,13 @@ class LiveData:
         self.views_announced = False
         self._sent_at: dict[str, float] = {}
         self._round_since: float | None = None
+        #: when the progress bar was last updated
+        self.progress_at = -math.inf
+        #: what the plots already hold: loss points per (curve, method), multiplier rows,
+        #: and per drift plot which evaluation each series was drawn from
+        self._n_sent: dict[tuple[str, str], int] = {}
+        self._mult_sent = 0
+        self._drift_drawn: dict[str, dict[str, tuple]] = {q: {} for q in self.invariants}
 
     @property
     def has_auglag(self) -> bool:
@@ -331,26 +387,63 @@ class LiveData:
         return sum(len(h) for h in self.history.values())
 
     # -- what the plots show ----------------------------------------------------------------
-    def drift_series(self, q: str) -> dict:
-        out = {}
+    def _drift_sources(self, q: str):
+        """(series, what it is drawn from, its curve) for drift plot ``q``."""
         evs = {"truth": self.truth, **self.latest_eval} if self.truth is not None else dict(self.latest_eval)
         for key, ev in evs.items():
             source = ev.drift_ood if (self.ood and ev.drift_ood) else ev.drift
             if q in source:
-                out[key] = plot_drift(source[q])
+                yield key, (id(source[q]), self.ood), source[q]
             own = "energy_ood" if self.ood else "energy"
             if q == "energy" and own in ev.learned_drift:
-                out[f"{key}:own"] = plot_drift(ev.learned_drift[own])
+                yield f"{key}:own", (id(ev.learned_drift[own]), self.ood), ev.learned_drift[own]
+
+    def drift_series(self, q: str) -> dict:
+        """Every curve of drift plot ``q``."""
+        return {key: plot_drift(curve) for key, _, curve in self._drift_sources(q)}
+
+    def drift_changes(self, q: str) -> dict:
+        """The curves of drift plot ``q`` that are not drawn yet (a new evaluation, the
+        other test set); marks them drawn."""
+        drawn = self._drift_drawn.setdefault(q, {})
+        out = {}
+        for key, tag, curve in self._drift_sources(q):
+            if drawn.get(key) != tag:
+                drawn[key] = tag
+                out[key] = plot_drift(curve)
         return out
 
     def loss_series(self, column: str) -> dict:
+        """Every loss (or violation) point received, per method."""
+        return {m: self._loss_points(hist, column) for m, hist in self.history.items()}
+
+    def loss_changes(self, column: str) -> dict:
+        """The loss (or violation) points not drawn yet, per method; marks them drawn."""
         out = {}
         for m, hist in self.history.items():
-            step = np.fromiter((p.step for p in hist), float, len(hist))
-            val = np.fromiter((getattr(p, column) for p in hist), float, len(hist))
-            val = np.where(np.isfinite(val), np.maximum(val, 1e-30), np.nan)
-            out[m] = {"step": step, column: val}
+            n = self._n_sent.get((column, m), 0)
+            if len(hist) > n:
+                out[m] = self._loss_points(hist[n:], column)
+                self._n_sent[(column, m)] = len(hist)
         return out
+
+    @staticmethod
+    def _loss_points(hist: list, column: str) -> dict:
+        step = np.fromiter((p.step for p in hist), float, len(hist))
+        val = np.fromiter((getattr(p, column) for p in hist), float, len(hist))
+        val = np.where(np.isfinite(val), np.maximum(val, 1e-30), np.nan)
+        return {"step": step, column: val}
+
+    def multiplier_changes(self) -> dict:
+        """The multiplier rows not drawn yet, per multiplier; marks them drawn."""
+        rows = self.mult_rows[self._mult_sent:]
+        self._mult_sent = len(self.mult_rows)
+        out: dict[str, dict] = {}
+        for step, name, value in rows:
+            d = out.setdefault(name, {"step": [], "value": []})
+            d["step"].append(float(step))
+            d["value"].append(float(value) if math.isfinite(value) else math.nan)
+        return {k: {c: np.asarray(v, float) for c, v in d.items()} for k, d in out.items()}
 
     def set_ood(self, ood: bool) -> None:
         self.ood = ood
@@ -388,9 +481,10 @@ class LiveData:
             self._round_since = now
 
     def flush(self, budget: float | None = None, loss_every: float = 0.0) -> None:
-        """Send dirty plots' data, most telling first, until ``budget`` seconds are spent
-        (the rest stays dirty for the next drain). The loss plots are redrawn at most every
-        ``loss_every`` seconds."""
+        """Send dirty plots' changes, most telling first, until ``budget`` seconds are spent
+        (the rest stays dirty for the next drain): new loss and multiplier points, drift
+        curves from new evaluations. The loss and multiplier plots are updated at most
+        every ``loss_every`` seconds."""
         t0 = time.perf_counter()
         if self._round_since is not None and t0 - self._round_since > 2.0:
             self.mark("drift", "views")
@@ -400,18 +494,19 @@ class LiveData:
                 continue
             if budget is not None and time.perf_counter() - t0 > budget:
                 return
-            if plot in ("loss", "violation"):
+            if plot in ("loss", "violation", "multipliers"):
                 if t0 - self._sent_at.get(plot, -math.inf) < loss_every:
                     continue
                 self._sent_at[plot] = t0
-                getattr(self, plot).send(self.loss_series(plot))
+                if plot == "multipliers":
+                    self.multipliers.append(self.multiplier_changes())
+                else:
+                    getattr(self, plot).append(self.loss_changes(plot))
             elif plot.startswith("drift:"):
                 q = plot.split(":", 1)[1]
-                self.drift[q].send(self.drift_series(q))
+                self.drift[q].update(self.drift_changes(q))
             elif plot == "views":
                 self.views.send({m: ev.view for m, ev in self.latest_eval.items()})
-            elif plot == "multipliers":
-                self.multipliers.send(pd.DataFrame(self.mult_rows, columns=["step", "multiplier", "value"]))
             self.dirty.discard(plot)
 
     def evaluations(self) -> dict[str, training.Evaluation]:
@@ -656,7 +751,7 @@ class LabSession(param.Parameterized):
             if cfg.device not in available_devices():
                 raise ParameterError(f"device {cfg.device!r} is not available here; choose one of "
                                      f"{', '.join(available_devices())}")
-            spec = runs.RunSpec.of(sysm, keys, cfg, max_work=budget.max_work()).validate()
+            spec = runs.RunSpec.of(sysm, keys, cfg, max_work=work_budget.max_work()).validate()
         except (ParameterError, ValueError) as err:
             self._set_status(f"Cannot start: {err}", "danger")
             return None
@@ -794,7 +889,10 @@ class LabSession(param.Parameterized):
         with pn.io.hold():
             if run is not None:
                 self._consume(run, data, records)
-                self._update_progress(run, data)
+                now = time.perf_counter()
+                if budget is None or run.finished.is_set() or now - data.progress_at >= PROGRESS_EVERY_S:
+                    data.progress_at = now
+                    self._update_progress(run, data)
                 if run is self.run and run.finished.is_set() and not run.queue:
                     # the verdict first: it reaches the page with this drain, the last
                     # redraws follow in the next ones

@@ -1,14 +1,20 @@
 """The dashboard's views: each one a :class:`pn.viewable.Viewer` over a :class:`LabSession`.
 
 Every view can be shown on its own in a notebook (``dash.drift_view``). Plot views build
-their HoloViews objects on the session's :class:`app.session.StreamSet`, again only when
-the layout changes (another system or other methods); the session's drain only sends data
-into those streams, so updates reach the browser as new data, not as new plots.
+their figures on the session's :class:`app.session.StreamSet`, again only when the layout
+changes (another system or other methods). The curves (loss, violation, multipliers,
+drift, the phase portrait, the n-body orbits) are :class:`app.live.LivePlot` figures:
+drawn once per page from HoloViews elements, then fed in place by the session's channels,
+so a drain sends the browser new points and changed curves, not new plots. The flow's
+field and dye views are HoloViews DynamicMaps on the system view's Pipe (redrawn once per
+evaluation round).
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
+from typing import Callable
 
 import holoviews as hv
 import numpy as np
@@ -21,7 +27,8 @@ from conserv_core.presets import PRESETS
 from conserv_core.systems import ALL_SYSTEMS
 
 from app import theme
-from app.session import CONFIG_FIELDS, DRIFT_FLOOR, LabSession, StreamSet, system_fields
+from app.live import LivePlot
+from app.session import CONFIG_FIELDS, DRIFT_FLOOR, Channel, LabSession, StreamSet, system_fields
 
 PLOT_HEIGHT = 300
 #: drawing order by method kind in the system view (later is on top)
@@ -323,12 +330,18 @@ class StatusView(pn.viewable.Viewer):
         self._update_legend()
 
     def _update(self, *events) -> None:
+        """Only the parts the changed parameters show (a drain changes the progress and
+        the steps/s line several times a second; the status line seldom)."""
         s = self.session
-        self.line.object = f'<div class="cl-status {s.status_kind}">{_escape(s.status)}</div>'
-        self.bar.value = s.progress
-        self.bar.bar_color = {"danger": "danger", "warning": "warning"}.get(s.status_kind, "success")
-        self.bar.active = s.running and s.progress == 0
-        self.speed.object = f'<span class="cl-muted">{_escape(s.speed)}</span>' if s.speed else ""
+        changed = {e.name for e in events} if events else {"status", "status_kind", "progress", "speed", "running"}
+        if changed & {"status", "status_kind"}:
+            self.line.object = f'<div class="cl-status {s.status_kind}">{_escape(s.status)}</div>'
+        if changed & {"progress", "status_kind", "running"}:
+            self.bar.param.update(
+                value=s.progress, active=s.running and s.progress == 0,
+                bar_color={"danger": "danger", "warning": "warning"}.get(s.status_kind, "success"))
+        if "speed" in changed:
+            self.speed.object = f'<span class="cl-muted">{_escape(s.speed)}</span>' if s.speed else ""
 
     def _update_legend(self, *events) -> None:
         s = self.session
@@ -409,16 +422,16 @@ class LossView(_PlotView):
 
     def build(self, streams: StreamSet):
         keys = list(streams.methods)
-        loss = _styled(hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="step", vdim="loss"),
-                                     streams=[streams.loss]).opts(_series_styles(keys)),
-                       logy=True, title="Training loss", xlabel="training step",
-                       ylabel="loss (MSE + constraint)", show_legend=False, height=SMALL_HEIGHT)
-        viol = _styled(hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="step", vdim="violation"),
-                                     streams=[streams.violation]).opts(_series_styles(keys)),
-                       logy=True, title="Conservation violation at training points",
-                       xlabel="training step", ylabel="rms dQ/dt (normalised)", show_legend=False,
-                       height=SMALL_HEIGHT)
-        return pn.Column(_pane(loss), _pane(viol), sizing_mode="stretch_width")
+
+        def plot(vdim: str, **opts):
+            def element():
+                return _styled(_series_overlay(None, keys=keys, kdim="step", vdim=vdim).opts(_series_styles(keys)),
+                               logy=True, xlabel="training step", show_legend=False, height=SMALL_HEIGHT, **opts)
+            return LivePlot(element, getattr(streams, vdim), keys)
+
+        loss = plot("loss", title="Training loss", ylabel="loss (MSE + constraint)")
+        viol = plot("violation", title="Conservation violation at training points", ylabel="rms dQ/dt (normalised)")
+        return pn.Column(loss, viol, sizing_mode="stretch_width")
 
 
 class DriftView(_PlotView):
@@ -457,10 +470,12 @@ class DriftView(_PlotView):
             if q == "energy":
                 keys += [f"{m}:own" for m in streams.methods if m in ("hnn", "lnn")]
             keys.append("truth")
-            dmap = hv.DynamicMap(functools.partial(_series_overlay, keys=keys, kdim="t", vdim="drift"),
-                                 streams=[streams.drift[q]]).opts(_series_styles(keys))
-            plots.append(_pane(_styled(dmap, logy=True, title=title, xlabel=tlabel, ylabel=ylabel,
-                                       show_legend=False)))
+
+            def element(keys=keys, title=title, ylabel=ylabel):
+                return _styled(_series_overlay(None, keys=keys, kdim="t", vdim="drift").opts(_series_styles(keys)),
+                               logy=True, title=title, xlabel=tlabel, ylabel=ylabel, show_legend=False)
+
+            plots.append(LivePlot(element, streams.drift[q], keys))
         note = html(
             "<span class='cl-muted'>Each curve is the mean over the test initial conditions, rolled out by the "
             "learned dynamics with the integrator chosen under <i>Rollout and test</i>; the dashed black line is "
@@ -488,21 +503,17 @@ class MultiplierView(_PlotView):
         names = streams.multiplier_names
         palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00"]
 
-        def plot(data=None):
-            curves = []
-            for name in names:
-                d = data[data["multiplier"] == name] if data is not None and len(data) else None
-                curves.append(hv.Curve(d if d is not None and len(d) else [], "step", "value", label=name))
-            return hv.Overlay(curves)
-
         styles = hv.opts.Curve(line_width=2, color=hv.Cycle(["#444" if n == "mu" else palette[i % 5]
                                                              for i, n in enumerate(names)]),
                                line_dash=hv.Cycle(["dashed" if n == "mu" else "solid" for n in names]))
-        dm = _styled(hv.DynamicMap(plot, streams=[streams.multipliers]).opts(styles), logy=True,
-                     title="Aug. Lagrangian: λ per invariant, μ dashed",
-                     xlabel="training step", ylabel="value (rms λ, μ)", legend_position="right",
-                     height=SMALL_HEIGHT)
-        return _pane(dm)
+
+        def element():
+            curves = hv.Overlay([hv.Curve([], "step", "value", label=name) for name in names])
+            return _styled(curves.opts(styles), logy=True, title="Aug. Lagrangian: λ per invariant, μ dashed",
+                           xlabel="training step", ylabel="value (rms λ, μ)", legend_position="right",
+                           height=SMALL_HEIGHT)
+
+        return LivePlot(element, streams.multipliers, names)
 
 
 class SystemView(_PlotView):
@@ -518,13 +529,25 @@ class SystemView(_PlotView):
     def __init__(self, **params):
         self._on_frame = None
         self._built_for: StreamSet | None = None
+        #: the phase portrait's channel (one degree of freedom or a plane of two)
+        self._portrait_data: Channel | None = None
+        self._orbit_watcher = None
         super().__init__(**params)
         self.session.param.watch(guarded(self.session, self._rebuild), ["views_ready", "data"])
 
     def _rebuild(self, *events) -> None:
-        # built once a run's first rollout arrived (equal-aspect plots need data to size
-        # themselves); a later run on the same streams keeps the picture until it redraws
+        # a phase portrait is built with the other plots (its axes follow the data in the
+        # browser). The n-body and flow views wait for a run's first rollout (equal-aspect
+        # plots need data to size themselves); a later run on the same streams keeps the
+        # picture until it redraws
         data, streams = self.session.data, self.session.streams
+        if streams is not None and self._portrait_kind(streams):
+            if self._built_for is not streams:
+                self._built_for, self._on_frame = streams, None
+                self._box.objects = [self.build(streams)]
+            if data is None and self._portrait_data is not None:  # reset, another system: empty it
+                self._portrait_data.clear()
+            return
         if data is None or streams is None:
             self._built_for, self._on_frame = None, None
             self._box.objects = [_placeholder(self.placeholder)]
@@ -536,6 +559,10 @@ class SystemView(_PlotView):
         else:
             self._built_for = streams
             self._box.objects = [self.build(streams)]
+
+    @staticmethod
+    def _portrait_kind(streams: StreamSet) -> bool:
+        return streams.system.kind != "field" and streams.system_key != "nbody"
 
     @param.depends("frame", watch=True)
     def _frame_changed(self) -> None:
@@ -559,17 +586,18 @@ class SystemView(_PlotView):
         order = sorted(streams.methods, key=lambda k: _DRAW_ORDER.get(cmethods.ALL_METHODS[k].kind, 0))
         contoured = [m for m in order if m in ("hnn", "lnn")] if dof == 1 else []
 
-        def plot(data=None):
-            views = data or {}
-            layers = [_line(_energy_levels(views.get(m)), dims) for m in contoured]
+        keys = [f"{m}:levels" for m in contoured] + order + ["truth"]
+
+        def series(views: dict) -> dict:
+            out = {f"{m}:levels": _line_columns(_energy_levels(views.get(m)), dims) for m in contoured}
             for m in order:
                 z = views[m]["model"][:, :, cols] if m in views else None  # (T, 4, 2)
-                layers.append(_line([_clip_path(z[:, i, :]) for i in range(z.shape[1])] if z is not None else [],
-                                    dims))
+                out[m] = _line_columns([_clip_path(z[:, i, :]) for i in range(z.shape[1])] if z is not None else [],
+                                       dims)
             ref = next((views[m] for m in order if m in views), None)
             z = ref["true"][:, :, cols] if ref is not None else None
-            layers.append(_line([z[:, i, :] for i in range(z.shape[1])] if z is not None else [], dims))
-            return hv.Overlay(layers)
+            out["truth"] = _line_columns([z[:, i, :] for i in range(z.shape[1])] if z is not None else [], dims)
+            return out
 
         colors = [theme.COLORS[m] for m in contoured + order] + [theme.COLORS["truth"]]
         styles = hv.opts.Curve(color=hv.Cycle(colors),
@@ -579,14 +607,19 @@ class SystemView(_PlotView):
         xlabel, ylabel = theme.PORTRAIT_AXES.get(streams.system_key, (dims[0], dims[1]))
         title = ("Phase portrait: 4 test orbits, true (dashed) and learned" if dof == 1 else
                  "First two coordinates along 4 test rollouts, true (dashed) and learned")
-        overlay = _styled(hv.DynamicMap(plot, streams=[streams.views]).opts(styles), title=title, xlabel=xlabel,
-                          ylabel=ylabel, show_legend=False, height=PLOT_HEIGHT + 40)
+
+        def element():
+            return _styled(hv.Overlay([hv.Curve([], *dims) for _ in keys]).opts(styles), title=title,
+                           xlabel=xlabel, ylabel=ylabel, show_legend=False, height=PLOT_HEIGHT + 40)
+
+        self._portrait_data = _channel_of(streams.views, series)
+        overlay = LivePlot(element, self._portrait_data, keys)
         note = html("<span class='cl-muted'>A conserved energy keeps each orbit on a closed curve. "
                     "Thin lines: the Hamiltonian network's learned energy levels — its orbits must "
                     "follow them.</span>" if dof == 1 else
                     "<span class='cl-muted'>Where the learned paths leave the dashed true ones, the "
                     "learned dynamics have gone their own way.</span>", sizing_mode="stretch_width")
-        return pn.Column(_pane(overlay), note, sizing_mode="stretch_width")
+        return pn.Column(overlay, note, sizing_mode="stretch_width")
 
     # n-body: orbits of one test case, true vs learned
     def _nbody(self, streams: StreamSet):
@@ -596,23 +629,28 @@ class SystemView(_PlotView):
         def bodies(z, k):  # z (T, 4, 4N) -> N paths (T, 2)
             return [_clip_path(np.stack([z[:, k, 2 * i], z[:, k, 2 * i + 1]], -1)) for i in range(nb)]
 
-        def plot(data=None, orbit=1):
-            views = data or {}
+        xy = ["x", "y"]
+        keys = [*methods, *(f"{m}:end" for m in methods), "truth", "box"]
+
+        def series(views: dict) -> dict:
+            orbit = self.orbit
             ref = next((views[m] for m in methods if m in views), None)
             truth = bodies(ref["true"], orbit - 1) if ref is not None else []
             learned = {m: bodies(views[m]["model"], orbit - 1) if m in views else [] for m in methods}
-            layers = [_line(learned[m], ["x", "y"]) for m in methods]
-            layers += [hv.Points([p[-1] for p in learned[m] if len(p)], ["x", "y"]) for m in methods]
-            layers.append(_line(truth, ["x", "y"]))
+            out = {m: _line_columns(learned[m], xy) for m in methods}
+            for m in methods:
+                ends = np.array([p[-1] for p in learned[m] if len(p)], float).reshape(-1, 2)
+                out[f"{m}:end"] = {"x": ends[:, 0], "y": ends[:, 1]}
+            out["truth"] = _line_columns(truth, xy)
             # invisible corners of a square around the true orbits: equal x and y spans
-            box = []
+            box = np.zeros((0, 2))
             if truth:
-                xy = np.concatenate(truth)
-                lo, hi = np.nanmin(xy, 0), np.nanmax(xy, 0)
+                both = np.concatenate(truth)
+                lo, hi = np.nanmin(both, 0), np.nanmax(both, 0)
                 c, r = (lo + hi) / 2, 0.55 * float(np.max(hi - lo)) + 1e-6
-                box = [(c[0] - r, c[1] - r), (c[0] + r, c[1] + r)]
-            layers.append(hv.Points(box, ["x", "y"]))
-            return hv.Overlay(layers)
+                box = np.array([(c[0] - r, c[1] - r), (c[0] + r, c[1] + r)])
+            out["box"] = {"x": box[:, 0], "y": box[:, 1]}
+            return out
 
         colors = [theme.COLORS[m] for m in methods]
         styles = [hv.opts.Curve(color=hv.Cycle(colors + [theme.COLORS["truth"]]),
@@ -621,11 +659,21 @@ class SystemView(_PlotView):
                   hv.opts.Points(color=hv.Cycle(colors + ["#000"]), size=hv.Cycle([8] * len(methods) + [1]),
                                  alpha=hv.Cycle([1.0] * len(methods) + [0.0]))]
 
-        overlay = _styled(hv.DynamicMap(plot, streams=[streams.views, hv.streams.Params(self, ["orbit"])]).opts(*styles),
-                          title=f"{nb} bodies: true orbits dashed, learned solid (dot = end)",
-                          xlabel="x", ylabel="y", show_legend=False, **_square(360))
+        def element():
+            layers = [hv.Curve([], *xy) for _ in methods] + [hv.Points([], xy) for _ in methods]
+            layers += [hv.Curve([], *xy), hv.Points([], xy)]
+            return _styled(hv.Overlay(layers).opts(*styles),
+                           title=f"{nb} bodies: true orbits dashed, learned solid (dot = end)",
+                           xlabel="x", ylabel="y", show_legend=False, **_square(360))
+
+        channel = _channel_of(streams.views, series)
+        if self._orbit_watcher is not None:
+            self.param.unwatch(self._orbit_watcher)
+        self._orbit_watcher = self.param.watch(guarded(self.session, lambda e: channel.refresh()), "orbit")
+        # equal padding on both axes keeps the box square
+        overlay = LivePlot(element, channel, keys, padding=(0.1, 0.1), sizing_mode="fixed")
         picker = pn.widgets.IntSlider.from_param(self.param.orbit, label="Test case", width=200)
-        return pn.Column(picker, _pane(overlay), sizing_mode="stretch_width")
+        return pn.Column(picker, overlay, sizing_mode="stretch_width")
 
     # flow: learned field over its divergence, and the dye patch
     def _flow(self, streams: StreamSet):
@@ -713,6 +761,43 @@ def _field_plot(data=None):
     vec = hv.VectorField((X.ravel(), Y.ravel(), np.arctan2(vv, uu).ravel(), length.ravel()),
                          ["x", "y"], ["angle", "length"])
     return img * vec
+
+
+def _channel_of(pipe: hv.streams.Pipe, series: Callable[[dict], dict]) -> Channel:
+    """A channel that follows ``pipe``: ``series(pipe.data)`` on each send (and on
+    ``channel.refresh()``), and only the series whose points changed go on to the figure
+    (the truth's orbits, the same every evaluation, are sent once)."""
+    channel = Channel()
+    channel.update(series(pipe.data or {}))
+    ref = weakref.ref(channel)
+
+    def follow(data=None, **_):
+        ch = ref()
+        if ch is None:  # the view was rebuilt: this channel is gone
+            return
+        new = series(data or {})
+        changed = {k: v for k, v in new.items()
+                   if k not in ch.data or any(not _same(ch.data[k].get(c), v[c]) for c in v)}
+        ch.update(changed)
+
+    pipe.add_subscriber(follow)
+    channel.refresh = lambda: follow(pipe.data)  # the view's own settings changed (the n-body orbit)
+    return channel
+
+
+def _same(a, b) -> bool:
+    return a is not None and np.shape(a) == np.shape(b) and np.array_equal(a, b, equal_nan=True)
+
+
+def _line_columns(paths: list[np.ndarray], dims: list[str]) -> dict:
+    """Several (T, 2) paths as the columns of one line, with NaN rows between them
+    (Bokeh leaves a gap there)."""
+    paths = [p for p in paths if len(p)]
+    if not paths:
+        return {dims[0]: np.zeros(0), dims[1]: np.zeros(0)}
+    gap = np.full((1, 2), np.nan)
+    xy = np.concatenate([x for p in paths for x in (p, gap)][:-1]).astype(float)
+    return {dims[0]: xy[:, 0], dims[1]: xy[:, 1]}
 
 
 def _line(paths: list[np.ndarray], dims: list[str]) -> hv.Curve:

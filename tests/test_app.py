@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import panel as pn
 import pytest
@@ -113,6 +114,43 @@ def test_short_run_streams_into_plots_and_finishes(dash):
     assert max(cds_lengths(root, "loss")) >= 10
     assert max(cds_lengths(root, "drift")) > 10
     assert dash.controls.stop_button.disabled is True
+
+
+def test_curves_reach_the_page_as_new_points_not_new_plots(dash):
+    """Drawing is cheap per update: the loss curves grow by streamed points (never a
+    whole new data set), the figures are the ones built before Train, and their axes
+    follow the data."""
+    from bokeh.document import Document
+    from bokeh.document.events import ColumnDataChangedEvent, ColumnsStreamedEvent
+    from bokeh.models import Plot
+
+    tiny(dash, steps=60)
+    doc = Document()
+    root = pn.panel(dash).get_root(doc)
+    doc.add_root(root)
+    loss_sources = [m for m in root.select({"type": ColumnDataSource}) if "loss" in m.data]
+    plots_before = {p.id for p in root.select({"type": Plot})}
+    events = []
+    doc.on_change(events.append)
+    click(dash.controls.train_button)
+    s = dash.session
+    drain_until(dash, lambda: not s.running)
+    assert s.status_kind == "success", s.status
+    mine = {id(m) for m in loss_sources}
+    streamed = [e for e in events if isinstance(e, ColumnsStreamedEvent) and id(e.model) in mine]
+    replaced = [e for e in events if isinstance(e, ColumnDataChangedEvent) and id(e.model) in mine]
+    assert len(streamed) >= 3 and not replaced
+    # every point arrived exactly once, in order
+    lengths = sorted(len(m.data["loss"]) for m in loss_sources)
+    assert lengths == sorted(len(h) for h in s.data.history.values())
+    for m in loss_sources:
+        assert np.all(np.diff(m.data["step"]) > 0)
+    # the same figures (those a browser already has), their axes around the data
+    assert {p.id for p in root.select({"type": Plot})} >= plots_before
+    loss_plot = next(p for p in root.select({"type": Plot}) if p.title.text == "Training loss")
+    assert loss_plot.x_range.end == s.config.steps
+    lo = min(np.nanmin(m.data["loss"]) for m in loss_sources)
+    assert 0 < loss_plot.y_range.start < lo
 
 
 def test_plots_grow_while_training(dash):

@@ -1,0 +1,165 @@
+"""Figures that take new data in place: one Bokeh figure per page, fed by a Channel.
+
+A HoloViews ``DynamicMap`` on a ``Pipe`` rebuilds its whole element tree and re-applies
+every option on each send, and then replaces each curve's data whole: on a served
+dashboard that was most of the server's main thread. A :class:`LivePlot` renders its
+HoloViews element once per page (so it looks exactly as before: titles, log axes,
+colours, dashes), keeps that figure's ``ColumnDataSource`` per series, and from then on
+only changes those: ``ColumnDataSource.stream`` for new points (only they travel to the
+browser), a new ``data`` for a series that changed. The axes follow the data as
+HoloViews' framewise ranges did: after each change the server sets both ranges from the
+data with HoloViews' padding (a few numbers per update); an empty plot keeps the axes
+HoloViews drew it with.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+from bokeh.models import ColumnDataSource, GlyphRenderer, LogScale
+from panel.io.state import state
+
+from app.session import Channel
+
+
+class LivePlot(pn.pane.Bokeh):
+    """A figure drawn once from ``element()`` (an overlay with one layer per ``keys``
+    entry, in order), whose layers then take ``channel``'s changes in place.
+
+    ``padding``: (x, y) fraction of the data's span added at each end of the axes
+    (HoloViews pads a curve's y range by 0.1, in log space on a log axis, and not its x
+    range)."""
+
+    def __init__(self, element: Callable[[], hv.core.Dimensioned], channel: Channel, keys: list[str],
+                 padding: tuple[float, float] = (0.0, 0.1), **params):
+        params.setdefault("sizing_mode", "stretch_width")
+        super().__init__(object=None, **params)
+        self._element = element
+        self._channel = channel
+        self._keys = list(keys)
+        self._padding = padding
+        #: per page (root ref): (doc, comm, {series: ColumnDataSource}, figure, empty ranges)
+        self._live: dict[str, tuple] = {}
+        channel.subscribe(self._changed)
+
+    # -- rendering: once per page ------------------------------------------------------------
+    def _figure(self):
+        fig = hv.render(self._element(), backend="bokeh")
+        glyphs = [r for r in fig.renderers if isinstance(r, GlyphRenderer)]
+        if len(glyphs) != len(self._keys):
+            raise RuntimeError(f"expected {len(self._keys)} layers, the figure has {len(glyphs)}")
+        sources = {k: r.data_source for k, r in zip(self._keys, glyphs)}
+        for k, cds in sources.items():
+            cols = self._channel.data.get(k)
+            if cols is not None:
+                cds.data = _columns(cds, cols)
+        empty = (fig.x_range.start, fig.x_range.end, fig.y_range.start, fig.y_range.end)
+        self._set_ranges(fig, self._bounds(fig, empty))
+        return fig, sources, empty
+
+    def _bounds(self, fig, empty: tuple) -> tuple:
+        """x0, x1, y0, y1 of every point the channel holds, padded as HoloViews pads (the
+        axes HoloViews drew while there is no data)."""
+        xs, ys = [], []
+        for k in self._keys:
+            cols = self._channel.data.get(k)
+            if cols:
+                x, y = list(cols.values())[:2]
+                xs.append(np.asarray(x, float))
+                ys.append(np.asarray(y, float))
+        if not xs:
+            return empty
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        ok = np.isfinite(x) & np.isfinite(y)
+        logx, logy = isinstance(fig.x_scale, LogScale), isinstance(fig.y_scale, LogScale)
+        if logx:
+            ok &= x > 0
+        if logy:
+            ok &= y > 0
+        if not ok.any():
+            return empty
+        return (*_pad(x[ok].min(), x[ok].max(), self._padding[0], logx),
+                *_pad(y[ok].min(), y[ok].max(), self._padding[1], logy))
+
+    @staticmethod
+    def _set_ranges(fig, bounds: tuple) -> None:
+        x0, x1, y0, y1 = (float(b) if b is not None else math.nan for b in bounds)
+        for rng, lo, hi in ((fig.x_range, x0, x1), (fig.y_range, y0, y1)):
+            if not (_same(rng.start, lo) and _same(rng.end, hi)):
+                rng.update(start=lo, end=hi, reset_start=lo, reset_end=hi)
+
+    def _get_model(self, doc, root=None, parent=None, comm=None):
+        if root is None:
+            return self.get_root(doc, comm)
+        fig, sources, empty = self._figure()
+        ref = root.ref["id"]
+        self._models[ref] = (fig, parent)
+        self._live[ref] = (doc, comm, sources, fig, empty)
+        self._design.apply_bokeh_theme_to_model(fig, self.theme)
+        return fig
+
+    def _update_pane(self, *events) -> None:
+        """The figure is never replaced (``object`` stays ``None``)."""
+
+    def _cleanup(self, root=None) -> None:
+        if root is not None:
+            self._live.pop(root.ref["id"], None)
+        super()._cleanup(root)
+
+    def detach(self) -> None:
+        """Stop following the channel (the view that built this plot was replaced)."""
+        self._channel.unsubscribe(self._changed)
+
+    # -- updates: only what changed ------------------------------------------------------------
+    def _changed(self, changes: dict, append: bool) -> None:
+        bounds = None  # the same for every page: computed once
+        for doc, comm, sources, fig, empty in list(self._live.values()):
+            if bounds is None:
+                bounds = self._bounds(fig, empty)
+            if doc.session_context is not None and not state._unblocked(doc):  # another thread
+                doc.add_next_tick_callback(partial(self._apply, sources, fig, bounds, changes, append))
+                continue
+            self._apply(sources, fig, bounds, changes, append)
+            if comm is not None:  # a notebook: send the changes now
+                from panel.io.notebook import push
+
+                push(doc, comm)
+
+    def _apply(self, sources: dict, fig, bounds: tuple, changes: dict, append: bool) -> None:
+        for key, cols in changes.items():
+            cds = sources.get(key)
+            if cds is None:
+                continue
+            if append and cols is not None:
+                cds.stream({c: np.asarray(v) for c, v in cols.items()})
+            else:
+                cds.data = _columns(cds, cols)
+        self._set_ranges(fig, bounds)
+
+
+def _same(a, b) -> bool:
+    return a == b or (a is not None and math.isnan(a) and math.isnan(b))
+
+
+def _pad(lo: float, hi: float, pad: float, log: bool) -> tuple[float, float]:
+    """HoloViews' ``range_pad``: ``pad`` of the span at each end (in log space on a log
+    axis); a single value gets a span around it."""
+    if log:
+        lo, hi = np.log10(lo), np.log10(hi)
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    span = hi - lo
+    lo, hi = lo - pad * span, hi + pad * span
+    return (10 ** lo, 10 ** hi) if log else (lo, hi)
+
+
+def _columns(cds: ColumnDataSource, cols: dict | None) -> dict:
+    """``cols`` for this source (every column it has; none of ours: empty)."""
+    if cols is None:
+        return {c: np.zeros(0) for c in cds.data}
+    return {c: np.asarray(v) for c, v in cols.items()}
