@@ -26,7 +26,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import pickle
