@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     os.environ["CONSERV_THREADS"] = str(args.threads)
     import panel as pn
 
-    from app import serving, session
+    from app import executor, serving
     from conserv_core import runs
     from app.dashboard import TITLE, create_app
 
@@ -112,14 +112,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         cluster_proc, address, link, workers, keeper = runs.start_cluster_process(args.workers, args.threads)
     os.environ["CONSERV_SCHEDULER"] = address
     main_pid = os.getpid()
-    try:  # the server's own client; --num-procs children make theirs (app.session.executor)
-        ex = session.connect_executor(address, args.threads)
+    try:  # the server's own client; --num-procs children make theirs (app.executor.executor)
+        ex = executor.connect_executor(address, args.threads)
     except OSError as err:
         sys.stderr.write(f"{prog}: error: cannot reach the Dask scheduler at {address}: {err}\n")
         return 2
     link, workers = link or ex.dashboard_link, ex.slots
     if args.num_procs == 1:
-        session.set_executor(ex)
+        executor.set_executor(ex)
     else:
         ex.close()
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             # child ends when the parent does, even after kill -9 (it would keep the port)
             if keeper is not None:
                 keeper.close()
-            session.watch_parent()
+            executor.watch_parent()
 
         os.register_at_fork(after_in_child=in_child)
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if os.getpid() == main_pid:
             if args.num_procs > 1:
                 _stop_children()
-            session.set_executor(None)
+            executor.set_executor(None)
             if keeper is not None:
                 try:
                     keeper.send("stop")

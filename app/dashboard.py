@@ -15,8 +15,9 @@ import holoviews as hv
 import panel as pn
 import param
 
-from app.serving import prepare_document
-from app.session import URL_CONFIG_FIELDS, LabSession, release_memory, url_system_fields
+from app.serving import prepare_document, release_memory
+from app.session import LabSession
+from app.settings import URL_CONFIG_FIELDS, url_system_fields
 from app.views import (Controls, DriftView, LossView, MultiplierView, StatusView, SystemView, TeachingView,
                        guarded, html)
 

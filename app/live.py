@@ -24,7 +24,7 @@ import panel as pn
 from bokeh.models import ColumnDataSource, GlyphRenderer, LogScale
 from panel.io.state import state
 
-from app.session import Channel
+from app.rundata import Channel
 
 
 class LivePlot(pn.pane.Bokeh):

@@ -1,7 +1,7 @@
 """The dashboard's views: each one a :class:`pn.viewable.Viewer` over a :class:`LabSession`.
 
 Every view can be shown on its own in a notebook (``dash.drift_view``). Plot views build
-their figures on the session's :class:`app.session.StreamSet`, again only when the layout
+their figures on the session's :class:`app.rundata.StreamSet`, again only when the layout
 changes (another system or other methods). The curves (loss, violation, multipliers,
 drift, the phase portrait, the n-body orbits) are :class:`app.live.LivePlot` figures:
 drawn once per page from HoloViews elements, then fed in place by the session's channels,
@@ -28,7 +28,9 @@ from conserv_core.systems import ALL_SYSTEMS
 
 from app import theme
 from app.live import LivePlot
-from app.session import CONFIG_FIELDS, DRIFT_FLOOR, Channel, LabSession, StreamSet, system_fields
+from app.rundata import DRIFT_FLOOR, Channel, StreamSet
+from app.session import LabSession
+from app.settings import CONFIG_FIELDS, system_fields
 
 PLOT_HEIGHT = 300
 #: drawing order by method kind in the system view (later is on top)

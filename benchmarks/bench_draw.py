@@ -66,7 +66,8 @@ def record(methods: list[str], path: str) -> dict:
 
 # -- replay -------------------------------------------------------------------------------
 class SimClock:
-    """Stands in for ``time`` in app.session: ``perf_counter`` is the replay's clock."""
+    """Stands in for ``time`` in app.session and app.rundata: ``perf_counter`` is the
+    replay's clock."""
 
     def __init__(self):
         self.now = 0.0
@@ -155,6 +156,7 @@ DRAW_BUDGET = None
 
 
 def replay(data: dict, n_sessions: int) -> dict:
+    from app import rundata as R
     from app import session as S
     from conserv_core import training
 
@@ -175,7 +177,7 @@ def replay(data: dict, n_sessions: int) -> dict:
             if current:
                 current[0].flushed |= before - set(self.dirty)
 
-    S.time, S.LiveData.flush = clock, flush
+    S.time, R.time, S.LiveData.flush = clock, clock, flush
     try:
         c0 = time.thread_time()
         pages = [Page(data["methods"]) for _ in range(n_sessions)]
@@ -214,7 +216,7 @@ def replay(data: dict, n_sessions: int) -> dict:
         ok = [p.dash.session.status_kind for p in pages]
         assert all(k == "success" for k in ok), ok
     finally:
-        S.time, S.LiveData.flush = real_time, real_flush
+        S.time, R.time, S.LiveData.flush = real_time, real_time, real_flush
         for p in pages:
             p.close()
     rounds = len({r.step for _, r in data["records"]

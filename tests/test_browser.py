@@ -92,7 +92,7 @@ def server():
     import panel as pn
 
     from app.dashboard import create_app
-    from app.session import warm_up
+    from conserv_core.training import warm_up
 
     warm_up()
     port = _free_port()
@@ -222,9 +222,9 @@ def test_two_pages_train_different_things_at_once(server, browser, tmp_path):
 
 
 def test_a_closed_tab_stops_its_run(server, browser):
-    from app import session as app_session
+    from app import executor as app_executor
 
-    ex = app_session.executor()
+    ex = app_executor.executor()
     before = set(h.id for h in ex.active())
     page, errors = _open(browser, server + "?steps=100000&horizon=2&seed=77")
     _click(page, "Train")

@@ -1,0 +1,33 @@
+"""The phases of a session's run: one explicit state machine.
+
+:meth:`app.session.LabSession._enter` is the only place a session changes phase; the
+status line's colour follows from the phase, and no logic reads the status text.
+"""
+
+from __future__ import annotations
+
+#: the phases of a session's run, and the colour of the status line in each
+PHASES = {
+    "idle": "info",
+    "queued": "running",
+    "preparing": "running",
+    "training": "running",
+    "stopping": "warning",
+    "done": "success",
+    "stopped": "warning",
+    "diverged": "danger",
+    "failed": "danger",
+}
+#: phases in which a run exists (Train replaces it, Stop ends it)
+ACTIVE = ("queued", "preparing", "training", "stopping")
+ENDED = ("done", "stopped", "diverged", "failed")
+NEW = {"idle", "queued", "preparing"}
+#: which phase may follow which: a new run (or none) from anywhere; a run goes forward only
+TRANSITIONS = {
+    "idle": NEW,
+    "queued": {*NEW, "training", "stopping", *ENDED},
+    "preparing": {*NEW, "training", "stopping", *ENDED},
+    "training": {*NEW, "training", "stopping", *ENDED},
+    "stopping": {*NEW, "stopping", *ENDED},
+    **{p: NEW for p in ENDED},
+}

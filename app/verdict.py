@@ -1,0 +1,49 @@
+"""The sentence a finished run ends with: each method's drift at the horizon, and what
+it means against the baseline and the truth."""
+
+from __future__ import annotations
+
+import math
+
+from app import theme
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "NaN"
+    return "0 (exact)" if x == 0 else f"{x:.1e}"
+
+
+def _final(curve) -> float:
+    """The drift at the horizon (NaN if the rollout blew up before it)."""
+    return float(curve.rel[-1]) if curve.rel else float("nan")
+
+
+def verdict(data) -> str:
+    """Each method's drift at the horizon, and how the best compares with the baseline."""
+    q = data.invariants[0]
+    title = theme.INVARIANTS.get(q, (q, ""))[0].lower()
+    finals = {m: _final(data.latest_eval[m].drift[q]) for m in data.methods
+              if m in data.latest_eval and q in data.latest_eval[m].drift}
+    parts = [f"{theme.SHORT[m]} {_fmt(v)}" for m, v in finals.items()]
+    if data.truth is not None and q in data.truth.drift:
+        parts.append(f"truth {_fmt(_final(data.truth.drift[q]))}")
+    secs = max((p.elapsed for p in data.progress.values()), default=0.0)
+    horizon = data.truth.drift[q].t[-1] if data.truth is not None and q in data.truth.drift else None
+    at = f" at t = {horizon:g}" if horizon is not None else ""
+    text = f"Done ({secs:.0f} s of training per method). {title.capitalize()}{at}: " + " · ".join(parts) + "."
+    base = finals.get("baseline")
+    others = {m: v for m, v in finals.items() if m != "baseline" and math.isfinite(v)}
+    if not data.system.is_conserved(q):
+        text += (f" With these parameters {title.split()[0]} is not conserved: the right answer is the "
+                 "truth's curve, and a method that holds it constant is wrong.")
+    elif base is not None and math.isfinite(base) and base > 0 and others:
+        best = min(others, key=others.get)
+        ratio = base / others[best] if others[best] > 0 else math.inf
+        if ratio == math.inf:
+            text += f" {theme.SHORT[best]} keeps it exactly; the baseline does not."
+        elif ratio >= 2:
+            text += f" {theme.SHORT[best]} drifts {ratio:,.0f}× less than the baseline."
+        else:
+            text += " No method beats the baseline by much here: try more steps, or look at the system view."
+    return text
