@@ -249,9 +249,16 @@ class LabSession(param.Parameterized):
             self._set_status(f"Cannot start: {err}", "danger")
             return None
         old = self.run
-        self.run = None
+        try:
+            handle = self.executor.submit(spec, replaces=old, wake=self._waker())
+        except (ParameterError, ValueError) as err:
+            self._set_status(f"Cannot start: {err}", "danger")
+            return None
+        except Exception as err:  # the cluster is unreachable: say so, never crash the page
+            self._set_status(f"Cannot reach the training cluster ({type(err).__name__}: {err}). "
+                             "Ask the workshop leader to check the server.", "danger")
+            return None
         self._changed_during_run = False
-        handle = self.executor.submit(spec, replaces=old, wake=self._waker())
         self.run = handle
         streams = self.prepare(sysm, keys, cfg)
         streams.clear()

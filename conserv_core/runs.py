@@ -332,7 +332,12 @@ class Executor:
         handle.wake = wake
         with self._lock:
             self._active[handle.id] = handle
-        self._launch(handle)
+        try:
+            self._launch(handle)
+        except BaseException:
+            with self._lock:
+                self._active.pop(handle.id, None)
+            raise
         return handle
 
     def _launch(self, handle: RunHandle) -> None:
@@ -555,8 +560,11 @@ class DaskExecutor(Executor):
             elif f.result() == "lost":
                 handle.end(failure="the worker process running this run died")
             else:
-                # the task returned: its last batch is on its way through the scheduler
-                threading.Timer(2.0, lambda: handle.end(failure="the run's last records never arrived")).start()
+                # the task returned: its last batch left the worker before the result did,
+                # on the same stream, so it is here or on its way; a safety net only
+                threading.Timer(10.0, lambda: handle.end(failure="the run's last records never arrived")).start()
+                return
+            self._forget(handle)  # ended from this side: nothing more will be published
 
         fut.add_done_callback(on_done)
 

@@ -565,3 +565,27 @@ def test_a_dead_worker_fails_the_session_run_with_a_message_and_keeps_its_curves
         dask_ex.client.wait_for_workers(2, timeout=60)
     finally:
         d.close()
+
+
+def test_an_unreachable_cluster_is_said_on_the_page_not_raised():
+    from conserv_core import runs
+
+    class Gone(runs.Executor):
+        def _launch(self, handle):
+            raise OSError("Timed out trying to connect to tcp://10.9.9.9:8786")
+
+        def _stop(self, handle):
+            pass
+
+    ex = Gone()
+    d = app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=ex))
+    try:
+        tiny(d)
+        click(d.controls.train_button)
+        s = d.session
+        assert s.run is None and s.phase == "idle" and not s.running
+        assert s.status_kind == "danger" and "Cannot reach the training cluster" in s.status
+        assert ex.active() == []
+        assert not s.errors  # handled, not an unexpected error
+    finally:
+        d.close()
