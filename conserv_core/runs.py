@@ -242,28 +242,32 @@ class RunHandle:
         self.submitted_at = time.monotonic()
         self.started_at: float | None = None
         self.stop_requested = False
+        self._deliver_lock = threading.Lock()
         #: called (from any thread) when an urgent record arrives: a served session
         #: schedules a drain on its next tick
         self.wake: Callable[[], None] | None = None
 
     def deliver(self, records: list, latest: dict | None = None) -> None:
-        """Take a batch from the run (any thread)."""
-        if self.finished.is_set():
-            return
-        if latest:
-            self.latest.update(latest)
+        """Take a batch from the run (any thread; the run's end may also come from this
+        side, so batches are taken one at a time and nothing follows :class:`Ended`)."""
         urgent = False
-        for rec in records:
-            if isinstance(rec, Started):
-                self.phase, self.where, self.started_at = "running", rec.where, time.monotonic()
-            self.queue.append(rec)
-            if not isinstance(rec, training.Progress):
-                urgent = True
-            if isinstance(rec, Ended):
-                self.phase = "ended"
-                self.finished.set()
-                self.executor._ended(self)
-                break
+        with self._deliver_lock:
+            if self.finished.is_set():
+                return
+            if latest:
+                self.latest.update(latest)
+            for rec in records:
+                if isinstance(rec, Started):
+                    self.phase, self.where, self.started_at = "running", rec.where, time.monotonic()
+                self.queue.append(rec)
+                if not isinstance(rec, training.Progress):
+                    urgent = True
+                if isinstance(rec, Ended):
+                    self.phase = "ended"
+                    self.finished.set()
+                    break
+        if self.finished.is_set() and urgent:
+            self.executor._ended(self)
         if urgent and self.wake is not None:
             try:
                 self.wake()
