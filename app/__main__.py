@@ -80,12 +80,13 @@ def make_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
-def _stop_children() -> None:
-    """Stop every process this one started (the --num-procs server children)."""
+def _stop_children(keep: set[int]) -> None:
+    """Stop the processes this one started (the --num-procs server children), except
+    those in ``keep`` (the cluster's, which its pipe stops in order)."""
     import psutil  # installed with distributed
 
     for child in psutil.Process().children():
-        if child.name() != "conserv-cluster":
+        if child.pid not in keep:
             try:
                 child.terminate()
             except psutil.Error:
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     finally:
         if os.getpid() == main_pid:
             if args.num_procs > 1:
-                _stop_children()
+                _stop_children({cluster_proc.pid} if cluster_proc is not None else set())
             executor.set_executor(None)
             if keeper is not None:
                 try:

@@ -73,14 +73,16 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_serve_starts_a_local_cluster_and_sigterm_stops_everything():
-    proc, port, lines = _serve("--workers", "1")
+@pytest.mark.parametrize("procs", ["1", "2"])
+def test_serve_starts_a_local_cluster_and_sigterm_stops_everything(procs):
+    proc, port, lines = _serve("--workers", "1", "--num-procs", procs)
     try:
         text = "".join(lines)
         assert "Training on the Dask cluster at tcp://127.0.0.1:" in text and "1 worker slots" in text
         assert "its dashboard: http://127.0.0.1:" in text
+        time.sleep(1.0)  # the --num-procs children are forked as the server starts
         tree = psutil.Process(proc.pid).children(recursive=True)
-        assert len(tree) >= 2, "no cluster process with its worker"
+        assert len(tree) >= 2 + (int(procs) if procs != "1" else 0), [c.cmdline() for c in tree]
         proc.send_signal(signal.SIGTERM)  # to the server alone, as a service manager does
         assert proc.wait(60) == 0
         gone, alive = psutil.wait_procs(tree, timeout=30)
