@@ -1,0 +1,185 @@
+"""A room in a real browser: several pages press Train at once against one served
+dashboard (its own process, training on a Dask cluster of two workers), and every page
+must finish and draw the curves a lone run with the same settings gives.
+
+Skips (or fails, with ``CONSERV_REQUIRE_BROWSER=1``) as tests/test_browser.py does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import numpy as np
+import pytest
+
+from test_browser import ARGS, CHROMIUM, LONGEST, _free_port  # skips this module too without a browser
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
+
+ROOT = Path(__file__).resolve().parents[1]
+#: small settings every page opens with (URL keys as app.session.LabSession.query_string)
+QUERY = "steps=60&horizon=3&seed=3"
+PAGES = 4
+#: seconds for all pages to reach Done: generous, the suite may share two busy cores
+DONE_S = 240
+
+#: [t, drift] of every ColumnDataSource holding a drift column, whatever the plot layout
+DRIFTS = """() => {
+  const out = [];
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : []))
+    for (const m of doc.all_models) {
+      const d = m.data;
+      if (d && d.drift !== undefined) out.push([Array.from(d.t || []), Array.from(d.drift)]);
+    }
+  return out;
+}"""
+
+#: the status line (a model whose text holds the cl-status div) says Done
+DONE = """() => {
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : []))
+    for (const m of doc.all_models)
+      if (typeof m.text === "string" && m.text.includes("cl-status") && m.text.includes("Done (")) return true;
+  return false;
+}"""
+
+
+@pytest.fixture(scope="module")
+def room_server():
+    """``conserv serve --workers 2`` in a process of its own, on a free port.
+
+    (``conserv serve`` runs the same ``app.__main__.main`` as ``python -m app``; started
+    as ``-m app``, spawning the cluster's process fails: multiprocessing cannot find
+    ``_host_cluster`` in a package's ``__main__``.)"""
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "conserv_core", "serve", "--port", str(port), "--workers", "2",
+           "--unused-session-lifetime", "2000", "--check-unused-sessions", "500"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited with {proc.returncode}: {proc.stdout.read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the dashboard server did not answer within 180 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def lone_run_curves(query: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The drift curves a page draws for these settings, from one run in this process
+    (``InProcessExecutor``): ``plot_drift`` of the truth's and of each method's last
+    evaluation, and the learned model's own energy where it has one (the ':own' curves)."""
+    from conserv_core import runs, training
+    from app.session import LabSession, drift_keys, plot_drift
+
+    executor = runs.InProcessExecutor(threads=1)
+    s = LabSession(threads=1, executor_=executor)
+    # the values as a link gives them (Panel's Location parses each as JSON)
+    s.config.param.update(**{k: json.loads(v) for k, v in parse_qsl(query)})
+    cfg = s.build_config()
+    sysm = s.build_system()
+    spec = runs.RunSpec.of(sysm, list(s.methods), cfg)
+    handle = executor.submit(spec)
+    assert handle.finished.wait(DONE_S), "the lone run did not finish"
+    recs = list(handle.queue)
+    failed = [r.message for r in recs if isinstance(r, runs.Failed)]
+    assert not failed, failed
+    last: dict[str, object] = {}
+    for r in recs:
+        if isinstance(r, training.Evaluation):
+            last[r.method] = r
+    assert "truth" in last and all(m in last for m in s.methods), sorted(last)
+    curves = []
+    for ev in last.values():
+        for q in drift_keys(sysm):
+            if q in ev.drift:
+                curves.append(plot_drift(ev.drift[q]))
+            if q == "energy" and "energy" in ev.learned_drift:
+                curves.append(plot_drift(ev.learned_drift["energy"]))
+    return [(np.asarray(c["t"], float), np.asarray(c["drift"], float)) for c in curves]
+
+
+def _nonempty(curves) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(np.asarray(t, float), np.asarray(d, float)) for t, d in curves if len(d)]
+
+
+def _key(curve) -> bytes:
+    t, d = curve
+    return np.concatenate([t, d]).tobytes()
+
+
+def _match(page: list, lone: list, rtol: float = 1e-12) -> str | None:
+    """None if ``page`` and ``lone`` are the same multiset of curves (to ``rtol``), else why not."""
+    if len(page) != len(lone):
+        return f"{len(page)} drift curves against {len(lone)}"
+    left = list(lone)
+    for t, d in page:
+        for i, (lt, ld) in enumerate(left):
+            if len(lt) == len(t) and np.allclose(t, lt, rtol=rtol, atol=0) and \
+                    np.allclose(d, ld, rtol=rtol, atol=0, equal_nan=True):
+                del left[i]
+                break
+        else:
+            return f"a curve matches none of the other set: drift {np.round(d[:4], 8)}…"
+    return None
+
+
+def test_pages_training_at_once_finish_with_the_lone_runs_curves(room_server):
+    expected = lone_run_curves(QUERY)
+    assert len(expected) >= 4  # truth + three methods (+ the HNN's own energy)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        pages, errors = [], []
+        for _ in range(PAGES):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(room_server + "?" + QUERY, wait_until="load", timeout=120_000)
+            page.get_by_role("button", name="Train", exact=True).wait_for(timeout=120_000)
+            page.wait_for_function(f"({LONGEST})('drift') === 0", timeout=120_000, polling=100)
+            pages.append(page)
+        for page in pages:  # all at once: a DOM click each, without the automation's checks
+            page.get_by_role("button", name="Train", exact=True).evaluate("el => el.click()")
+        deadline = time.monotonic() + DONE_S
+        for i, page in enumerate(pages):
+            left_ms = max(1.0, deadline - time.monotonic()) * 1000
+            page.wait_for_function(DONE, timeout=left_ms, polling=250)
+        time.sleep(1.5)  # the verdict comes first, the last redraws within a drain or two
+        got = [_nonempty(page.evaluate(DRIFTS)) for page in pages]
+        browser.close()
+    assert not errors, errors
+    # page to page: exactly the same curves
+    first = sorted(map(_key, got[0]))
+    differ = [i for i, curves in enumerate(got) if sorted(map(_key, curves)) != first]
+    assert not differ, (f"page(s) {differ} drew other drift curves than page 0: "
+                        f"{_match(got[differ[0]], got[0], rtol=0.0)}")
+    # and those of the lone run (another process: equal to ~1e-12)
+    why = _match(got[0], expected)
+    assert why is None, why
