@@ -52,8 +52,7 @@ from bench_dashboard import ARGS, CHROMIUM, LONGEST, free_port  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-#: the server: ``conserv serve`` (its ``python -m app`` form is the same main(), but see
-#: the module's bug note in the README: spawning the cluster fails from ``-m app``)
+#: the server: ``conserv serve`` (``python -m app`` is the same main())
 SERVER = [sys.executable, "-m", "conserv_core", "serve"]
 DEMO_STEPS = 600  # app.theme.DEMO_CONFIG["pendulum"]
 

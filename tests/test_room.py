@@ -55,11 +55,8 @@ DONE = """() => {
 
 @pytest.fixture(scope="module")
 def room_server():
-    """``conserv serve --workers 2`` in a process of its own, on a free port.
-
-    (``conserv serve`` runs the same ``app.__main__.main`` as ``python -m app``; started
-    as ``-m app``, spawning the cluster's process fails: multiprocessing cannot find
-    ``_host_cluster`` in a package's ``__main__``.)"""
+    """``conserv serve --workers 2`` in a process of its own, on a free port (the same
+    ``app.__main__.main`` as ``python -m app``)."""
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "conserv_core", "serve", "--port", str(port), "--workers", "2",
