@@ -405,8 +405,7 @@ class InProcessExecutor(Executor):
                 import torch
 
                 torch.set_num_threads(self.threads)
-            execute(handle.spec, batcher, handle.stop_event)
-            batcher.flush()
+            execute(handle.spec, batcher, handle.stop_event)  # Ended, last, flushes the batch
 
         handle.thread = threading.Thread(target=work, name=f"conserv-run-{handle.id}", daemon=True)
         handle.thread.start()
@@ -460,8 +459,7 @@ def run_on_worker(spec_dict: dict, run_id: str) -> str:
 
     batcher = _Batcher(send, _steps(spec))
     try:
-        execute(spec, batcher, stop_local, where=worker.address)
-        batcher.flush()
+        execute(spec, batcher, stop_local, where=worker.address)  # Ended, last, flushes the batch
     finally:
         done.set()
     return "done"
@@ -545,8 +543,8 @@ class DaskExecutor(Executor):
                 self._forget(handle)
 
         self.client.subscribe_topic(topic, on_event)
-        fut = self.client.submit(run_on_worker, handle.spec.to_dict(), handle.id, key=f"conserv-run-{handle.id}",
-                                 pure=False, priority=-handle.order, retries=0)
+        fut = _submit_queued(self.client, run_on_worker, handle.spec.to_dict(), handle.id,
+                             key=f"conserv-run-{handle.id}", priority=-handle.order)
         handle.future = fut
 
         def on_done(f):
@@ -645,6 +643,33 @@ def start_cluster_process(n_workers: int | None, threads: int, timeout: float = 
         raise RuntimeError(f"the local Dask cluster did not start within {timeout:.0f} s")
     address, link, slots = parent.recv()
     return proc, address, link, slots, parent
+
+
+def _submit_queued(client, fn, *args, key: str, priority: int):
+    """``client.submit(fn, *args)``, with the task marked as one the scheduler must queue.
+
+    Dask queues a task at the scheduler (one per worker thread, by priority) only when it
+    is "root-ish": a data producer, or one of a task group larger than twice the
+    cluster's threads. A room's few runs are not, so by default each would be sent at
+    once to some worker's own queue, behind that worker's run, even while another worker
+    is free, and out of arrival order. Marking the task a data producer is what Dask's
+    own array creators do; it has no public ``submit`` argument, so this builds the task
+    as ``Client.submit`` does (distributed 2026.8), and falls back to a plain submit where
+    that layout differs (the README says what is lost then).
+    """
+    try:
+        from dask._expr import LLGExpr
+        from dask._task_spec import Task, parse_input
+        from distributed.spans import SpanMetadata
+
+        task = Task(key, fn, *(parse_input(a) for a in args), _data_producer=True)
+        expr = LLGExpr({key: task}, _determ_token=uuid.uuid4().hex)
+        futures = client._graph_to_futures(
+            expr, [key], internal_priority={key: 0}, user_priority=priority, retries=0,
+            span_metadata=SpanMetadata(collections=[{"type": "Future"}]))
+        return futures[key]
+    except (ImportError, TypeError, AttributeError):  # another distributed: Dask's heuristic decides
+        return client.submit(fn, *args, key=key, pure=False, priority=priority, retries=0)
 
 
 def _one_task_per_thread(dask_scheduler=None) -> None:

@@ -204,14 +204,23 @@ def test_dask_queue_is_in_arrival_order_with_places(dask_ex):
     again = dask_ex.submit(small_spec(seed=21), replaces=queued[1])
     assert again.place()[0] == 1 and queued[1].stop_requested
     assert queued[1].finished.wait(10)
+    time.sleep(0.5)  # the replacement reaches the scheduler before a slot frees
+
+    def where(dask_scheduler=None):
+        return {k: (ts.state, ts.processing_on.address if ts.processing_on else None)
+                for k, ts in dask_scheduler.tasks.items() if ts.state in ("queued", "processing")}
+
+    before = dask_ex.client.run_on_scheduler(where)
     for h in long:
         h.stop()
-    order = []
     for h in (queued[0], again, queued[2]):
         assert h.finished.wait(180), kinds(h)
+    names = {id(queued[0]): "first", id(again): "replacement", id(queued[2]): "third"}
     order = sorted((queued[0], again, queued[2]), key=lambda h: h.started_at)
     # two workers: the first two start together, the third after one of them
-    assert order[-1] is queued[2]
+    assert order[-1] is queued[2], ([(names[id(h)], round(h.started_at - order[0].started_at, 3), h.where)
+                                     for h in order], {names.get(id(h), "long"): before.get(f"conserv-run-{h.id}")
+                                                       for h in (*long, queued[0], again, queued[2])})
     assert [r for r in queued[1].queue if isinstance(r, runs.Started)] == []  # never ran
 
 
@@ -273,3 +282,27 @@ def test_local_cluster_executor_runs_and_reports_its_dashboard():
             time.sleep(0.1)
     finally:
         ex.close()
+
+
+def test_dask_runs_wait_at_the_scheduler_even_in_a_small_room(dask_ex):
+    # two workers busy, one run waiting: with Dask's default heuristic a group this small is
+    # not queued at the scheduler but sent to a busy worker, where it would wait behind that
+    # worker's run even after the other worker frees up
+    long = [dask_ex.submit(small_spec(steps=200_000, eval_every=100_000, seed=40 + i)) for i in range(2)]
+    deadline = time.monotonic() + 60
+    while not all(h.phase == "running" for h in long):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    waiting = dask_ex.submit(small_spec(seed=50))
+    time.sleep(0.5)
+
+    def states(dask_scheduler=None, key=f"conserv-run-{waiting.id}"):
+        ts = dask_scheduler.tasks.get(key)
+        return ts.state if ts is not None else None
+
+    assert dask_ex.client.run_on_scheduler(states) == "queued"
+    long[0].stop()  # whichever worker frees first takes it
+    assert waiting.finished.wait(120), kinds(waiting)
+    assert waiting.where == long[0].where
+    long[1].stop()
+    assert long[1].finished.wait(30)
