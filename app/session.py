@@ -352,8 +352,17 @@ class LabSession(param.Parameterized):
         if not self.autodrain or self._periodic is not None:
             return
         import panel as pn
+        from panel.io.callbacks import PeriodicCallback
 
-        self._periodic = pn.state.add_periodic_callback(self._periodic_drain, period=DRAIN_MS)
+        # what pn.state.add_periodic_callback builds, as a background callback: a
+        # foreground one marks the whole server busy on every tick, and each mark runs
+        # param watchers of every session's busy indicator (profiled: 80 % of the server's
+        # main thread with 30 sessions, against a few percent for the drains themselves)
+        self._periodic = PeriodicCallback(callback=self._periodic_drain, period=DRAIN_MS, background=True)
+        self._periodic.start()
+        doc = pn.state.curdoc
+        if doc is not None:
+            pn.state._periodic.setdefault(doc, []).append(self._periodic)
 
     def _stop_periodic(self) -> None:
         if self._periodic is not None:

@@ -762,7 +762,7 @@ class Comparison:
     (:func:`budget.check`) before anything is built, then builds the data and the truth
     once. A stop during that set-up raises :class:`integrators.Stopped` out of the
     constructor (within one integrator step, no record sent): there are no trainers to
-    report on yet, so the caller reports the stop (the dashboard's worker does).
+    report on yet, so the caller reports the stop (:func:`conserv_core.runs.execute` does).
     """
 
     def __init__(self, system: System, method_keys: list[str], config: TrainConfig | None = None,
