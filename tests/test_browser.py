@@ -12,11 +12,11 @@ another browser binary.
 from __future__ import annotations
 
 import os
-import socket
 import time
 import urllib.request
 
 import pytest
+from conftest import _free_port
 
 #: Debian's chromium; another path through CONSERV_CHROMIUM
 CHROMIUM = os.environ.get("CONSERV_CHROMIUM", "/usr/bin/chromium")
@@ -79,12 +79,6 @@ SET_WIDGET = """([title, value]) => {
 #: generous budgets: the suite may share two cores with other work
 FIRST_POINTS_S = 60
 STOP_S = 10
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
