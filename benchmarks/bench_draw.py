@@ -86,7 +86,7 @@ class ReplayExecutor(runs.Executor):
 
     def _launch(self, handle: runs.RunHandle) -> None:
         handle.batcher = runs._Batcher(lambda recs, latest: handle.deliver(recs, latest),
-                                       handle.spec.config["steps"], batch_s=0.0)
+                                       handle.spec.steps, batch_s=0.0)
         handle.deliver([runs.Started("replay")])
 
     def _stop(self, handle: runs.RunHandle) -> None:

@@ -122,10 +122,14 @@ class RunSpec:
                                    max_work=self.max_work)
 
     @property
+    def steps(self) -> int:
+        """Training steps per method."""
+        return int(self.config.get("steps") or training.make_config(self.system).steps)
+
+    @property
     def total_steps(self) -> int:
         """Training steps over all methods (for queue estimates)."""
-        steps = self.config.get("steps") or training.make_config(self.system).steps
-        return int(steps) * max(1, len(self.methods))
+        return self.steps * max(1, len(self.methods))
 
 
 def _plain(obj) -> dict:
@@ -374,10 +378,6 @@ class Executor:
         with self._lock:
             return list(self._active.values())
 
-    def queued(self) -> list[RunHandle]:
-        with self._lock:
-            return sorted((h for h in self._active.values() if h.phase == "queued"), key=lambda h: h.order)
-
     def close(self) -> None:
         with self._lock:
             active = list(self._active.values())
@@ -398,7 +398,7 @@ class InProcessExecutor(Executor):
     def _launch(self, handle: RunHandle) -> None:
         handle.stop_event = threading.Event()
         send = lambda recs, latest: handle.deliver(recs, latest)  # noqa: E731
-        batcher = _Batcher(send, _steps(handle.spec), batch_s=0.0)
+        batcher = _Batcher(send, handle.spec.steps, batch_s=0.0)
 
         def work():
             if self.threads > 0:
@@ -412,10 +412,6 @@ class InProcessExecutor(Executor):
 
     def _stop(self, handle: RunHandle) -> None:
         handle.stop_event.set()
-
-
-def _steps(spec: RunSpec) -> int:
-    return int(spec.config.get("steps") or training.make_config(spec.system).steps)
 
 
 # -- Dask -------------------------------------------------------------------------------
@@ -457,7 +453,7 @@ def run_on_worker(spec_dict: dict, run_id: str) -> str:
     def send(records, latest):
         worker.log_event(topic, pickle.dumps((records, latest), protocol=pickle.HIGHEST_PROTOCOL))
 
-    batcher = _Batcher(send, _steps(spec))
+    batcher = _Batcher(send, spec.steps)
     try:
         execute(spec, batcher, stop_local, where=worker.address)  # Ended, last, flushes the batch
     finally:
