@@ -244,13 +244,9 @@ class LabSession(param.Parameterized):
             if cfg.device not in available_devices():
                 raise ParameterError(f"device {cfg.device!r} is not available here; choose one of "
                                      f"{', '.join(available_devices())}")
-            spec = runs.RunSpec.of(sysm, keys, cfg, max_work=work_budget.max_work()).validate()
-        except (ParameterError, ValueError) as err:
-            self._set_status(f"Cannot start: {err}", "danger")
-            return None
-        old = self.run
-        try:
-            handle = self.executor.submit(spec, replaces=old, wake=self._waker())
+            spec = runs.RunSpec.of(sysm, keys, cfg, max_work=work_budget.max_work())
+            # checked there in full (the work budget too) before anything is queued
+            handle = self.executor.submit(spec, replaces=self.run, wake=self._waker())
         except (ParameterError, ValueError) as err:
             self._set_status(f"Cannot start: {err}", "danger")
             return None
