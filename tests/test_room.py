@@ -95,7 +95,8 @@ def lone_run_curves(query: str) -> list[tuple[np.ndarray, np.ndarray]]:
     (``InProcessExecutor``): ``plot_drift`` of the truth's and of each method's last
     evaluation, and the learned model's own energy where it has one (the ':own' curves)."""
     from conserv_core import runs, training
-    from app.session import LabSession, drift_keys, plot_drift
+    from app.rundata import drift_keys, plot_drift
+    from app.session import LabSession
 
     executor = runs.InProcessExecutor(threads=1)
     s = LabSession(threads=1, executor_=executor)
