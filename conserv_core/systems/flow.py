@@ -126,6 +126,51 @@ def spectral_grid(n: int, device=None) -> SpectralGrid:
     return _grid(n, str(torch.device("cpu") if device is None else torch.device(device)))
 
 
+def series_coefficients(spec: Tensor, g: SpectralGrid) -> tuple[Tensor, Tensor, Tensor]:
+    """Point-evaluation coefficients of ``rfft2`` spectra, truncated to the kept modes.
+
+    Keeps ``|k_x|, |k_y| ≤ k_max`` (the 2/3 rule; the Nyquist mode is never kept) and folds
+    in the rfft half-plane weights (1 for ``k_x = 0``, 2 otherwise) and ``1/n²``, so that
+    ``f(x, y) = Re Σ C e^{i(k_x x + k_y y)}`` (see :func:`series_phases`, :func:`series_sum`).
+
+    Args:
+        spec: ``(..., n, m)`` spectra on ``g``'s grid.
+
+    Returns:
+        ``C (..., Ky, Kx)``, ``k_x (Kx,)`` and ``k_y (Ky,)`` (float64), on ``spec``'s device,
+        with ``Kx = k_max + 1`` and ``Ky = 2 k_max + 1``.
+    """
+    k = g.kmax
+    dev = spec.device
+    rows = torch.cat([torch.arange(0, k + 1), torch.arange(g.n - k, g.n)]).to(dev)
+    c = spec[..., rows, : k + 1]  # (..., Ky, Kx)
+    weight = torch.full((k + 1,), 2.0, dtype=torch.float64, device=dev)
+    weight[0] = 1.0
+    c = c * weight / g.n**2
+    ky = torch.fft.fftfreq(g.n, 1.0 / g.n, dtype=torch.float64, device=dev)[rows]
+    kx = torch.arange(k + 1, dtype=torch.float64, device=dev)
+    return c, kx, ky
+
+
+def series_phases(xy: Tensor, kx: Tensor, ky: Tensor) -> tuple[Tensor, Tensor]:
+    """The factors ``e^{i k_x x}`` ``(B, Kx)`` and ``e^{i k_y y}`` ``(B, Ky)`` at ``xy (B, 2)``,
+    complex128 (positions are taken in float64, detached)."""
+    p = xy.detach().double()
+    # cos/sin of real phases is several times faster than exp of complex ones
+    ax, ay = p[:, :1] * kx, p[:, 1:] * ky
+    ex = torch.complex(torch.cos(ax), torch.sin(ax))  # (B, Kx)
+    ey = torch.complex(torch.cos(ay), torch.sin(ay))  # (B, Ky)
+    return ex, ey
+
+
+def series_sum(ex: Tensor, ey: Tensor, coef: Tensor) -> Tensor:
+    """``Re Σ C e^{i(k_x x + k_y y)}`` for ``C (c, Ky, Kx)`` at the points whose phases
+    :func:`series_phases` gave: ``ex (b, Kx)``, ``ey (b, Ky)`` -> ``(b, c)`` float64."""
+    n_c, n_ky, n_kx = coef.shape
+    rows = ey @ coef.permute(1, 0, 2).reshape(n_ky, n_c * n_kx)  # (b, c*Kx)
+    return (rows.view(-1, n_c, n_kx) * ex[:, None, :]).sum(-1).real
+
+
 def _grid_of(field: Tensor) -> SpectralGrid:
     n = field.shape[-1]
     if field.shape[-2] != n:
@@ -473,14 +518,7 @@ class Flow(FieldSystem):
             uv = g.velocity_hat(g.forward(omega))  # (T, 2, n, m)
             div = g.ikx * uv[:, 0] + g.iky * uv[:, 1]  # (T, n, m): round-off
             c = torch.cat([uv, div[:, None]], 1)  # (T, 3, n, m)
-            k = g.kmax
-            rows = torch.cat([torch.arange(0, k + 1), torch.arange(g.n - k, g.n)])
-            c = c[:, :, rows, : k + 1]  # (T, 3, Ky, Kx)
-            weight = torch.full((k + 1,), 2.0, dtype=torch.float64)
-            weight[0] = 1.0
-            c = c * weight / g.n**2
-            ky = torch.fft.fftfreq(g.n, 1.0 / g.n, dtype=torch.float64)[rows]
-            kx = torch.arange(k + 1, dtype=torch.float64)
+            c, kx, ky = series_coefficients(c, g)  # (T, 3, Ky, Kx)
             self._coeff_cache = {"key": key, "c": c.to(device), "kx": kx.to(device), "ky": ky.to(device)}
             self._last_eval = None
         return self._coeff_cache["c"]
@@ -503,17 +541,11 @@ class Flow(FieldSystem):
         return out
 
     def _series(self, xy: Tensor, t: Tensor | float, c: Tensor) -> Tensor:
-        kx, ky = self._coeff_cache["kx"], self._coeff_cache["ky"]
-        n_t, n_c, n_ky, n_kx = c.shape
-        p = xy.detach().double()
-        # cos/sin of real phases is several times faster than exp of complex ones
-        ax, ay = p[:, :1] * kx, p[:, 1:] * ky
-        ex = torch.complex(torch.cos(ax), torch.sin(ax))  # (B, Kx)
-        ey = torch.complex(torch.cos(ay), torch.sin(ay))  # (B, Ky)
+        n_t, n_c = c.shape[:2]
+        ex, ey = series_phases(xy, self._coeff_cache["kx"], self._coeff_cache["ky"])
 
         def series(coef: Tensor, sel=slice(None)) -> Tensor:  # coef (c, Ky, Kx) -> (b, c)
-            rows = ey[sel] @ coef.permute(1, 0, 2).reshape(n_ky, n_c * n_kx)  # (b, c*Kx)
-            return (rows.view(-1, n_c, n_kx) * ex[sel, None, :]).sum(-1).real
+            return series_sum(ex[sel], ey[sel], coef)
 
         scaled = torch.as_tensor(t, dtype=torch.float64, device=xy.device) / self.snapshot_dt
         s = scaled.clamp(0.0, n_t - 1)
