@@ -4,7 +4,8 @@ Because the dynamics is ``dz/dt = J∇H_θ(z)`` with ``J = [[0, I], [−I, 0]]``
 learned energy is conserved by the exact flow whatever the weights are:
 ``dH_θ/dt = ∇H_θ · J∇H_θ = 0``. That is the hard constraint, and it holds on untrained
 weights and far outside the training data alike (``tests/test_models.py`` checks both).
-A numerical integrator still drifts in ``H_θ`` (RK4 slowly; implicit midpoint boundedly).
+A numerical integrator still drifts in ``H_θ`` (RK4 slowly; implicit midpoint boundedly);
+the discrete-gradient rollout (:attr:`HamiltonianNN.gradient_form`) does not.
 
 Reference:
     Greydanus, Dzamba, Yosinski, "Hamiltonian Neural Networks", NeurIPS 2019.
@@ -17,6 +18,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from conserv_core import integrators
 from conserv_core.models import mlp
 
 Tensor = torch.Tensor
@@ -85,6 +87,12 @@ class HamiltonianNN(nn.Module):
     def hamiltonian(self, z: Tensor) -> Tensor:
         """``H_θ(z)``: ``(B, 2·dof) -> (B,)``."""
         return self.h_scale * self.net((z - self.x_mean) / self.x_std).squeeze(-1)
+
+    @property
+    def gradient_form(self) -> integrators.GradientForm:
+        """The model as ``ż = J∇H_θ``, for the energy-conserving
+        :func:`~conserv_core.integrators.discrete_gradient` rollout."""
+        return integrators.GradientForm(self.hamiltonian)
 
     @mlp.escape_inference_mode
     def learned_energy(self, z: Tensor) -> Tensor:

@@ -232,6 +232,29 @@ class ODESystem(System):
     def invariant_names(self) -> tuple[str, ...]:
         return tuple(self.invariants())
 
+    def dissipation(self, z: Tensor) -> Tensor | None:
+        """``R(z)`` in ``ż = (J − R)∇H``, ``(B, D) -> (B, D, D)`` positive semi-definite, or
+        None for a conservative system (the default)."""
+        return None
+
+    def energy_gradient(self, z: Tensor) -> Tensor:
+        """``∇H(z)``, ``(B, D)``, read off the vector field: ``ż = J∇H`` gives
+        ``∇_q H = −ṗ`` and ``∇_p H = q̇``. A dissipative system overrides it.
+        ``tests/test_systems.py`` checks it against autograd of :meth:`energy` for every
+        system, which proves each vector field is ``(J − R)∇H`` with the stated ``H``."""
+        f = self.vector_field(z)
+        return torch.cat([-f[..., self.dof:], f[..., : self.dof]], -1)
+
+    @property
+    def gradient_form(self) -> "integrators.GradientForm":
+        """The truth as ``ż = (J − R)∇H`` with ``H`` = :meth:`energy`, what
+        :func:`~conserv_core.integrators.discrete_gradient` integrates."""
+        from conserv_core import integrators
+
+        z = torch.zeros(1, self.state_dim, dtype=torch.float64)
+        r = self.dissipation if self.dissipation(z) is not None else None
+        return integrators.GradientForm(self.energy, r, self.energy_gradient)
+
     def invariant_scale(self, name: str, z0: Tensor) -> Tensor:
         """Scale ``s`` in the drift ``|Q(t) - Q(0)| / s``, shape ``(B,)``.
 

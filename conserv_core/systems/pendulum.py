@@ -78,6 +78,18 @@ class Pendulum(ODESystem):
         q, p = z[..., 0], z[..., 1]
         return p**2 / (2 * self._inertia) + self._mgl * (1 - torch.cos(q))
 
+    def energy_gradient(self, z: Tensor) -> Tensor:
+        q, p = z[..., :1], z[..., 1:]
+        return torch.cat([self._mgl * torch.sin(q), p / self._inertia], -1)
+
+    def dissipation(self, z: Tensor) -> Tensor | None:
+        """``R = diag(0, b m l²)``: with ``∂H/∂p = p/(ml²)`` it gives the damping ``−b p``."""
+        if self._b == 0.0:
+            return None
+        r = torch.zeros(z.shape[0], 2, 2, dtype=z.dtype, device=z.device)
+        r[:, 1, 1] = self._b * self._inertia
+        return r
+
     def is_conserved(self, name: str) -> bool:
         return self.damping == 0.0
 
