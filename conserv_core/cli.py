@@ -84,7 +84,9 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         rng = describe_range(training.TrainConfig, name)
         helptext = f"{prm.doc or ''} {rng}".strip()
-        if isinstance(prm, param.Selector):
+        if isinstance(prm, param.Boolean):
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=prm.doc)
+        elif isinstance(prm, param.Selector):
             g.add_argument(flag, dest=name, choices=prm.objects, default=None, help=prm.doc)
         elif isinstance(prm, param.Integer):
             g.add_argument(flag, dest=name, type=int, default=None, help=helptext)
@@ -146,6 +148,9 @@ def _cmd_methods(args, out) -> None:
             continue
         valid = [k for k in ALL_SYSTEMS if methods.applies(m, get_system(k))]
         out.write(f"{key:<10} {m.kind:<6} {m.title:<32} systems: {', '.join(valid)}\n")
+    out.write("\nrollout options (exact in discrete time; any trained model, no retraining):\n")
+    for o in methods.ROLLOUT_OPTIONS.values():
+        out.write(f"{o.setting:<32} {o.title}; applies to {o.applies_to}\n")
 
 
 class _ProgressBar:

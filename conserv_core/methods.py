@@ -83,6 +83,48 @@ ALL_METHODS: dict[str, Method] = {
 }
 
 
+@dataclass(frozen=True)
+class RolloutOption:
+    """A way to roll a trained model out that adds a guarantee in discrete time. Not a
+    method (nothing about training changes): a ``TrainConfig`` setting that applies to the
+    methods and systems :attr:`applies_to` names."""
+
+    key: str
+    title: str
+    #: the TrainConfig setting that turns it on
+    setting: str
+    applies_to: str
+    equation: str
+    teaching_note: str
+
+
+ROLLOUT_OPTIONS: dict[str, RolloutOption] = {
+    o.key: o
+    for o in [
+        RolloutOption(
+            "discrete_gradient", "Discrete-gradient rollout (exact per step)", "--integrator discrete_gradient",
+            "hnn and the true ODE systems (a scalar energy, ż = (J − R)∇H)",
+            r"z' = z + \Delta t\,(J - R)\,\overline{\nabla} H(z, z'),\quad"
+            r"\overline{\nabla} H(z, z')\cdot(z' - z) = H(z') - H(z)",
+            "A hard constraint is exact for the continuous dynamics, but a rollout is a discrete map: "
+            "under RK4 even the HNN's own energy drifts a little. The discrete gradient makes the "
+            "learned energy exact in every step (up to the solve), and with friction it can only fall. "
+            "It does not make the learned energy the true one.",
+        ),
+        RolloutOption(
+            "projection", "Projection onto the invariants (hard at inference)", "--projection",
+            "every ODE method (the chosen invariants); the flow: Leray projection of the learned field",
+            r"\tilde z = \Phi_{\Delta t}(z),\quad z' = \tilde z + \nabla Q(\tilde z)^\top \lambda,"
+            r"\quad Q(z') = Q(z_0)",
+            "After every step the state is pulled back onto the set where the known invariants keep "
+            "their starting values (flow: the field's divergence-free part carries the dye). Any model "
+            "then conserves them to the tolerance, soft or unconstrained. It fixes the invariants only: "
+            "the trajectory error and the phase drift of the orbits stay.",
+        ),
+    ]
+}
+
+
 def get_method(key: str) -> Method:
     try:
         return ALL_METHODS[key]

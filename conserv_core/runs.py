@@ -105,6 +105,7 @@ class RunSpec:
             raise ParameterError(f"methods must name at least one of {', '.join(methods.valid_methods(sysm))}")
         for k in self.methods:
             methods.check_applies(k, sysm)
+        training.check_rollout(sysm, list(self.methods), cfg)
         return sysm, cfg
 
     def validate(self) -> "RunSpec":

@@ -39,7 +39,7 @@ from typing import Callable
 import param
 import torch
 
-from conserv_core import budget, constraints, integrators, methods, metrics, models
+from conserv_core import budget, constraints, integrators, leray, methods, metrics, models
 from conserv_core.devices import resolve_device
 from conserv_core.systems.base import ParameterError, System, build
 
@@ -77,8 +77,15 @@ class TrainConfig(param.Parameterized):
                             doc="torch intra-op threads for the run (0: leave torch's choice). One is "
                                 "fastest for small models on a busy machine.")
     eval_every = param.Integer(default=0, bounds=(0, 200_000), doc="Steps between evaluations (0: steps/10).")
-    integrator = param.Selector(default="rk4", objects=["rk4", "leapfrog", "implicit_midpoint", "euler"],
-                                doc="Rollout integrator for evaluation (truth and models alike).")
+    integrator = param.Selector(default="rk4", objects=["rk4"] + [k for k in integrators.INTEGRATORS if k != "rk4"],
+                                doc="Rollout integrator for evaluation (truth and models alike). discrete_gradient "
+                                    "conserves a scalar energy in every step: the truth and hnn only.")
+    projection = param.Boolean(default=False, doc=(
+        "Hard at inference: after every rollout step, project the model's state back onto the chosen invariants "
+        "(any ODE method), or Leray-project the learned velocity onto its divergence-free part (flow). "
+        "It holds the invariants, not the trajectory."))
+    projection_tol = param.Number(default=1e-10, bounds=(0.0, 1e-2), inclusive_bounds=(False, True),
+                                  doc="Relative tolerance of the projection onto the invariants (> 0).")
     horizon = param.Number(default=None, allow_None=True, bounds=(1e-3, 1e5),
                            doc="Evaluation rollout length (None: the system's default).")
     dt = param.Number(default=None, allow_None=True, bounds=(1e-5, 10.0),
@@ -157,6 +164,10 @@ class Evaluation:
     violation_ood: float
     #: small numpy arrays for the system view (trajectories, fields, dye)
     view: dict = field(default_factory=dict)
+    #: with ``projection`` on: the same curves along the plain (unprojected) rollout,
+    #: keyed like ``drift`` (``"<name>"``, ``"<name>_ood"``, and ``"trajectory"``), so a
+    #: view can show what the projection fixed and what it did not
+    unprojected: dict[str, metrics.Curve] = field(default_factory=dict)
 
 
 @dataclass
@@ -184,6 +195,46 @@ def _default_invariants(system: System) -> list[str]:
     if system.kind == "field":
         return ["divergence"]
     return [n for n in system.invariant_names() if system.is_conserved(n)] or list(system.invariant_names())
+
+
+def check_rollout(system: System, method_keys, config: TrainConfig) -> None:
+    """Refuse rollout options that cannot apply, before any work starts.
+
+    * ``discrete_gradient`` needs a scalar energy in canonical coordinates: the true ODE
+      systems and the methods whose model has a ``gradient_form`` (hnn).
+    * ``projection`` projects ODE states onto the chosen invariants, each of which the
+      system must conserve with its current parameters; on a field system it is the
+      Leray projection of the learned velocity.
+    """
+    if config.integrator in integrators.NEEDS_ENERGY:
+        if system.kind != "ode":
+            raise ParameterError(
+                f"integrator {config.integrator!r} applies to ODE systems with a scalar energy; the {system.key}'s "
+                f"parcels are not a Hamiltonian system: use rk4 (and projection for its mass)")
+        fit = [k for k in methods.valid_methods(system) if _has_gradient_form(methods.get_method(k), system)]
+        bad = [k for k in method_keys if k not in fit]
+        if bad:
+            raise ParameterError(
+                f"integrator {config.integrator!r} needs a learned scalar energy H with ż = J∇H; it applies to "
+                f"{', '.join(fit) or 'no method'} (and the true system), not to {', '.join(bad)}: choose rk4 or "
+                f"implicit_midpoint for those (projection then holds their invariants)")
+    if config.projection and system.kind == "ode":
+        names = list(config.invariants) or _default_invariants(system)
+        unknown = [n for n in names if n not in system.invariant_names()]
+        if unknown:
+            raise ParameterError(f"projection: invariants must be among {', '.join(system.invariant_names())}; "
+                                 f"got {', '.join(unknown)}")
+        lost = [n for n in names if not system.is_conserved(n)]
+        if lost:
+            raise ParameterError(
+                f"projection onto {', '.join(lost)} refused: the {system.key} with these parameters does not "
+                f"conserve it (projecting onto Q(0) would force a wrong law); choose invariants it conserves or "
+                f"turn projection off")
+
+
+def _has_gradient_form(method: methods.Method, system: System) -> bool:
+    arch = method.arch_for(system)
+    return arch is not None and hasattr(models.ARCHITECTURES[arch], "gradient_form")
 
 
 class _Coords:
@@ -265,6 +316,7 @@ class Trainer:
             if bad:
                 raise ParameterError(
                     f"invariants must be among {', '.join(system.invariant_names())}; got {', '.join(bad)}")
+        check_rollout(system, [self.method.key], cfg)
         budget.check(system, [self.method.key], cfg, max_work)
         # the data and the truth rollout are the long loops of set-up: let a stop end them
         with integrators.stopping(self.stop_event.is_set):
@@ -359,8 +411,9 @@ class Trainer:
         z_ood = sysm.sample_initial(cfg.n_test, seed=20_000 + cfg.seed, scale=cfg.ood_factor, dtype=torch.float64)
         z0 = torch.cat([z_in, z_ood]).to(**to)
         try:
+            field = sysm.gradient_form if cfg.integrator in integrators.NEEDS_ENERGY else sysm.vector_field
             with torch.no_grad():
-                t, z = integrators.rollout(lambda z, t: sysm.vector_field(z, t), z0, self.eval_dt,
+                t, z = integrators.rollout(field, z0, self.eval_dt,
                                            self.eval_steps, method=cfg.integrator, every=self.eval_every_save)
         except RuntimeError as err:
             raise ParameterError(f"dt={self.eval_dt:g} is too large for a {cfg.integrator} rollout of the true "
@@ -534,27 +587,65 @@ class Trainer:
         self.evaluations.append(ev)
         return ev
 
-    def _evaluate_ode(self) -> Evaluation:
-        sysm, cfg, n = self.system, self.config, self.config.n_test
-        with torch.no_grad():
-            s0 = self.coords.from_canonical(self.z0_eval)
-            t, s = integrators.rollout(lambda z, t: self.model(z, t), s0, self.eval_dt, self.eval_steps,
-                                       method=cfg.integrator, every=self.eval_every_save)
-            z = self.coords.to_canonical(s)
-            test_mse = metrics.mse(self.model(self.x_test), self.y_test)
+    def _model_rollout(self, s0: Tensor, method: str, project: bool) -> tuple[Tensor, Tensor]:
+        """The model rolled out from ``s0`` (its own coordinates) with ``method``, projected
+        after every step onto the chosen invariants if ``project``: ``t (T,)``, ``s (T, B, D)``."""
+        field = self.model.gradient_form if method in integrators.NEEDS_ENERGY else (lambda z, t: self.model(z, t))
+        proj, scales = None, None
+        if project:
+            sysm, to_z = self.system, self.coords.to_canonical
+            fns = sysm.invariants()
+            proj = integrators.Projection({k: (lambda s, f=fns[k]: f(to_z(s))) for k in self.inv_names},
+                                          tol=self.config.projection_tol)
+            scales = {k: sysm.invariant_scale(k, self.z0_eval) for k in self.inv_names}
+        return integrators.rollout(field, s0, self.eval_dt, self.eval_steps, method=method,
+                                   every=self.eval_every_save, project=proj, project_scales=scales)
+
+    def _invariant_drift(self, z: Tensor, t: Tensor) -> tuple[dict, dict]:
+        """Drift curves of every true invariant along canonical rollouts ``z (T, 2n, D)``,
+        in and out of distribution."""
+        sysm, n = self.system, self.config.n_test
         drift, drift_ood = {}, {}
         for name, fn in sysm.invariants().items():
             q = fn(z.reshape(-1, sysm.state_dim)).reshape(z.shape[0], z.shape[1], *fn(z[0]).shape[1:])
             scale = sysm.invariant_scale(name, self.z0_eval)
             drift[name] = metrics.drift_curve(q[:, :n], scale[:n], t)
             drift_ood[name] = metrics.drift_curve(q[:, n:], scale[n:], t)
-        learned = {}
-        if getattr(self.model, "has_learned_energy", False):
-            e = self.model.learned_energy(s.reshape(-1, s.shape[-1])).reshape(s.shape[0], s.shape[1]).detach()
-            scale = e[0].abs().clamp_min(1e-12)
-            learned["energy"] = metrics.drift_curve(e[:, :n], scale[:n], t)
-            learned["energy_ood"] = metrics.drift_curve(e[:, n:], scale[n:], t)
+        return drift, drift_ood
+
+    def _learned_drift(self, s: Tensor, t: Tensor, suffix: str = "") -> dict:
+        n = self.config.n_test
+        e = self.model.learned_energy(s.reshape(-1, s.shape[-1])).reshape(s.shape[0], s.shape[1]).detach()
+        scale = e[0].abs().clamp_min(1e-12)
+        return {f"energy{suffix}": metrics.drift_curve(e[:, :n], scale[:n], t),
+                f"energy{suffix}_ood": metrics.drift_curve(e[:, n:], scale[n:], t)}
+
+    def _evaluate_ode(self) -> Evaluation:
+        sysm, cfg, n = self.system, self.config, self.config.n_test
+        has_energy = getattr(self.model, "has_learned_energy", False)
+        with torch.no_grad():
+            s0 = self.coords.from_canonical(self.z0_eval)
+            t, s = self._model_rollout(s0, cfg.integrator, cfg.projection)
+            z = self.coords.to_canonical(s)
+            test_mse = metrics.mse(self.model(self.x_test), self.y_test)
+        drift, drift_ood = self._invariant_drift(z, t)
+        learned = self._learned_drift(s, t) if has_energy else {}
         traj = metrics.trajectory_error(z[:, :n], self.z_true[:, :n], t)
+        unprojected = {}
+        if cfg.projection:
+            # the same rollout without the projection: what it fixed, and what it did not
+            with torch.no_grad():
+                _, s_plain = self._model_rollout(s0, cfg.integrator, False)
+                z_plain = self.coords.to_canonical(s_plain)
+            plain, plain_ood = self._invariant_drift(z_plain, t)
+            unprojected = {**plain, **{f"{k}_ood": v for k, v in plain_ood.items()},
+                           "trajectory": metrics.trajectory_error(z_plain[:, :n], self.z_true[:, :n], t)}
+        if has_energy and cfg.integrator in integrators.NEEDS_ENERGY:
+            # the learned energy under RK4 too: exact in continuous time is not exact in
+            # what a rollout shows
+            with torch.no_grad():
+                _, s_rk4 = self._model_rollout(s0, "rk4", cfg.projection)
+            learned.update(self._learned_drift(s_rk4, t, "_rk4"))
         view = {
             "t": t.cpu().numpy(),
             "true": self.z_true[:, :4].detach().cpu().double().numpy(),
@@ -566,7 +657,7 @@ class Trainer:
             method=self.method.key, step=self.step_count, elapsed=0.0, drift=drift, drift_ood=drift_ood,
             learned_drift=learned, trajectory_error=traj, test_mse=test_mse,
             violation=self._violation(self.in_points, self._in_grads),
-            violation_ood=self._violation(self.ood_points, self._ood_grads), view=view,
+            violation_ood=self._violation(self.ood_points, self._ood_grads), view=view, unprojected=unprojected,
         )
 
     def _energy_grid(self, n: int = 41) -> dict:
@@ -593,10 +684,22 @@ class Trainer:
         def div(xy, t):
             return models.divergence(model, xy, t).detach()
 
-        t, xy, logj = sysm.carry(vel, div, self.patch0, 0.0, self.eval_dt * self.eval_steps, self.eval_dt,
-                                 method=self._field_integrator())
+        horizon = self.eval_dt * self.eval_steps
+        ones = torch.ones(1, dtype=self.dtype, device=self.device)
+        unprojected, extra = {}, {}
+        if cfg.projection:
+            # hard at inference: the parcels ride the Leray projection of the learned field
+            lf = leray.LerayField(model, sysm, dtype=self.dtype, device=self.device)
+            t, xy, logj = sysm.carry(lf.velocity, lf.divergence, self.patch0, 0.0, horizon, self.eval_dt,
+                                     method=self._field_integrator())
+            _, _, logj_plain = sysm.carry(vel, div, self.patch0, 0.0, horizon, self.eval_dt,
+                                          method=self._field_integrator())
+            unprojected["mass"] = metrics.drift_curve(sysm.mass(logj_plain).unsqueeze(1), ones, t)
+            extra = self._velocity_errors(vel, lf)
+        else:
+            t, xy, logj = sysm.carry(vel, div, self.patch0, 0.0, horizon, self.eval_dt,
+                                     method=self._field_integrator())
         mass = sysm.mass(logj)  # (T,)
-        ones = torch.ones(1, dtype=mass.dtype, device=mass.device)
         drift = {"mass": metrics.drift_curve(mass.unsqueeze(1), ones, t)}
         with torch.no_grad():
             test_mse = metrics.mse(self._predict(self.x_test), self.y_test)
@@ -616,12 +719,27 @@ class Trainer:
             "mass_true": self.mass_true.detach().cpu().double().numpy(),
         }
         view.update(self._field_view(div))
+        view.update(extra)
         return Evaluation(
             method=self.method.key, step=self.step_count, elapsed=0.0, drift=drift, drift_ood={},
             learned_drift={}, trajectory_error=None, test_mse=test_mse,
             violation=self._violation(self.in_points, None),
-            violation_ood=self._violation(self.ood_points, None), view=view,
+            violation_ood=self._violation(self.ood_points, None), view=view, unprojected=unprojected,
         )
+
+    def _velocity_errors(self, vel, lf, n_times: int = 3) -> dict:
+        """What the Leray projection costs: the rms velocity error against the truth on the
+        solver's grid, of the network's own field and of its projection, relative to the
+        true field's rms, at ``n_times`` times across the training window."""
+        sysm = self.system
+        pts = sysm.grid_points(dtype=self.dtype, device=self.device)
+        plain, proj = [], []
+        for tt in torch.linspace(0.0, self.t_end, n_times).tolist():
+            true = sysm.velocity(pts, tt)
+            ref = float(true.pow(2).sum(-1).mean().sqrt().clamp_min(1e-300))
+            plain.append(float((vel(pts, tt) - true).pow(2).sum(-1).mean().sqrt()) / ref)
+            proj.append(float((lf.velocity(pts, tt) - true).pow(2).sum(-1).mean().sqrt()) / ref)
+        return {"velocity_error": sum(plain) / n_times, "velocity_error_projected": sum(proj) / n_times}
 
     def _field_view(self, div, n: int = 24) -> dict:
         xs = torch.linspace(0, 2 * math.pi, n + 1, dtype=self.dtype, device=self.device)[:-1]
@@ -779,6 +897,7 @@ class Comparison:
             methods.check_applies(k, system)
             if k not in seen:
                 seen.append(k)
+        check_rollout(system, seen, self.config)
         budget.check(system, seen, self.config, max_work)
         shared: dict = {}  # the data and the truth, built by the first trainer
         self.trainers = {k: Trainer(system, k, self.config, None, self.stop_event, shared, max_work)
