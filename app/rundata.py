@@ -15,15 +15,14 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 
-from conserv_core import runs, training
+from conserv_core import integrators, models, runs, training
+from conserv_core import methods as methods_registry
 from conserv_core.systems import System
 
 from app import export
 
 #: drift values below this are drawn at it (a log axis has no zero)
 DRIFT_FLOOR = 1e-12
-#: at most this many loss points per method reach the browser (thinned where the run is)
-MAX_LOSS_POINTS = runs.MAX_PROGRESS
 #: at most this many loss points per method reach the browser (thinned where the run is)
 MAX_LOSS_POINTS = runs.MAX_PROGRESS
 
@@ -33,6 +32,26 @@ def drift_keys(system: System) -> list[str]:
     if system.kind == "field":
         return ["mass", "divergence"]
     return list(system.invariant_names())
+
+
+def extra_series(system: System, methods: list[str], config: training.TrainConfig) -> dict[str, list[str]]:
+    """Per drift plot, the series beside each method's own curve that the rollout options
+    add: ``"<m>:raw"``, the same model without the projection (projection on), and on the
+    energy plot ``"<m>:own_rk4"``, a learned energy under RK4 (discrete gradient on)."""
+    out: dict[str, list[str]] = {q: [] for q in drift_keys(system)}
+    if config.projection:
+        for q in out:
+            if q != "divergence":
+                out[q] += [f"{m}:raw" for m in methods]
+    if config.integrator in integrators.NEEDS_ENERGY and "energy" in out:
+        out["energy"] += [f"{m}:own_rk4" for m in methods if has_learned_energy(m, system)]
+    return out
+
+
+def has_learned_energy(method: str, system: System) -> bool:
+    """Whether ``method``'s model on ``system`` has an energy of its own (drawn dotted)."""
+    arch = methods_registry.get_method(method).arch_for(system)
+    return arch is not None and getattr(models.ARCHITECTURES[arch], "has_learned_energy", False)
 
 
 def plot_drift(curve) -> dict:
@@ -128,6 +147,8 @@ class StreamSet:
         self.multipliers = Channel()
         #: per invariant {series: {"t", "drift"}}; series: "truth", a method, "<method>:own"
         self.drift = {q: Channel() for q in self.invariants}
+        #: per drift plot, the series the rollout options add (see :func:`extra_series`)
+        self.extra = extra_series(system, self.methods, config)
         #: {method: Evaluation.view}, the system view's arrays
         self.views = hv.streams.Pipe(data={})
         self.key = self.key_for(system, methods, config)
@@ -137,7 +158,8 @@ class StreamSet:
         """What decides the plots' layout (not their data)."""
         dof = system.dof if system.kind == "ode" else 0
         names = multiplier_names(system, config) if "auglag" in methods else []
-        return system.key, dof, tuple(methods), tuple(drift_keys(system)), tuple(names)
+        extra = tuple(tuple(v) for v in extra_series(system, methods, config).values())
+        return system.key, dof, tuple(methods), tuple(drift_keys(system)), tuple(names), extra
 
     @property
     def has_auglag(self) -> bool:
@@ -210,9 +232,13 @@ class LiveData:
             source = ev.drift_ood if (self.ood and ev.drift_ood) else ev.drift
             if q in source:
                 yield key, (id(source[q]), self.ood), source[q]
-            own = "energy_ood" if self.ood else "energy"
-            if q == "energy" and own in ev.learned_drift:
-                yield f"{key}:own", (id(ev.learned_drift[own]), self.ood), ev.learned_drift[own]
+            ood = "_ood" if (self.ood and ev.drift_ood) else ""
+            for suffix, name in ((":own", f"energy{ood}"), (":own_rk4", f"energy_rk4{ood}")):
+                if q == "energy" and name in ev.learned_drift:
+                    yield f"{key}{suffix}", (id(ev.learned_drift[name]), self.ood), ev.learned_drift[name]
+            raw = f"{q}_ood" if (self.ood and ev.drift_ood) else q
+            if raw in ev.unprojected:
+                yield f"{key}:raw", (id(ev.unprojected[raw]), self.ood), ev.unprojected[raw]
 
     def drift_series(self, q: str) -> dict:
         """Every curve of drift plot ``q``."""

@@ -12,7 +12,7 @@ from conserv_core.systems import ALL_SYSTEMS, FieldSystem, ODESystem
 
 #: training settings that get a widget
 CONFIG_FIELDS = ["steps", "lr", "width", "seed", "lam", "mu", "mu_growth", "update_every", "lnn_form",
-                 "integrator", "horizon", "ood_factor", "device", "invariants"]
+                 "integrator", "projection", "horizon", "ood_factor", "device", "invariants"]
 #: training settings the URL carries: every one a run reads (threads is the server's, and
 #: the dashboard sets eval_every from the number of refreshes it wants)
 URL_CONFIG_FIELDS = [k for k in training.TrainConfig.param if k not in ("name", "threads", "eval_every")]

@@ -107,9 +107,12 @@ def method_title(key: str) -> str:
 
 
 def chip(key: str, text: str | None = None, line: str = "solid") -> str:
-    """HTML for a coloured legend chip (``line``: solid, dashed, dotted) and a name."""
+    """HTML for a coloured legend chip (``line``: solid, dashed, dotted, or the plots'
+    dotdash / dashdot, drawn thinner) and a name."""
     color = COLORS.get(key, "#888")
-    style = f"border-top: 3px {line} {color}; width: 22px; display: inline-block;" \
+    css = {"dotdash": "dotted", "dashdot": "dashed"}.get(line, line)
+    px = 2 if css != line else 3
+    style = f"border-top: {px}px {css} {color}; width: 22px; display: inline-block;" \
             " vertical-align: middle; margin-right: 6px"
     return f'<span style="white-space: nowrap"><span style="{style}"></span>{text or SHORT.get(key, key)}</span>'
 

@@ -21,6 +21,7 @@ import numpy as np
 import panel as pn
 import param
 
+from conserv_core import integrators
 from conserv_core import methods as cmethods
 from conserv_core.devices import available_devices
 from conserv_core.presets import PRESETS
@@ -28,7 +29,7 @@ from conserv_core.systems import ALL_SYSTEMS
 
 from app import theme
 from app.live import LivePlot
-from app.rundata import DRIFT_FLOOR, Channel, StreamSet
+from app.rundata import DRIFT_FLOOR, Channel, StreamSet, has_learned_energy
 from app.session import LabSession
 from app.settings import CONFIG_FIELDS, system_fields
 
@@ -124,6 +125,7 @@ SOFT: dict[tuple[str, str], dict] = {
     ("config", "update_every"): dict(start=1, end=500, step=1, label="Multiplier update every (steps)"),
     ("config", "lnn_form"): dict(label="Lagrangian form (LNN)"),
     ("config", "integrator"): dict(label="Rollout integrator"),
+    ("config", "projection"): dict(label="Project onto the invariants after each step (hard at inference)"),
     ("config", "horizon"): dict(step=1.0, label="Rollout horizon (time)"),
     ("config", "ood_factor"): dict(start=1.0, end=10.0, step=0.5, label="Out-of-distribution factor"),
     ("config", "device"): dict(label="Device"),
@@ -140,7 +142,9 @@ def param_widget(obj: param.Parameterized, name: str, owner: str, **extra) -> pn
     kw = dict(SOFT.get((owner, name), {}))
     kw.update(extra)
     whole = "start" in kw and (kw["start"], kw["end"]) == tuple(getattr(p, "bounds", None) or (None, None))
-    if isinstance(p, param.Selector):
+    if isinstance(p, param.Boolean):
+        cls = pn.widgets.Checkbox
+    elif isinstance(p, param.Selector):
         cls = pn.widgets.Select
     elif isinstance(p, param.Integer):
         cls = pn.widgets.IntSlider if whole else pn.widgets.EditableIntSlider if "start" in kw else pn.widgets.IntInput
@@ -241,7 +245,12 @@ class Controls(pn.viewable.Viewer):
             pn.Card(w["lam"], w["mu"], w["mu_growth"], w["update_every"], w["lnn_form"],
                     head("<span class='cl-muted'>Invariants the soft constraints act on</span>"), self.invariants,
                     title="Constraint settings", collapsed=True, sizing_mode="stretch_width"),
-            pn.Card(w["integrator"], w["horizon"], w["ood_factor"], title="Rollout and test",
+            pn.Card(w["integrator"], w["projection"],
+                    head("<span class='cl-muted'>discrete_gradient holds a learned energy exactly in every step "
+                         "(truth and HNN only). Projection pulls every model's rollout back onto the chosen "
+                         "invariants (flow: the divergence-free part of its field); it does not fix the "
+                         "trajectory.</span>"),
+                    w["horizon"], w["ood_factor"], title="Rollout and test",
                     collapsed=True, sizing_mode="stretch_width"),
             head("<b>Download results</b>"),
             pn.Row(self.csv, self.json, sizing_mode="stretch_width"),
@@ -349,9 +358,16 @@ class StatusView(pn.viewable.Viewer):
         s = self.session
         keys = s.data.methods if s.data is not None else s.methods
         chips = [theme.chip(k) for k in keys] + [theme.chip("truth", line="dashed")]
-        if ALL_SYSTEMS[s.system].kind == "ode":
-            chips += [theme.chip(k, f"{theme.SHORT[k].split(' ')[0]}: its own learned energy", line="dotted")
-                      for k in keys if k in ("hnn", "lnn")]
+        cfg, sysm = s.config, s.current_system
+        if sysm.kind == "ode":
+            own = [k for k in keys if has_learned_energy(k, sysm)]
+            chips += [theme.chip(k, f"{theme.SHORT.get(k, k).split(' ')[0]}: its own learned energy", line="dotted")
+                      for k in own]
+            if cfg.integrator in integrators.NEEDS_ENERGY:
+                chips += [theme.chip(k, f"{theme.SHORT.get(k, k).split(' ')[0]}: own energy under RK4", line="dotdash")
+                          for k in own]
+        if cfg.projection:
+            chips.append(theme.chip("truth", "thin dash-dot: the same model without projection", line="dashdot"))
         self.legend.object = '<div class="cl-legend">' + "".join(chips) + "</div>"
         self.look.object = f'<div class="cl-look"><b>What to look for.</b> {theme.look_for(s.current_system)}</div>'
 
@@ -412,9 +428,16 @@ def _series_styles(keys: list[str]) -> hv.Options:
     for key in keys:
         base = key.split(":")[0]
         color.append(theme.COLORS.get(base, "#888"))
-        dash.append("dashed" if base == "truth" else "dotted" if key.endswith(":own") else "solid")
-        width.append(1.5 if base == "truth" else 2 if key.endswith(":own") else 2.5)
+        kind = key.split(":")[1] if ":" in key else ""
+        dash.append(_DASH.get(kind, "dashed" if base == "truth" else "solid"))
+        width.append(1.5 if base == "truth" else _WIDTH.get(kind, 2.5))
     return hv.opts.Curve(color=hv.Cycle(color), line_dash=hv.Cycle(dash), line_width=hv.Cycle(width))
+
+
+#: line style of a series by its suffix: ``<m>:own`` the learned energy, ``<m>:own_rk4``
+#: the same under RK4 (discrete gradient on), ``<m>:raw`` the rollout without projection
+_DASH = {"own": "dotted", "own_rk4": "dotdash", "raw": "dashdot"}
+_WIDTH = {"own": 2, "own_rk4": 1.5, "raw": 1.2}
 
 
 class LossView(_PlotView):
@@ -470,7 +493,8 @@ class DriftView(_PlotView):
             # learned energies dotted, the truth last so that it is drawn on top
             keys = list(streams.methods)
             if q == "energy":
-                keys += [f"{m}:own" for m in streams.methods if m in ("hnn", "lnn")]
+                keys += [f"{m}:own" for m in streams.methods if has_learned_energy(m, streams.system)]
+            keys += streams.extra.get(q, [])
             keys.append("truth")
 
             def element(keys=keys, title=title, ylabel=ylabel):
@@ -482,8 +506,11 @@ class DriftView(_PlotView):
             "<span class='cl-muted'>Each curve is the mean over the test initial conditions, rolled out by the "
             "learned dynamics with the integrator chosen under <i>Rollout and test</i>; the dashed black line is "
             "the exact dynamics with the same integrator, the floor any model can reach. Dotted: the network's "
-            f"own learned energy, which a hard constraint holds exactly. Values below {DRIFT_FLOOR:g} are drawn "
-            "at it. Curves refresh as training goes on.</span>", sizing_mode="stretch_width")
+            f"own learned energy, which a hard constraint holds exactly in continuous time; dot-dash: the same "
+            "under RK4, when the rollout uses the discrete gradient that holds it in every step. Thin dash-dot "
+            "(projection on): the same model without the projection. Values below "
+            f"{DRIFT_FLOOR:g} are drawn at it. Curves refresh as training goes on.</span>",
+            sizing_mode="stretch_width")
         return pn.Column(pn.Row(*plots, sizing_mode="stretch_width"), note, sizing_mode="stretch_width")
 
     def __panel__(self):
@@ -732,8 +759,15 @@ class SystemView(_PlotView):
                              f"<b>{float(arr[k]):.4f}</b>")
             t = ref.get("t") if ref else None
             when_t = f" at t = {float(t[-1]) * self.frame:.2g}" if t is not None and len(t) else ""
+            # projection on: what the Leray projection costs in velocity error
+            costs = [f"{theme.chip(m, theme.SHORT.get(m, m))} {views[m]['velocity_error']:.3f} → "
+                     f"<b>{views[m]['velocity_error_projected']:.3f}</b>"
+                     for m in methods if m in views and "velocity_error_projected" in views[m]]
+            cost = ("<div class='cl-legend'><span>Leray projection on: the dye rides the divergence-free part of "
+                    "each field. Velocity error vs truth (rms, relative), network → projected:</span>"
+                    + "".join(f"<span>{c}</span>" for c in costs) + "</div>") if costs else ""
             masses.object = (f"<div class='cl-legend'><span>Dye mass{when_t} (starts at 1):</span>"
-                             + "".join(f"<span>{p}</span>" for p in parts) + "</div>")
+                             + "".join(f"<span>{p}</span>" for p in parts) + "</div>" + cost)
 
         views_pipe.add_subscriber(show_mass)
         self._on_frame = show_mass
@@ -860,7 +894,7 @@ class TeachingView(pn.viewable.Viewer):
         self._box = pn.FlexBox(sizing_mode="stretch_width", gap="12px")
         self._cache: dict[str, pn.viewable.Viewable] = {}
         self.session.param.watch(guarded(self.session, self._update), ["system", "methods"])
-        self.session.config.param.watch(guarded(self.session, self._update), ["lnn_form"])
+        self.session.config.param.watch(guarded(self.session, self._update), ["lnn_form", "integrator", "projection"])
         self._update()
 
     def _card(self, key: str):
@@ -868,7 +902,13 @@ class TeachingView(pn.viewable.Viewer):
             key = f"lnn:{self.session.config.lnn_form}"
         if key in self._cache:
             return self._cache[key]
-        if key in ALL_SYSTEMS:
+        if key in cmethods.ROLLOUT_OPTIONS:
+            o = cmethods.ROLLOUT_OPTIONS[key]
+            card = pn.Card(tex(o.equation), html(f"<p>{o.teaching_note}</p><p class='cl-muted'>Applies to "
+                                                 f"{_escape(o.applies_to)}.</p>", sizing_mode="stretch_width"),
+                           title=o.title, collapsible=False, width=360,
+                           header_background="#555", header_color="white")
+        elif key in ALL_SYSTEMS:
             cls = ALL_SYSTEMS[key]
             eqs = [html(f"<b>{name}</b>", margin=(6, 5, 0, 5)) for name in cls.equations]
             body = []
@@ -893,7 +933,10 @@ class TeachingView(pn.viewable.Viewer):
 
     def _update(self, *events) -> None:
         s = self.session
-        self._box.objects = [self._card(s.system)] + [self._card(m) for m in s.methods if m in s.valid_methods()]
+        options = [k for k, on in (("discrete_gradient", s.config.integrator == "discrete_gradient"),
+                                    ("projection", s.config.projection)) if on]
+        self._box.objects = ([self._card(s.system)] + [self._card(m) for m in s.methods if m in s.valid_methods()]
+                             + [self._card(k) for k in options])
 
     def __panel__(self):
         return self._box
