@@ -108,6 +108,26 @@ def _batch(n: int) -> int:
     return max(n, MIN_BATCH)
 
 
+#: a discrete-gradient step costs about as much as this many RK4 steps (fixed-point
+#: iterations, benchmarks/bench_geometric.py), and its HNN evaluations add an RK4 twin
+DG_STEP_COST = 3.0
+#: the Leray projection samples the learned field on the solver's grid this many times per
+#: parcel step (RK4 stage times, cached; benchmarks/bench_leray.py)
+LERAY_SAMPLES_PER_STEP = 2.3
+
+
+def _rollout_factor(config) -> float:
+    """The cost of one model rollout relative to a plain one, under the rollout options:
+    projection adds its Newton solve and an unprojected twin (x3), the discrete gradient
+    its iterations and an RK4 twin for the learned energy."""
+    f = 1.0
+    if getattr(config, "integrator", "rk4") == "discrete_gradient":
+        f = DG_STEP_COST + 1.0
+    if getattr(config, "projection", False):
+        f *= 3.0
+    return f
+
+
 def estimate(system: System, method_keys: list[str] | tuple[str, ...], config) -> list[Term]:
     """The work of training ``method_keys`` side by side (as
     :class:`~conserv_core.training.Comparison` does) on ``system`` with ``config``,
@@ -117,7 +137,8 @@ def estimate(system: System, method_keys: list[str] | tuple[str, ...], config) -
     n_methods = len(keys)
     n_constrained = sum(methods.get_method(k).constraint in ("penalty", "auglag") for k in keys)
     n_evals = _n_evaluations(config)
-    rollouts = n_methods * n_evals + 1  # every evaluation of every method, and the truth once
+    # every evaluation of every method, and the truth once
+    rollouts = n_methods * n_evals * _rollout_factor(config) + 1
     dt = config.dt if config.dt is not None else system.dt
     horizon = config.horizon if config.horizon is not None else system.horizon
     terms = []
@@ -127,8 +148,14 @@ def estimate(system: System, method_keys: list[str] | tuple[str, ...], config) -
         parcels = system.n_parcels
         terms.append(Term(
             "dye rollouts", carry_steps * _batch(parcels) * rollouts,
-            f"horizon={horizon:g} / dt={dt:g} = {carry_steps:,} steps × {parcels:,} parcels × {rollouts} rollouts",
+            f"horizon={horizon:g} / dt={dt:g} = {carry_steps:,} steps × {parcels:,} parcels × {rollouts:g} rollouts",
             "lower horizon or n_parcels, or raise dt or eval_every"))
+        if getattr(config, "projection", False):
+            samples = carry_steps * LERAY_SAMPLES_PER_STEP * system.grid ** 2 * n_methods * n_evals
+            terms.append(Term(
+                "Leray projection", samples,
+                f"{carry_steps:,} steps × {LERAY_SAMPLES_PER_STEP:g} samples of grid={system.grid}² × "
+                f"{n_methods * n_evals} rollouts", "lower the flow's grid or horizon, or raise eval_every"))
         # the truth: IF-RK4 steps of the CFL size towards every snapshot of [0, t_span]
         dt_cfl = 0.5 * (2 * math.pi / system.grid) / FLOW_SPEED.get(system.initial, 4.0)
         n_intervals = max(1, round(system.t_span / system.snapshot_dt))
@@ -146,7 +173,7 @@ def estimate(system: System, method_keys: list[str] | tuple[str, ...], config) -
         cases = 2 * config.n_test
         terms.append(Term(
             "rollouts", float(eval_steps) * _batch(cases) * rollouts,
-            f"horizon={horizon:g} / dt={dt:g} = {eval_steps:,} steps × {cases} test cases × {rollouts} rollouts",
+            f"horizon={horizon:g} / dt={dt:g} = {eval_steps:,} steps × {cases} test cases × {rollouts:g} rollouts",
             "lower horizon or n_test, or raise dt or eval_every"))
         if isinstance(system, ODESystem) and type(system).reference_rollout is ODESystem.reference_rollout:
             # RK4 at reference_dt between every pair of sample times (integrators.solve)

@@ -321,9 +321,13 @@ class Projection:
     """Project a state onto ``{Q_k(z) = Q_k(z₀)}`` for chosen invariants: "hard at
     inference", for any model.
 
-    After a step gives ``z̃``, solve ``Q(z̃ + G(z̃)ᵀλ) = Q(z₀)`` for the multipliers ``λ``
-    by simplified Newton (``G = ∂Q/∂z`` evaluated once, at ``z̃``), the standard projection
-    method (Hairer, Lubich & Wanner IV.4). The iteration stops when every component is
+    After a step gives ``z̃``, move along ``∇Q`` onto ``Q(z) = Q(z₀)``: Newton steps
+    ``z ← z + G(z)ᵀΔλ`` with ``G(z)G(z)ᵀΔλ = −(Q(z) − Q(z₀))`` and ``G = ∂Q/∂z``. This is
+    the standard projection method (Hairer, Lubich & Wanner IV.4) with ``G`` re-evaluated at
+    each iterate rather than kept from ``z̃`` (simplified Newton): the invariants here are
+    cheap to differentiate, and an untrained model's step can land far from the set,
+    where simplified Newton crawls (measured: 20 iterations and 1e-8 left on the OOD
+    pendulum) and Newton takes two or three. The iteration stops when every component is
     within ``tol`` of its target, relative to the invariant's scale (``tol`` is raised to
     8 ulps of the state's dtype: float32 cannot hold 1e-10), or when it stalls. A
     projection that cannot reach ``tol`` keeps its best iterate: the drift curves then
@@ -338,7 +342,7 @@ class Projection:
     """
 
     def __init__(self, invariants: dict[str, Callable[[Tensor], Tensor]], tol: float = 1e-10,
-                 max_iter: int = 20):
+                 max_iter: int = 12):
         if not invariants:
             raise ValueError("projection needs at least one invariant to project onto")
         if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
@@ -390,23 +394,22 @@ class Projection:
             worst = float((r.abs() / scale).max())
             if worst <= tol:
                 return z
-            g = self._jacobian(z)  # (B, K, D)
-            ggt = g @ g.transpose(1, 2)  # (B, K, K)
-            lam = torch.zeros_like(r)
-            best, y_best = worst, z
+            y, best, y_best, stalls = z, worst, z, 0
             for i in range(self.max_iter):
                 self.last_iterations = i + 1
-                dl = torch.linalg.lstsq(ggt, -r.unsqueeze(-1)).solution.squeeze(-1)  # (B, K)
-                lam = lam + dl
-                y = z + (g.transpose(1, 2) @ lam.unsqueeze(-1)).squeeze(-1)
-                r = self.values(y) - q0
-                worst = float((r.abs() / scale).max())
-                if not math.isfinite(worst):
+                g = self._jacobian(y)  # (B, K, D), where the iterate is
+                dl = torch.linalg.lstsq(g @ g.transpose(1, 2), -r.unsqueeze(-1)).solution  # (B, K, 1)
+                y_next = y + (g.transpose(1, 2) @ dl).squeeze(-1)
+                r_next = self.values(y_next) - q0
+                now = float((r_next.abs() / scale).max())
+                if not math.isfinite(now):
                     break
+                stalls += now >= worst  # no progress at all
+                y, r, worst = y_next, r_next, now
                 if worst < best:
                     best, y_best = worst, y
-                if worst <= tol or worst > 0.5 * best and i >= 2:
-                    break  # converged, or stalled at the precision's floor
+                if worst <= tol or stalls >= 2:
+                    break  # converged, or no closer to the set from here (the precision's floor)
             return y_best
 
 
