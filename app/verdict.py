@@ -37,7 +37,7 @@ def verdict(data) -> str:
     if not data.system.is_conserved(q):
         text += (f" With these parameters {title.split()[0]} is not conserved: the right answer is the "
                  "truth's curve, and a method that holds it constant is wrong.")
-    elif base is not None and math.isfinite(base) and base > 0 and others:
+    elif base is not None and math.isfinite(base) and base > 0 and others and not data.config.projection:
         best = min(others, key=others.get)
         ratio = base / others[best] if others[best] > 0 else math.inf
         if ratio == math.inf:
@@ -46,4 +46,29 @@ def verdict(data) -> str:
             text += f" {theme.SHORT[best]} drifts {ratio:,.0f}× less than the baseline."
         else:
             text += " No method beats the baseline by much here: try more steps, or look at the system view."
+    return text + _rollout_options(data)
+
+
+def _rollout_options(data) -> str:
+    """What the rollout options did, and what they did not: the sentence a student needs
+    to tell 'exact in what you see' from 'right'."""
+    cfg, evs = data.config, data.latest_eval
+    text = ""
+    if cfg.projection and data.system.kind == "ode":
+        paths = [f"{theme.SHORT[m]} {_fmt(_final(ev.trajectory_error))} "
+                 f"(without projection {_fmt(_final(ev.unprojected['trajectory']))})"
+                 for m, ev in evs.items() if ev.trajectory_error is not None and "trajectory" in ev.unprojected]
+        if paths:
+            text += (" Projection holds the chosen invariants for every model; it does not fix the path. "
+                     "Trajectory error at the horizon: " + " · ".join(paths) + ".")
+    elif cfg.projection:
+        text += (" Projection on: the dye rides each field's divergence-free part, so its mass is exact; "
+                 "the velocity error it costs is under the dye view.")
+    if cfg.integrator == "discrete_gradient":
+        own = [f"{theme.SHORT[m]} {_fmt(_final(ev.learned_drift['energy']))} "
+               f"(under RK4 {_fmt(_final(ev.learned_drift['energy_rk4']))})"
+               for m, ev in evs.items() if "energy_rk4" in ev.learned_drift]
+        if own:
+            text += (" Discrete gradient: the learned energy is held in every step, " + " · ".join(own)
+                     + "; the true energy is only as good as the learned one.")
     return text
