@@ -508,7 +508,8 @@ class DriftView(_PlotView):
             "the exact dynamics with the same integrator, the floor any model can reach. Dotted: the network's "
             f"own learned energy, which a hard constraint holds exactly in continuous time; dot-dash: the same "
             "under RK4, when the rollout uses the discrete gradient that holds it in every step. Thin dash-dot "
-            "(projection on): the same model without the projection. Values below "
+            "(projection on): the same model without the projection; the truth is never projected, so a "
+            "projected model can sit below its line. Values below "
             f"{DRIFT_FLOOR:g} are drawn at it. Curves refresh as training goes on.</span>",
             sizing_mode="stretch_width")
         return pn.Column(pn.Row(*plots, sizing_mode="stretch_width"), note, sizing_mode="stretch_width")
