@@ -728,9 +728,11 @@ class Trainer:
         )
 
     def _velocity_errors(self, vel, lf, n_times: int = 3) -> dict:
-        """What the Leray projection costs: the rms velocity error against the truth on the
-        solver's grid, of the network's own field and of its projection, relative to the
-        true field's rms, at ``n_times`` times across the training window."""
+        """The rms velocity error against the truth on the solver's grid, of the network's
+        own field and of its Leray projection, relative to the true field's rms, at
+        ``n_times`` times across the training window. On the grid the projection cannot
+        raise it (the truth is divergence-free and P is an orthogonal projection); what it
+        changes is the field the parcels ride, and its smoothness between grid points."""
         sysm = self.system
         pts = sysm.grid_points(dtype=self.dtype, device=self.device)
         plain, proj = [], []

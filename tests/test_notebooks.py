@@ -29,7 +29,7 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 #: the lessons the workshop needs, in order
 LESSONS = ["00_dashboard", "01_pendulum", "02_nbody", "03_incompressible_flow", "04_soft_vs_hard",
-           "05_double_pendulum_lnn"]
+           "05_double_pendulum_lnn", "06_exact_in_discrete_time"]
 #: wall-clock budget per notebook on a busy 2-core machine, kernel start included (s)
 BUDGET_S = 120
 KERNEL = "conservation-lab-test"
@@ -92,6 +92,21 @@ assert mixed["generic LNN"] > 0.0  # the generic form's H is indefinite somewher
 assert ev_g.drift["energy"].final > 10 * evals["lnn"].drift["energy"].final
 assert ev_g.test_mse > 10 * evals["lnn"].test_mse
 assert min(evals[k].trajectory_error.final for k in ("baseline", "lnn")) > 0.1  # neither keeps the path
+""",
+    "06_exact_in_discrete_time": """
+top = lambda c: np.max(np.asarray(c.rel))  # worst over the rollout; NaN (a broken rollout) fails
+# the HNN's own energy (same weights): drifts under RK4, round-off under the discrete gradient
+own_rk4, own_dg = ev_dg.learned_drift["energy_rk4"].final, ev_dg.learned_drift["energy"].final
+assert top(ev_dg.learned_drift["energy"]) < 1e-9 and top(ev_dg.learned_drift["energy_ood"]) < 1e-9, own_dg
+assert own_dg < 1e-3 * own_rk4 and own_rk4 > 1e-7, (own_dg, own_rk4)
+assert ev_dg.drift["energy"].final > 1e3 * own_dg  # exact for H_θ, not for the true H
+# projection: the true energy held to the tolerance all along, the trajectory not fixed
+assert top(ev_proj.drift["energy"]) <= 1e-8, top(ev_proj.drift["energy"])
+assert ev_proj.unprojected["energy"].final > 1e-3
+assert ev_proj.trajectory_error.final > max(0.1, 0.5 * ev_proj.unprojected["trajectory"].final)
+# Leray: the mass exact; the velocity error not made worse (an orthogonal projection)
+assert top(ev_leray.drift["mass"]) < 1e-10 and ev_leray.unprojected["mass"].final > 1e-4
+assert ev_leray.view["velocity_error_projected"] <= ev_leray.view["velocity_error"] * (1 + 1e-9)
 """,
 }
 
