@@ -99,6 +99,7 @@ def test_leray_projection_keeps_the_baselines_dye_mass_and_says_what_it_costs():
     ("pendulum", ["lnn"], dict(integrator="discrete_gradient"), "not to lnn"),
     ("flow", ["divfree"], dict(integrator="discrete_gradient"), "ODE systems"),
     ("pendulum", ["baseline"], dict(projection=True, damping=0.3), "does not conserve"),
+    ("pendulum", ["baseline"], dict(projection=True, invariants=["momentum"]), "must be among energy"),
 ])
 def test_options_that_cannot_apply_are_refused_before_any_work(system, methods, cfg, needle):
     params = {"damping": cfg.pop("damping")} if "damping" in cfg else {}
