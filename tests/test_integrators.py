@@ -2,6 +2,8 @@
 
 Every test that names an integrator is parametrized over ``integrators.INTEGRATORS``, so a
 new one is checked as soon as it is registered (with its ``ORDER`` and ``SYMPLECTIC``).
+An integrator in ``integrators.NEEDS_ENERGY`` (the discrete gradient) is handed the same
+field written as a :class:`~conserv_core.integrators.GradientForm` (:func:`field_for`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ def forced_exact(z0: torch.Tensor, t: float) -> torch.Tensor:
     return torch.cat([q, p], -1)
 
 
+#: the oscillator as ``ż = J∇H`` with ``H = ½|z|²``; the forced one has no autonomous
+#: energy, so an integrator that needs one is not run on it
+OSCILLATOR_FORM = integrators.GradientForm(lambda z: 0.5 * (z * z).sum(-1), gradient=lambda z: z)
+
 PENDULUM = systems.Pendulum(length=1.5, gravity=9.81, mass=0.7)
 
 
@@ -68,6 +74,21 @@ PROBLEMS = {
     "forced": (forced, forced_exact, Z0),
     "pendulum": (PENDULUM.vector_field, pendulum_reference, PENDULUM.sample_initial(3, seed=5)),
 }
+#: each problem's field as a GradientForm (None: it has none)
+FORMS = {"oscillator": OSCILLATOR_FORM, "forced": None, "pendulum": PENDULUM.gradient_form}
+
+
+def field_for(name: str, f, form):
+    """What integrator ``name`` is handed: ``form`` (the same field as a GradientForm) if it
+    needs a scalar energy, else the plain field ``f``. Checks the two agree; skips the test
+    when the integrator needs a form and the problem has none."""
+    if name not in integrators.NEEDS_ENERGY:
+        return f
+    if form is None:
+        pytest.skip(f"{name} needs a field (J - R)∇H with an autonomous energy; this one has none")
+    z = torch.tensor([[0.7, -0.4], [-1.3, 0.9]], dtype=torch.float64)
+    assert torch.allclose(form(z, 0.0), f(z, 0.0), rtol=1e-14, atol=1e-14), "the form is not the same field"
+    return form
 
 
 def fitted_order(dts, errors) -> float:
@@ -89,6 +110,7 @@ def exact_end():
 @pytest.mark.parametrize("name", NAMES)
 def test_fitted_convergence_order(name, problem, exact_end):
     f, _, z0 = PROBLEMS[problem]
+    f = field_for(name, f, FORMS[problem])
     dts, errors = [], []
     for n in SWEEP_STEPS:
         _, z = integrators.rollout(f, z0, SWEEP_T / n, n, name, every=n)
@@ -108,19 +130,29 @@ LONG_STEPS = 4_000
 LONG_PENDULUM = systems.Pendulum()
 
 
+#: relative energy error of the discrete gradient (energy-conserving by construction)
+#: over that run: its solve tolerance plus accumulated round-off
+DG_ENERGY_TOL = 1e-11
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_long_time_energy_error_bounded_only_for_symplectic(name):
     """Max relative energy error in the last tenth of the run against the first tenth:
-    the same for a symplectic method (bounded oscillation), larger for the others."""
+    the same for a symplectic method (bounded oscillation), larger for the others. An
+    energy-conserving integrator (the discrete gradient) keeps it at round-off throughout:
+    neither growing nor oscillating at O(dt²)."""
     z0 = LONG_PENDULUM.sample_initial(6, seed=1)
     e0 = LONG_PENDULUM.energy(z0)
+    f = field_for(name, LONG_PENDULUM.vector_field, LONG_PENDULUM.gradient_form)
     with torch.inference_mode():  # dispatch overhead dominates; no graph is needed here
-        _, z = integrators.rollout(LONG_PENDULUM.vector_field, z0, LONG_DT, LONG_STEPS, name, every=10)
+        _, z = integrators.rollout(f, z0, LONG_DT, LONG_STEPS, name, every=10)
     err = (LONG_PENDULUM.energy(z) - e0).abs() / e0  # (T, B)
     assert torch.isfinite(err).all()
     tenth = err.shape[0] // 10
     first, last = err[1 : tenth + 1].amax(0), err[-tenth:].amax(0)  # (B,)
-    if integrators.SYMPLECTIC[name]:
+    if name in integrators.NEEDS_ENERGY:
+        assert err.max() < DG_ENERGY_TOL, (name, float(err.max()))
+    elif integrators.SYMPLECTIC[name]:
         assert (last <= 1.05 * first).all(), (name, first, last)
         assert last.max() < 0.05, (name, last)
     else:
@@ -177,7 +209,25 @@ def test_rollout_fills_nan_after_blow_up_and_stops(name):
 
     z0 = torch.tensor([[1.0, 1.0], [0.5, 0.5]], dtype=torch.float64)
     n_steps, dt = 2000, 0.05
-    t, z = integrators.rollout(f, z0, dt, n_steps, name, every=2)
+    field, tick = f, None
+    if name in integrators.NEEDS_ENERGY:
+        # the same field as (J − R)∇H with H = ½|z|² and R = J − I (anti-dissipative, not
+        # PSD: H grows), so (J − R)∇H = ∇H = z. A GradientForm sees no time: its gradient
+        # records the time of the rollout step it is called in, counted by the rollout's
+        # once-a-step stop check.
+        steps = []
+
+        def tick():
+            steps.append(1)
+            return False
+
+        r = torch.tensor([[-1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
+        field = integrators.GradientForm(
+            lambda z: torch.where((z.abs() < 10.0).all(-1), 0.5 * (z * z).sum(-1), math.inf),
+            dissipation=lambda z: r.expand(z.shape[0], 2, 2),
+            gradient=lambda z: f(z, (len(steps) - 1) * dt),
+        )
+    t, z = integrators.rollout(field, z0, dt, n_steps, name, every=2, should_stop=tick)
     assert z.shape == (n_steps // 2 + 1, 2, 2) and t.shape == (n_steps // 2 + 1,)
     bad = (~torch.isfinite(z)).flatten(1).any(-1)  # (T,)
     first_bad = int(bad.nonzero()[0])
@@ -252,8 +302,9 @@ def test_solve_passes_absolute_times():
 @pytest.mark.parametrize("name", NAMES)
 def test_float32_rollout(name):
     z64 = PENDULUM.sample_initial(4, seed=2)
-    _, out64 = integrators.rollout(PENDULUM.vector_field, z64, 0.01, 100, name, every=10)
-    t32, out32 = integrators.rollout(PENDULUM.vector_field, z64.float(), 0.01, 100, name, every=10)
+    f = field_for(name, PENDULUM.vector_field, PENDULUM.gradient_form)
+    _, out64 = integrators.rollout(f, z64, 0.01, 100, name, every=10)
+    t32, out32 = integrators.rollout(f, z64.float(), 0.01, 100, name, every=10)
     assert out32.dtype == torch.float32 and t32.dtype == torch.float32
     assert torch.isfinite(out32).all()
     assert torch.allclose(out32.double(), out64, atol=1e-4), (out32.double() - out64).abs().max()

@@ -240,7 +240,7 @@ class ODESystem(System):
     def energy_gradient(self, z: Tensor) -> Tensor:
         """``∇H(z)``, ``(B, D)``, read off the vector field: ``ż = J∇H`` gives
         ``∇_q H = −ṗ`` and ``∇_p H = q̇``. A dissipative system overrides it.
-        ``tests/test_systems.py`` checks it against autograd of :meth:`energy` for every
+        ``tests/test_geometric.py`` checks it against autograd of :meth:`energy` for every
         system, which proves each vector field is ``(J − R)∇H`` with the stated ``H``."""
         f = self.vector_field(z)
         return torch.cat([-f[..., self.dof:], f[..., : self.dof]], -1)

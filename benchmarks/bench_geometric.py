@@ -1,0 +1,150 @@
+"""What exactness in discrete time costs: the discrete gradient and projection against RK4.
+
+Per rollout step, for the batch the trainer rolls out (``2 × n_test = 32`` test starts:
+16 in distribution, 16 at ``ood_factor = 3``), under ``torch.no_grad()``, one torch
+thread, best of 3:
+
+* ``discrete_gradient`` on an untrained HNN (its learned H) and on the true system,
+  against RK4 on the same field, with the mean fixed-point iterations per step;
+* RK4 + :class:`~conserv_core.integrators.Projection` (tol 1e-10, the trainer's default)
+  on an untrained MLP, against plain RK4 on it, with the mean Newton iterations per
+  step: onto the energy (pendulum), onto energy, linear and angular momentum (n-body).
+
+On the pendulum and n-body with N = 8 (state 32), in float32 and float64. The loop is
+:func:`~conserv_core.integrators.rollout`'s (one step, then the projection), written out
+to read the iteration counts. No assertions: it prints a table.
+
+Usage::
+
+    python benchmarks/bench_geometric.py               # both systems, both dtypes
+    python benchmarks/bench_geometric.py --steps 100 --repeats 3 --systems pendulum
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+
+from conserv_core import integrators, models
+from conserv_core.systems import get_system
+
+#: the systems benchmarked: key -> (parameters, invariants projected onto)
+SYSTEMS = {
+    "pendulum": ({}, ["energy"]),
+    "nbody": ({"n_bodies": 8}, ["energy", "momentum", "angular_momentum"]),
+}
+N_TEST = 16  # the trainer's default: 2 × 16 = 32 test starts
+OOD_FACTOR = 3.0
+PROJ_TOL = 1e-10
+
+
+def untrained(arch: str, state_dim: int, dtype: torch.dtype, seed: int = 0) -> torch.nn.Module:
+    model = models.build(arch, state_dim=state_dim, dof=state_dim // 2, width=64, depth=2, activation="tanh")
+    models.init_weights(model, torch.Generator().manual_seed(seed))
+    return model.to(dtype).eval()
+
+
+def starts(sysm, dtype: torch.dtype) -> torch.Tensor:
+    """The trainer's test starts (seed 0): ``(2 N_TEST, D)``."""
+    z_in = sysm.sample_initial(N_TEST, seed=10_000)
+    z_ood = sysm.sample_initial(N_TEST, seed=20_000, scale=OOD_FACTOR)
+    return torch.cat([z_in, z_ood]).to(dtype)
+
+
+def per_step(make_step, z0: torch.Tensor, n_steps: int, repeats: int) -> tuple[float, float]:
+    """Best-of-``repeats`` seconds per step of ``n_steps`` steps from ``z0``, and the mean
+    iterations per step (what ``make_step()``'s ``iterations()`` reports, 0 if none).
+
+    ``make_step()`` returns ``(step(z) -> z, iterations() -> int)``.
+    """
+    best, its = float("inf"), 0.0
+    for _ in range(repeats):
+        step, iterations = make_step()
+        total = 0
+        with torch.no_grad():
+            z = step(z0)  # warm-up, not counted
+            z = z0
+            start = time.perf_counter()
+            for _ in range(n_steps):
+                z = step(z)
+                total += iterations()
+            elapsed = time.perf_counter() - start
+        if not torch.isfinite(z).all():
+            raise RuntimeError("the rollout blew up: the timing would not be of real steps")
+        best = min(best, elapsed / n_steps)
+        its = total / n_steps
+    return best, its
+
+
+def plain(f, dt: float, method: str = "rk4"):
+    def make():
+        step = integrators.get(method)(f, dt)
+        return (lambda z: step(z, 0.0)), (lambda: getattr(step, "iterations", 0))
+    return make
+
+
+def projected(f, dt: float, proj: integrators.Projection, z0: torch.Tensor, scales):
+    target = proj.start(z0, scales)
+
+    def make():
+        step = integrators.rk4(f, dt)
+        return (lambda z: proj(step(z, 0.0), target)), (lambda: proj.last_iterations)
+    return make
+
+
+def rows_for(key: str, dtype: torch.dtype, n_steps: int, repeats: int) -> list[tuple]:
+    params, names = SYSTEMS[key]
+    sysm = get_system(key, **params)
+    dt = sysm.dt
+    z0 = starts(sysm, dtype)
+    label = f"{key} (D={sysm.state_dim})"
+    out = []
+
+    def pair(what, base_make, new_make, new_name, it_name):
+        t_base, _ = per_step(base_make, z0, n_steps, repeats)
+        t_new, its = per_step(new_make, z0, n_steps, repeats)
+        out.append((label, str(dtype).replace("torch.", ""), what, new_name, t_base, t_new, its, it_name))
+
+    hnn = untrained("hnn", sysm.state_dim, dtype)
+    pair("untrained HNN", plain(hnn, dt), plain(hnn.gradient_form, dt, "discrete_gradient"),
+         "discrete_gradient", "fixed-point")
+    pair("true system", plain(sysm.vector_field, dt), plain(sysm.gradient_form, dt, "discrete_gradient"),
+         "discrete_gradient", "fixed-point")
+    mlp = untrained("mlp", sysm.state_dim, dtype)
+    inv = sysm.invariants()
+    proj = integrators.Projection({n: inv[n] for n in names}, tol=PROJ_TOL)
+    scales = {n: sysm.invariant_scale(n, z0) for n in names}
+    onto = "+".join({"energy": "E", "momentum": "P", "angular_momentum": "L"}[n] for n in names)
+    pair("untrained MLP", plain(mlp, dt), projected(mlp, dt, proj, z0, scales), f"rk4 + proj({onto})", "Newton")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=100, help="timed steps per repeat")
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, of: " + ", ".join(SYSTEMS))
+    ap.add_argument("--dtypes", default="float32,float64")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread, "
+          f"load average {load:.2f}; batch {2 * N_TEST}, {args.steps} steps, best of {args.repeats}")
+    header = f"{'system':<15} {'dtype':<8} {'field':<14} {'method':<20} {'rk4 ms/step':>11} {'ms/step':>8} " \
+             f"{'× rk4':>6} {'iters/step':>14}"
+    print(header)
+    print("-" * len(header))
+    for key in args.systems.split(","):
+        for name in args.dtypes.split(","):
+            for row in rows_for(key, getattr(torch, name), args.steps, args.repeats):
+                label, dtype, what, method, t_base, t_new, its, it_name = row
+                print(f"{label:<15} {dtype:<8} {what:<14} {method:<20} {1e3 * t_base:>11.3f} {1e3 * t_new:>8.3f} "
+                      f"{t_new / t_base:>6.1f} {its:>5.2f} {it_name:<8}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
