@@ -372,14 +372,19 @@ class Projection:
             cols.append(s.reshape(-1, 1).expand(-1, q.shape[1]))
         return q0, torch.cat(cols, -1).clamp_min(1e-12)
 
-    def _jacobian(self, z: Tensor) -> Tensor:
-        """``∂Q/∂z`` at ``z``: ``(B, K, D)``, one backward pass per component."""
+    def _values_and_jacobian(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``Q(z) (B, K)`` and ``∂Q/∂z (B, K, D)`` from one forward and one (batched)
+        backward pass."""
         with torch.inference_mode(False), torch.enable_grad():
             x = z.detach().clone().requires_grad_(True)
-            q = self.values(x)
-            rows = [torch.autograd.grad(q[:, k].sum(), x, retain_graph=k + 1 < q.shape[1])[0]
-                    for k in range(q.shape[1])]
-        return torch.stack(rows, 1).detach()
+            q = self.values(x)  # (B, K)
+            k = q.shape[1]
+            if k == 1:
+                return q.detach(), torch.autograd.grad(q.sum(), x)[0].detach().unsqueeze(1)
+            # all K rows in one batched backward pass (vmap over the cotangents)
+            eye = torch.eye(k, dtype=q.dtype, device=q.device).unsqueeze(1).expand(k, *q.shape)
+            (rows,) = torch.autograd.grad(q, x, grad_outputs=eye, is_grads_batched=True)  # (K, B, D)
+        return q.detach(), rows.transpose(0, 1).detach()
 
     def __call__(self, z: Tensor, target: tuple[Tensor, Tensor]) -> Tensor:
         """``z (B, D)`` projected onto the targets from :meth:`start`."""
@@ -389,28 +394,23 @@ class Projection:
             return z
         # below a few ulps of the state's precision no projection can go (float32: ~1e-6)
         tol = max(self.tol, 8 * torch.finfo(z.dtype).eps)
+        y, best, y_best, stalls = z, math.inf, z, 0
         with torch.no_grad():
-            r = self.values(z) - q0  # (B, K)
-            worst = float((r.abs() / scale).max())
-            if worst <= tol:
-                return z
-            y, best, y_best, stalls = z, worst, z, 0
-            for i in range(self.max_iter):
-                self.last_iterations = i + 1
-                g = self._jacobian(y)  # (B, K, D), where the iterate is
-                dl = torch.linalg.lstsq(g @ g.transpose(1, 2), -r.unsqueeze(-1)).solution  # (B, K, 1)
-                y_next = y + (g.transpose(1, 2) @ dl).squeeze(-1)
-                r_next = self.values(y_next) - q0
-                now = float((r_next.abs() / scale).max())
-                if not math.isfinite(now):
+            for i in range(self.max_iter + 1):
+                q, g = self._values_and_jacobian(y)  # (B, K), (B, K, D), where the iterate is
+                r = q - q0
+                worst = float((r.abs() / scale).max())
+                if not math.isfinite(worst):
                     break
-                stalls += now >= worst  # no progress at all
-                y, r, worst = y_next, r_next, now
+                stalls += worst >= best  # no progress at all
                 if worst < best:
                     best, y_best = worst, y
-                if worst <= tol or stalls >= 2:
+                if worst <= tol or stalls >= 2 or i == self.max_iter:
                     break  # converged, or no closer to the set from here (the precision's floor)
-            return y_best
+                self.last_iterations = i + 1
+                dl = torch.linalg.lstsq(g @ g.transpose(1, 2), -r.unsqueeze(-1)).solution  # (B, K, 1)
+                y = y + (g.transpose(1, 2) @ dl).squeeze(-1)
+        return y_best
 
 
 INTEGRATORS: dict[str, Factory] = {

@@ -120,6 +120,9 @@ def warm_up() -> None:
     ~1.5 s) now, so a user's first run does not. Servers call this at start-up."""
     p = torch.nn.Parameter(torch.zeros(1))
     torch.optim.Adam([p], lr=1e-3)
+    # a batched backward (the projection's Jacobian) imports functorch's vmap on first use (~1 s)
+    x = torch.zeros(1, 2, requires_grad=True)
+    torch.autograd.grad(x * 2.0, x, grad_outputs=torch.ones(2, 1, 2), is_grads_batched=True)
 
 
 def make_config(system: str | None = None, **overrides) -> TrainConfig:
