@@ -21,10 +21,27 @@ from typing import Callable
 import holoviews as hv
 import numpy as np
 import panel as pn
+from bokeh.document import Document
+from bokeh.io import doc as bokeh_doc
 from bokeh.models import ColumnDataSource, GlyphRenderer, LogScale
 from panel.io.state import state
 
 from app.rundata import Channel
+
+
+def _render(element):
+    """``hv.render(element)`` into the current Bokeh document, or into a fresh one when the
+    current one is a destroyed session's: Bokeh's ``patch_curdoc`` has no ``finally``, so a
+    session callback that raised leaves its document patched in after the session is gone,
+    and HoloViews' render then fails with "Patched curdoc has been previously destroyed"
+    (seen when a test's session callback raised before another test built a page)."""
+    try:
+        bokeh_doc.curdoc()
+    except RuntimeError:
+        fresh = Document()  # held here: patch_curdoc keeps only a weak reference
+        with bokeh_doc.patch_curdoc(fresh):
+            return hv.render(element, backend="bokeh")
+    return hv.render(element, backend="bokeh")
 
 
 class LivePlot(pn.pane.Bokeh):
@@ -49,7 +66,7 @@ class LivePlot(pn.pane.Bokeh):
 
     # -- rendering: once per page ------------------------------------------------------------
     def _figure(self):
-        fig = hv.render(self._element(), backend="bokeh")
+        fig = _render(self._element())
         glyphs = [r for r in fig.renderers if isinstance(r, GlyphRenderer)]
         if len(glyphs) != len(self._keys):
             raise RuntimeError(f"expected {len(self._keys)} layers, the figure has {len(glyphs)}")

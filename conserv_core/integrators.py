@@ -327,7 +327,9 @@ class Projection:
     each iterate rather than kept from ``z̃`` (simplified Newton): the invariants here are
     cheap to differentiate, and an untrained model's step can land far from the set,
     where simplified Newton crawls (measured: 20 iterations and 1e-8 left on the OOD
-    pendulum) and Newton takes two or three. The iteration stops when every component is
+    pendulum) and Newton takes two or three. A step that does not lower a row's residual
+    is halved for that row (up to 6 times): near a saddle of ``Q`` (a pendulum just over
+    the top) the full step overshoots and plain Newton stalled at 8e-3. The iteration stops when every component is
     within ``tol`` of its target, relative to the invariant's scale (``tol`` is raised to
     8 ulps of the state's dtype: float32 cannot hold 1e-10), or when it stalls. A
     projection that cannot reach ``tol`` keeps its best iterate: the drift curves then
@@ -394,23 +396,34 @@ class Projection:
             return z
         # below a few ulps of the state's precision no projection can go (float32: ~1e-6)
         tol = max(self.tol, 8 * torch.finfo(z.dtype).eps)
-        y, best, y_best, stalls = z, math.inf, z, 0
+        y = z
         with torch.no_grad():
-            for i in range(self.max_iter + 1):
-                q, g = self._values_and_jacobian(y)  # (B, K), (B, K, D), where the iterate is
-                r = q - q0
-                worst = float((r.abs() / scale).max())
-                if not math.isfinite(worst):
+            q, g = self._values_and_jacobian(y)  # (B, K), (B, K, D), where the iterate is
+            res = ((q - q0).abs() / scale).amax(-1)  # (B,) each row's worst invariant
+            for i in range(self.max_iter):
+                if not bool((res > tol).any()):
                     break
-                stalls += worst >= best  # no progress at all
-                if worst < best:
-                    best, y_best = worst, y
-                if worst <= tol or stalls >= 2 or i == self.max_iter:
-                    break  # converged, or no closer to the set from here (the precision's floor)
                 self.last_iterations = i + 1
-                dl = torch.linalg.lstsq(g @ g.transpose(1, 2), -r.unsqueeze(-1)).solution  # (B, K, 1)
-                y = y + (g.transpose(1, 2) @ dl).squeeze(-1)
-        return y_best
+                dl = torch.linalg.lstsq(g @ g.transpose(1, 2), -(q - q0).unsqueeze(-1)).solution  # (B, K, 1)
+                delta = (g.transpose(1, 2) @ dl).squeeze(-1)  # (B, D), the Gauss–Newton step
+                # backtrack row by row where the full step overshoots (near a saddle of Q,
+                # e.g. a pendulum starting just over the top)
+                alpha = torch.ones_like(res)
+                for _ in range(6):
+                    y_try = y + alpha.unsqueeze(-1) * delta
+                    q_try = self.values(y_try)
+                    res_try = ((q_try - q0).abs() / scale).amax(-1)
+                    worse = ~(res_try < res) & (res > tol)
+                    if not bool(worse.any()):
+                        break
+                    alpha = torch.where(worse, 0.5 * alpha, alpha)
+                keep = (res_try < res).unsqueeze(-1)  # rows that improved move; the rest stay
+                if not bool(keep.any()):
+                    break  # no row gets closer to the set: the precision's floor
+                y = torch.where(keep, y_try, y)
+                q, g = self._values_and_jacobian(y)
+                res = ((q - q0).abs() / scale).amax(-1)
+        return y
 
 
 INTEGRATORS: dict[str, Factory] = {

@@ -589,3 +589,25 @@ def test_an_unreachable_cluster_is_said_on_the_page_not_raised():
         assert not s.errors  # handled, not an unexpected error
     finally:
         d.close()
+
+
+def test_a_page_renders_when_bokehs_current_document_was_left_destroyed():
+    """Bokeh's ``patch_curdoc`` has no ``finally``: a session callback that raised leaves its
+    document patched in after the session is destroyed, and every later HoloViews render
+    failed with "Patched curdoc has been previously destroyed" (the full suite hit it in
+    whichever page-building test ran next)."""
+    from bokeh.document import Document
+    from bokeh.io import doc as bokeh_doc
+
+    gone = bokeh_doc.patch_curdoc(Document())
+    gone.__enter__()  # entered and never exited, as after the raising callback; its doc is garbage now
+    try:
+        with pytest.raises(RuntimeError, match="previously destroyed"):
+            bokeh_doc.curdoc()
+        d = app.Dashboard(autodrain=False)
+        try:
+            assert pn.panel(d).get_root() is not None
+        finally:
+            d.close()
+    finally:
+        bokeh_doc._PATCHED_CURDOCS.pop()
