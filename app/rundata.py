@@ -159,7 +159,9 @@ class StreamSet:
         dof = system.dof if system.kind == "ode" else 0
         names = multiplier_names(system, config) if "auglag" in methods else []
         extra = tuple(tuple(v) for v in extra_series(system, methods, config).values())
-        return system.key, dof, tuple(methods), tuple(drift_keys(system)), tuple(names), extra
+        # a damped run's energy plot measures the error against the truth's E(t): another title
+        kept = tuple(system.is_conserved(q) for q in drift_keys(system)) if system.kind == "ode" else ()
+        return system.key, dof, tuple(methods), tuple(drift_keys(system)), tuple(names), extra, kept
 
     @property
     def has_auglag(self) -> bool:

@@ -16,6 +16,7 @@ COLORS: dict[str, str] = {
     "divfree": "#009E73",  # bluish green
     "penalty": "#E69F00",  # orange
     "auglag": "#56B4E9",  # sky blue
+    "phnn": "#882255",  # wine (Tol's muted palette): the dissipative hard method
     "truth": "#222222",
 }
 
@@ -27,6 +28,7 @@ SHORT: dict[str, str] = {
     "divfree": "div-free (hard)",
     "penalty": "penalty (soft)",
     "auglag": "aug. Lagrangian (mixed)",
+    "phnn": "port-Hamiltonian (hard)",
     "truth": "truth (same integrator)",
 }
 
@@ -38,6 +40,20 @@ INVARIANTS: dict[str, tuple[str, str]] = {
     "mass": ("Dye mass drift", "|M(t) − 1|  (mass of the dye patch)"),
     "divergence": ("Compressibility", "rms ∇·u / rms vorticity"),
 }
+
+#: invariant key -> (title, y label) when the system does not conserve it with its
+#: parameters: each model's curve is then its error against the truth's own Q(t)
+NOT_CONSERVED: dict[str, tuple[str, str]] = {
+    "energy": ("Energy error against the truth's E(t) (energy is not conserved)", "|E(t) − E_true(t)| / |E(0)|"),
+}
+
+
+def invariant_labels(system, q: str) -> tuple[str, str]:
+    """Title and y label of drift plot ``q`` for ``system`` (conserved or not)."""
+    if system.kind == "ode" and not system.is_conserved(q):
+        return NOT_CONSERVED.get(q, (f"{q}: error against the truth's {q}(t)", f"|{q}(t) − {q}_true(t)| / s"))
+    return INVARIANTS.get(q, (q, q))
+
 
 #: the time axis of rollouts, with units
 TIME_LABEL: dict[str, str] = {

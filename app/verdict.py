@@ -22,6 +22,8 @@ def _final(curve) -> float:
 def verdict(data) -> str:
     """Each method's drift at the horizon, and how the best compares with the baseline."""
     q = data.invariants[0]
+    if not data.system.is_conserved(q):
+        return _not_conserved(data, q) + _rollout_options(data)
     title = theme.INVARIANTS.get(q, (q, ""))[0].lower()
     finals = {m: _final(data.latest_eval[m].drift[q]) for m in data.methods
               if m in data.latest_eval and q in data.latest_eval[m].drift}
@@ -34,10 +36,7 @@ def verdict(data) -> str:
     text = f"Done ({secs:.0f} s of training per method). {title.capitalize()}{at}: " + " · ".join(parts) + "."
     base = finals.get("baseline")
     others = {m: v for m, v in finals.items() if m != "baseline" and math.isfinite(v)}
-    if not data.system.is_conserved(q):
-        text += (f" With these parameters {title.split()[0]} is not conserved: the right answer is the "
-                 "truth's curve, and a method that holds it constant is wrong.")
-    elif base is not None and math.isfinite(base) and base > 0 and others and not data.config.projection:
+    if base is not None and math.isfinite(base) and base > 0 and others and not data.config.projection:
         best = min(others, key=others.get)
         ratio = base / others[best] if others[best] > 0 else math.inf
         if ratio == math.inf:
@@ -47,6 +46,25 @@ def verdict(data) -> str:
         else:
             text += " No method beats the baseline by much here: try more steps, or look at the system view."
     return text + _rollout_options(data)
+
+
+def _not_conserved(data, q: str) -> str:
+    """A quantity the truth does not conserve (a damped pendulum's energy): each model's
+    largest error against the truth's own Q(t), and the power each field drains."""
+    evs = {m: data.latest_eval[m] for m in data.methods if m in data.latest_eval}
+    worst = {m: max((abs(v) for v in ev.drift[q].rel if math.isfinite(v)), default=float("nan"))
+             for m, ev in evs.items() if q in ev.drift}
+    secs = max((p.elapsed for p in data.progress.values()), default=0.0)
+    text = (f"Done ({secs:.0f} s of training per method). With these parameters {q} is not conserved, so "
+            f"each curve is a model's {q} error against the truth's own {q}(t). Largest over the rollout: "
+            + " · ".join(f"{theme.SHORT[m]} {_fmt(v)}" for m, v in worst.items()) + ".")
+    power = {m: ev.view["power"] for m, ev in evs.items() if "power" in ev.view}
+    true = next((ev.view["power_true"] for ev in evs.values() if "power_true" in ev.view), None)
+    if power and true is not None:
+        text += (f" Energy drained per unit time on the test orbits: truth {true:.3g}; "
+                 + " · ".join(f"{theme.SHORT[m]} {v:.3g}" for m, v in power.items())
+                 + ". A model that holds its energy (HNN) drains none; the port-Hamiltonian one can only drain.")
+    return text
 
 
 def _rollout_options(data) -> str:

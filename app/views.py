@@ -489,7 +489,7 @@ class DriftView(_PlotView):
         plots = []
         tlabel = theme.TIME_LABEL.get(streams.system_key, "time t")
         for q in streams.invariants:
-            title, ylabel = theme.INVARIANTS.get(q, (q, q))
+            title, ylabel = theme.invariant_labels(streams.system, q)
             # learned energies dotted, the truth last so that it is drawn on top
             keys = list(streams.methods)
             if q == "energy":
@@ -614,7 +614,7 @@ class SystemView(_PlotView):
         dims = ["q", "p"] if dof == 1 else ["q1", "q2"]
         # unconstrained first, hard constraints last: the lines that should hug the truth on top
         order = sorted(streams.methods, key=lambda k: _DRAW_ORDER.get(cmethods.ALL_METHODS[k].kind, 0))
-        contoured = [m for m in order if m in ("hnn", "lnn")] if dof == 1 else []
+        contoured = [m for m in order if has_learned_energy(m, streams.system)] if dof == 1 else []
 
         keys = [f"{m}:levels" for m in contoured] + order + ["truth"]
 
@@ -645,8 +645,8 @@ class SystemView(_PlotView):
         self._portrait_data = _channel_of(streams.views, series)
         overlay = LivePlot(element, self._portrait_data, keys)
         note = html("<span class='cl-muted'>A conserved energy keeps each orbit on a closed curve. "
-                    "Thin lines: the Hamiltonian network's learned energy levels — its orbits must "
-                    "follow them.</span>" if dof == 1 else
+                    "Thin lines: a network's learned energy levels — a Hamiltonian network's orbits must "
+                    "follow them; a port-Hamiltonian one's may only cross them downhill.</span>" if dof == 1 else
                     "<span class='cl-muted'>Where the learned paths leave the dashed true ones, the "
                     "learned dynamics have gone their own way.</span>", sizing_mode="stretch_width")
         return pn.Column(overlay, note, sizing_mode="stretch_width")

@@ -58,6 +58,15 @@ ALL_METHODS: dict[str, Method] = {
             "½ q̇ᵀM(q)q̇ − V(q) with M positive definite, which learns faster and cannot run away.",
         ),
         Method(
+            "phnn", "Port-Hamiltonian NN (hard, dissipative)", "hard", "phnn", None, None,
+            r"\dot z = (J - R_\theta)\nabla H_\theta,\quad R_\theta = L_\theta L_\theta^\top \succeq 0"
+            r"\;\Rightarrow\; \frac{dH_\theta}{dt} = -\nabla H_\theta^\top R_\theta \nabla H_\theta \le 0",
+            "An HNN with friction built in: it learns an energy and a positive semi-definite damping, so "
+            "its energy can only fall, for any weights. With no friction in the data it can learn R = 0 "
+            "(an HNN); on a damped pendulum it is the hard constraint that is right, where the HNN "
+            "cannot lose energy at all.",
+        ),
+        Method(
             "divfree", "Divergence-free field (hard)", "hard", None, "divfree", None,
             r"u = \left(\frac{\partial \psi_\theta}{\partial y}, -\frac{\partial \psi_\theta}{\partial x}\right)"
             r"\;\Rightarrow\; \nabla\cdot u = 0",
@@ -103,7 +112,7 @@ ROLLOUT_OPTIONS: dict[str, RolloutOption] = {
     for o in [
         RolloutOption(
             "discrete_gradient", "Discrete-gradient rollout (exact per step)", "--integrator discrete_gradient",
-            "hnn and the true ODE systems (a scalar energy, ż = (J − R)∇H)",
+            "hnn, phnn and the true ODE systems (a scalar energy, ż = (J − R)∇H)",
             r"z' = z + \Delta t\,(J - R)\,\overline{\nabla} H(z, z'),\quad"
             r"\overline{\nabla} H(z, z')\cdot(z' - z) = H(z') - H(z)",
             "A hard constraint is exact for the continuous dynamics, but a rollout is a discrete map: "

@@ -29,9 +29,10 @@ PRESETS: dict[str, Preset] = {
         Preset("pendulum-hard-vs-soft", "Pendulum: hard vs soft energy conservation", "pendulum",
                ("baseline", "hnn", "penalty"),
                description="The unconstrained network's energy drifts; the HNN's holds; the penalty sits between."),
-        Preset("damped-pendulum", "Damped pendulum: when a hard constraint is wrong", "pendulum",
-               ("baseline", "hnn"), system_params={"damping": 0.3},
-               description="Energy is not conserved here. The HNN cannot represent the loss of energy."),
+        Preset("damped-pendulum", "Damped pendulum: the wrong hard constraint, and the right one", "pendulum",
+               ("baseline", "hnn", "phnn"), system_params={"damping": 0.3},
+               description="Energy is not conserved here. The HNN cannot represent the loss of energy; the "
+                           "port-Hamiltonian network builds friction in, so its energy can only fall."),
         Preset("figure-eight", "Three-body figure-eight", "nbody", ("baseline", "hnn"),
                system_params={"preset": "figure_eight", "n_bodies": 3},
                description="The Chenciner–Montgomery choreography: energy and momenta under learned dynamics."),

@@ -194,6 +194,12 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 FIELD_POOL = 4096
 
 
+def _along(fn, z: Tensor, state_dim: int) -> Tensor:
+    """An invariant along rollouts ``z (T, B, D)``: ``(T, B)`` or ``(T, B, k)``."""
+    q = fn(z.reshape(-1, state_dim))
+    return q.reshape(z.shape[0], z.shape[1], *q.shape[1:])
+
+
 def _default_invariants(system: System) -> list[str]:
     if system.kind == "field":
         return ["divergence"]
@@ -606,15 +612,34 @@ class Trainer:
 
     def _invariant_drift(self, z: Tensor, t: Tensor) -> tuple[dict, dict]:
         """Drift curves of every true invariant along canonical rollouts ``z (T, 2n, D)``,
-        in and out of distribution."""
+        in and out of distribution. A quantity the system does not conserve with its
+        parameters (a damped pendulum's energy) is compared with the truth's own
+        ``Q(t)`` instead of ``Q(0)``: ``|Q(t) − Q_true(t)| / s``."""
         sysm, n = self.system, self.config.n_test
         drift, drift_ood = {}, {}
         for name, fn in sysm.invariants().items():
-            q = fn(z.reshape(-1, sysm.state_dim)).reshape(z.shape[0], z.shape[1], *fn(z[0]).shape[1:])
+            q = _along(fn, z, sysm.state_dim)
+            if not sysm.is_conserved(name):
+                q = q - _along(fn, self.z_true, sysm.state_dim)  # zero at t = 0: the same starts
             scale = sysm.invariant_scale(name, self.z0_eval)
             drift[name] = metrics.drift_curve(q[:, :n], scale[:n], t)
             drift_ood[name] = metrics.drift_curve(q[:, n:], scale[n:], t)
         return drift, drift_ood
+
+    def _power(self) -> dict:
+        """How fast each field drains the *true* energy, ``−dE/dt = −∇E·f``, averaged over
+        the states of the in-distribution true orbits: the model's (``"power"``) and the
+        truth's (``"power_true"``, ``∇EᵀR∇E``). What a damped system's view compares."""
+        sysm, n = self.system, self.config.n_test
+        zt = self.z_true[:, :n].reshape(-1, sysm.state_dim)
+        zt = zt[torch.isfinite(zt).all(-1)]
+        form = sysm.gradient_form
+        grad = form.gradient(zt)
+        with torch.no_grad():
+            f_model = self.model(zt)  # canonical models only (the caller checks)
+        power = float(-(grad * f_model).sum(-1).mean())
+        power_true = float(-(grad * form(zt)).sum(-1).mean())
+        return {"power": power, "power_true": power_true}
 
     def _learned_drift(self, s: Tensor, t: Tensor, suffix: str = "") -> dict:
         n = self.config.n_test
@@ -654,6 +679,8 @@ class Trainer:
             "true": self.z_true[:, :4].detach().cpu().double().numpy(),
             "model": z[:, :4].detach().cpu().double().numpy(),
         }
+        if not all(sysm.is_conserved(k) for k in sysm.invariant_names()) and not self.coords.velocity:
+            view.update(self._power())
         if getattr(self.model, "has_learned_energy", False) and sysm.dof == 1:
             view["energy_grid"] = self._energy_grid()
         return Evaluation(
@@ -864,6 +891,8 @@ def truth_evaluation(trainer: Trainer) -> Evaluation:
     z, t = trainer.z_true, trainer.t_eval
     drift, drift_ood = {}, {}
     for name, fn in sysm.invariants().items():
+        if not sysm.is_conserved(name):
+            continue  # its curves measure each model against the truth's own Q(t)
         q = fn(z.reshape(-1, sysm.state_dim)).reshape(z.shape[0], z.shape[1], *fn(z[0]).shape[1:])
         scale = sysm.invariant_scale(name, trainer.z0_eval)
         drift[name] = metrics.drift_curve(q[:, :n], scale[:n], t)

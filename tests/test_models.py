@@ -102,12 +102,14 @@ def _symplectic_J(dof: int, dtype: torch.dtype) -> torch.Tensor:
 
 # -- registry and build -----------------------------------------------------------------
 def test_registry_declares_what_the_trainer_needs():
-    assert set(ARCHITECTURES) == {"mlp", "hnn", "lnn", "field_mlp", "divfree"}
+    assert set(ARCHITECTURES) == {"mlp", "hnn", "lnn", "phnn", "field_mlp", "divfree"}
     coords = {k: c.coords for k, c in ARCHITECTURES.items()}
-    assert coords == {"mlp": "canonical", "hnn": "canonical", "lnn": "velocity",
+    assert coords == {"mlp": "canonical", "hnn": "canonical", "lnn": "velocity", "phnn": "canonical",
                       "field_mlp": "field", "divfree": "field"}
     learned = {k for k, c in ARCHITECTURES.items() if c.has_learned_energy}
-    assert learned == {"hnn", "lnn"}
+    assert learned == {"hnn", "lnn", "phnn"}
+    kept = {k for k, c in ARCHITECTURES.items() if c.conserves_learned_energy}
+    assert kept == {"hnn", "lnn"}  # the port-Hamiltonian model's energy may fall
     for cls in ARCHITECTURES.values():
         assert cls.default_activation in models.ACTIVATIONS
 
@@ -146,7 +148,7 @@ def test_build_refuses_bad_values_naming_parameter_and_range(kwargs, match):
 
 
 def test_build_refuses_unknown_arch_and_bad_modes():
-    with pytest.raises(ValueError, match="arch must be one of mlp, hnn, lnn, field_mlp, divfree"):
+    with pytest.raises(ValueError, match="arch must be one of mlp, hnn, lnn, phnn, field_mlp, divfree"):
         models.build("transformer", dof=1)
     with pytest.raises(ValueError, match=r"n_modes must be an integer in \[1, 32\]"):
         models.build("divfree", n_modes=0)
@@ -199,7 +201,8 @@ def test_field_models_shapes_time_forms_and_periodicity(arch, dtype):
 
 # -- hard constraints, by construction ----------------------------------------------------
 @pytest.mark.parametrize("arch", [k for k in ODE_ARCHS
-                                  if k in ARCHITECTURES and ARCHITECTURES[k].coords == "canonical"])
+                                  if k in ARCHITECTURES and ARCHITECTURES[k].coords == "canonical"
+                                  and ARCHITECTURES[k].conserves_learned_energy == ARCHITECTURES[k].has_learned_energy])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dof", [1, 3])
 def test_canonical_flow_is_hamiltonian_far_out_of_range(arch, dtype, dof):

@@ -12,7 +12,10 @@ and ``conserv compare`` use), once per module, and the tests read its results:
 * soft constraints: the penalty's violation is below the baseline's; the augmented
   Lagrangian's multipliers move and its violation falls during training;
 * out of distribution: the hard constraint's own invariant holds to round-off while the
-  penalty's violation grows.
+  penalty's violation grows;
+* damped pendulum: the port-Hamiltonian network's energy error against the truth's E(t)
+  is at most a tenth of the HNN's, and it drains energy at the truth's rate (within 15%)
+  where the HNN drains none.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from conserv_core import get_system, training
 pytestmark = pytest.mark.slow
 
 
-def _compare(system: str, methods: list[str], **kw):
-    sysm = get_system(system)
+def _compare(system: str, methods: list[str], params: dict | None = None, **kw):
+    sysm = get_system(system, **(params or {}))
     records = []
     comp = training.Comparison(sysm, methods, training.make_config(system, **kw), listener=records.append)
     comp.run()
@@ -47,6 +50,11 @@ def flow():
 @pytest.fixture(scope="module")
 def nbody():
     return _compare("nbody", ["baseline", "hnn"])
+
+
+@pytest.fixture(scope="module")
+def damped():
+    return _compare("pendulum", ["hnn", "phnn"], params={"damping": 0.3})
 
 
 def final(comp, method, quantity="energy"):
@@ -128,3 +136,16 @@ def test_out_of_distribution_hard_holds_soft_leaks(pendulum, flow):
     comp, _ = pendulum
     pen = comp.trainers["penalty"].last_eval
     assert pen.violation_ood > 3 * pen.violation, (pen.violation, pen.violation_ood)
+
+
+def test_damped_pendulum_port_hamiltonian_is_the_right_hard_constraint(damped):
+    """Measured (seeds 0-2): largest energy error 0.014-0.034 for phnn against 1.01-1.03
+    for the HNN; drained power 0.93-0.98 of the truth's for phnn, under 0.02 for the HNN.
+    (Against the baseline the error is mixed over seeds, so no claim is made here.)"""
+    comp, _ = damped
+    worst = {m: max(comp.trainers[m].last_eval.drift["energy"].rel) for m in ("hnn", "phnn")}
+    assert worst["phnn"] <= 0.1 * worst["hnn"], worst
+    view = {m: comp.trainers[m].last_eval.view for m in ("hnn", "phnn")}
+    true = view["phnn"]["power_true"]
+    assert abs(view["phnn"]["power"] - true) <= 0.15 * true, (view["phnn"]["power"], true)
+    assert abs(view["hnn"]["power"]) <= 0.05 * true, (view["hnn"]["power"], true)

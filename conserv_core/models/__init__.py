@@ -12,6 +12,7 @@ key            kind     model                                       hard constra
 ``mlp``        ode      ``z -> dz/dt``                              none
 ``hnn``        ode      ``J∇H_θ``                                   ``dH_θ/dt = 0``
 ``lnn``        ode      Euler–Lagrange of ``L_θ(q, q̇)``             ``dE_θ/dt = 0``
+``phnn``       ode      ``(J − R_θ)∇H_θ``, ``R_θ ⪰ 0``              ``dH_θ/dt ≤ 0``
 ``field_mlp``  field    ``(x, y, t) -> u``                          none
 ``divfree``    field    ``u = (∂ψ_θ/∂y, −∂ψ_θ/∂x)``                 ``∇·u = 0``
 =============  =======  ==========================================  =====================
@@ -29,17 +30,19 @@ import param
 import torch
 from torch import nn
 
-from conserv_core.models import divfree, hamiltonian, lagrangian, mlp
+from conserv_core.models import divfree, hamiltonian, lagrangian, mlp, port_hamiltonian
 from conserv_core.models.divfree import DivFreeField, divergence, stream_function_velocity
 from conserv_core.models.hamiltonian import HamiltonianNN, hamiltonian_vector_field
 from conserv_core.models.lagrangian import LagrangianNN, euler_lagrange_acceleration, tikhonov_solve
 from conserv_core.models.mlp import ACTIVATIONS, FieldMLP, MLPVectorField, PeriodicFeatures
+from conserv_core.models.port_hamiltonian import PortHamiltonianNN
 from conserv_core.systems.base import ParameterError, describe_range
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "mlp": MLPVectorField,
     "hnn": HamiltonianNN,
     "lnn": LagrangianNN,
+    "phnn": PortHamiltonianNN,
     "field_mlp": FieldMLP,
     "divfree": DivFreeField,
 }
@@ -158,7 +161,7 @@ def _construct(arch, state_dim, dof, width, depth, activation, n_modes, form, an
         return cls(state_dim, width=width, depth=depth, activation=activation)
     if state_dim % 2:
         raise ParameterError(f"state_dim must be even for {arch} (state = [q, p] or [q, q̇]); got {state_dim}")
-    if cls is HamiltonianNN:
+    if cls in (HamiltonianNN, PortHamiltonianNN):
         return cls(state_dim, width=width, depth=depth, activation=activation)
     if form not in lagrangian.FORMS:
         raise ParameterError(f"form must be one of {', '.join(lagrangian.FORMS)}; got {form!r}")
@@ -179,6 +182,7 @@ __all__ = [
     "MLPVectorField",
     "ModelSpec",
     "PeriodicFeatures",
+    "PortHamiltonianNN",
     "build",
     "divergence",
     "divfree",
@@ -188,6 +192,7 @@ __all__ = [
     "init_weights",
     "lagrangian",
     "mlp",
+    "port_hamiltonian",
     "stream_function_velocity",
     "tikhonov_solve",
 ]

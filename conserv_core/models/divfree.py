@@ -77,6 +77,7 @@ class DivFreeField(nn.Module):
     kind: ClassVar[str] = "field"
     coords: ClassVar[str] = "field"
     has_learned_energy: ClassVar[bool] = False
+    conserves_learned_energy: ClassVar[bool] = False
     default_activation: ClassVar[str] = "tanh"
 
     def __init__(self, n_modes: int = 4, width: int = 64, depth: int = 2, activation: str = "tanh"):

@@ -54,6 +54,8 @@ class HamiltonianNN(nn.Module):
     kind: ClassVar[str] = "ode"
     coords: ClassVar[str] = "canonical"
     has_learned_energy: ClassVar[bool] = True
+    #: its dynamics hold the learned energy exactly (the port-Hamiltonian model's lose it)
+    conserves_learned_energy: ClassVar[bool] = True
     default_activation: ClassVar[str] = "tanh"
 
     def __init__(self, state_dim: int, width: int = 64, depth: int = 2, activation: str = "tanh"):

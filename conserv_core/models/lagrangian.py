@@ -158,6 +158,7 @@ class LagrangianNN(nn.Module):
     kind: ClassVar[str] = "ode"
     coords: ClassVar[str] = "velocity"
     has_learned_energy: ClassVar[bool] = True
+    conserves_learned_energy: ClassVar[bool] = True
     default_activation: ClassVar[str] = "softplus"
 
     def __init__(self, dof: int, width: int = 64, depth: int = 2, activation: str = "softplus",

@@ -149,6 +149,7 @@ class MLPVectorField(nn.Module):
     kind: ClassVar[str] = "ode"
     coords: ClassVar[str] = "canonical"
     has_learned_energy: ClassVar[bool] = False
+    conserves_learned_energy: ClassVar[bool] = False
     default_activation: ClassVar[str] = "tanh"
 
     def __init__(self, state_dim: int, width: int = 64, depth: int = 2, activation: str = "tanh"):
@@ -248,6 +249,7 @@ class FieldMLP(nn.Module):
     kind: ClassVar[str] = "field"
     coords: ClassVar[str] = "field"
     has_learned_energy: ClassVar[bool] = False
+    conserves_learned_energy: ClassVar[bool] = False
     default_activation: ClassVar[str] = "tanh"
 
     def __init__(self, n_modes: int = 4, width: int = 64, depth: int = 2, activation: str = "tanh"):
