@@ -55,8 +55,9 @@ def _not_conserved(data, q: str) -> str:
     worst = {m: max((abs(v) for v in ev.drift[q].rel if math.isfinite(v)), default=float("nan"))
              for m, ev in evs.items() if q in ev.drift}
     secs = max((p.elapsed for p in data.progress.values()), default=0.0)
+    sym = {"energy": "E"}.get(q, q)
     text = (f"Done ({secs:.0f} s of training per method). With these parameters {q} is not conserved, so "
-            f"each curve is a model's {q} error against the truth's own {q}(t). Largest over the rollout: "
+            f"each curve is a model's {q} error against the truth's own {sym}(t). Largest over the rollout: "
             + " · ".join(f"{theme.SHORT[m]} {_fmt(v)}" for m, v in worst.items()) + ".")
     power = {m: ev.view["power"] for m, ev in evs.items() if "power" in ev.view}
     true = next((ev.view["power_true"] for ev in evs.values() if "power_true" in ev.view), None)
