@@ -266,7 +266,7 @@ def discrete_gradient(f, dt: float, tol: float | None = None, max_iter: int = 10
     form = gradient_form_of(f)
     if form is None:
         raise ValueError("integrator 'discrete_gradient' needs a vector field of the form (J − R)∇H with a scalar "
-                         "energy H (the true systems, and the hnn model); this field has none: use rk4 or "
+                         "energy H (the true systems, and the hnn and phnn models); this field has none: use rk4 or "
                          "implicit_midpoint, or the projection option")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1; got {max_iter}")

@@ -79,7 +79,7 @@ class TrainConfig(param.Parameterized):
     eval_every = param.Integer(default=0, bounds=(0, 200_000), doc="Steps between evaluations (0: steps/10).")
     integrator = param.Selector(default="rk4", objects=["rk4"] + [k for k in integrators.INTEGRATORS if k != "rk4"],
                                 doc="Rollout integrator for evaluation (truth and models alike). discrete_gradient "
-                                    "conserves a scalar energy in every step: the truth and hnn only.")
+                                    "conserves a scalar energy in every step: the truth, hnn and phnn only.")
     projection = param.Boolean(default=False, doc=(
         "Hard at inference: after every rollout step, project the model's state back onto the chosen invariants "
         "(any ODE method), or Leray-project the learned velocity onto its divergence-free part (flow). "
@@ -210,7 +210,7 @@ def check_rollout(system: System, method_keys, config: TrainConfig) -> None:
     """Refuse rollout options that cannot apply, before any work starts.
 
     * ``discrete_gradient`` needs a scalar energy in canonical coordinates: the true ODE
-      systems and the methods whose model has a ``gradient_form`` (hnn).
+      systems and the methods whose model has a ``gradient_form`` (hnn, phnn).
     * ``projection`` projects ODE states onto the chosen invariants, each of which the
       system must conserve with its current parameters; on a field system it is the
       Leray projection of the learned velocity.
@@ -224,7 +224,7 @@ def check_rollout(system: System, method_keys, config: TrainConfig) -> None:
         bad = [k for k in method_keys if k not in fit]
         if bad:
             raise ParameterError(
-                f"integrator {config.integrator!r} needs a learned scalar energy H with ż = J∇H; it applies to "
+                f"integrator {config.integrator!r} needs a learned scalar energy H with ż = (J − R)∇H; it applies to "
                 f"{', '.join(fit) or 'no method'} (and the true system), not to {', '.join(bad)}: choose rk4 or "
                 f"implicit_midpoint for those (projection then holds their invariants)")
     if config.projection and system.kind == "ode":
