@@ -247,7 +247,7 @@ class Controls(pn.viewable.Viewer):
                     title="Constraint settings", collapsed=True, sizing_mode="stretch_width"),
             pn.Card(w["integrator"], w["projection"],
                     head("<span class='cl-muted'>discrete_gradient holds a learned energy exactly in every step "
-                         "(truth and HNN only). Projection pulls every model's rollout back onto the chosen "
+                         "(truth, HNN, port-Hamiltonian). Projection pulls every model's rollout back onto the chosen "
                          "invariants (flow: the divergence-free part of its field); it does not fix the "
                          "trajectory.</span>"),
                     w["horizon"], w["ood_factor"], title="Rollout and test",
