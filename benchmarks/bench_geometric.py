@@ -116,7 +116,8 @@ def rows_for(key: str, dtype: torch.dtype, n_steps: int, repeats: int) -> list[t
          "discrete_gradient", "fixed-point")
     mlp = untrained("mlp", sysm.state_dim, dtype)
     inv = sysm.invariants()
-    proj = integrators.Projection({n: inv[n] for n in names}, tol=PROJ_TOL)
+    # as the trainer does for a canonical model: the invariants' closed-form gradients
+    proj = integrators.Projection({n: inv[n] for n in names}, tol=PROJ_TOL, gradients=sysm.invariant_gradients())
     scales = {n: sysm.invariant_scale(n, z0) for n in names}
     onto = "+".join({"energy": "E", "momentum": "P", "angular_momentum": "L"}[n] for n in names)
     pair("untrained MLP", plain(mlp, dt), projected(mlp, dt, proj, z0, scales), f"rk4 + proj({onto})", "Newton")

@@ -339,12 +339,15 @@ class Projection:
         invariants: name -> ``Q``, ``(B, D) -> (B,)`` or ``(B, k)``; rows independent,
             differentiable in ``z``.
         tol: relative tolerance, ``> 0``.
+        gradients: name -> ``∂Q/∂z``, ``(B, D) -> (B, k, D)``, in closed form (a system's
+            :meth:`~conserv_core.systems.base.ODESystem.invariant_gradients`); used when
+            every invariant has one, else autograd.
         scales: name -> ``(B,)`` scales the tolerance is relative to (default ``|Q(z₀)|``,
             floored at 1e-12); set per start by :meth:`start`.
     """
 
     def __init__(self, invariants: dict[str, Callable[[Tensor], Tensor]], tol: float = 1e-10,
-                 max_iter: int = 12):
+                 max_iter: int = 12, gradients: dict[str, Callable[[Tensor], Tensor]] | None = None):
         if not invariants:
             raise ValueError("projection needs at least one invariant to project onto")
         if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
@@ -352,6 +355,9 @@ class Projection:
         if max_iter < 1:
             raise ValueError(f"max_iter must be >= 1; got {max_iter}")
         self.invariants = dict(invariants)
+        # closed-form Jacobians, used only when every invariant has one
+        grads = gradients or {}
+        self.gradients = [grads[k] for k in self.invariants] if all(k in grads for k in self.invariants) else None
         self.tol = float(tol)
         self.max_iter = max_iter
         #: the iterations the last call took (for benchmarks)
@@ -374,19 +380,21 @@ class Projection:
             cols.append(s.reshape(-1, 1).expand(-1, q.shape[1]))
         return q0, torch.cat(cols, -1).clamp_min(1e-12)
 
-    def _values_and_jacobian(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``Q(z) (B, K)`` and ``∂Q/∂z (B, K, D)`` from one forward and one (batched)
-        backward pass."""
+    def _jacobian(self, z: Tensor) -> Tensor:
+        """``∂Q/∂z (B, K, D)``: in closed form when the invariants came with gradients, else
+        from one forward and one (batched) backward pass."""
+        if self.gradients is not None:
+            return torch.cat([g(z).reshape(z.shape[0], -1, z.shape[-1]) for g in self.gradients], 1)
         with torch.inference_mode(False), torch.enable_grad():
             x = z.detach().clone().requires_grad_(True)
             q = self.values(x)  # (B, K)
             k = q.shape[1]
             if k == 1:
-                return q.detach(), torch.autograd.grad(q.sum(), x)[0].detach().unsqueeze(1)
+                return torch.autograd.grad(q.sum(), x)[0].detach().unsqueeze(1)
             # all K rows in one batched backward pass (vmap over the cotangents)
             eye = torch.eye(k, dtype=q.dtype, device=q.device).unsqueeze(1).expand(k, *q.shape)
             (rows,) = torch.autograd.grad(q, x, grad_outputs=eye, is_grads_batched=True)  # (K, B, D)
-        return q.detach(), rows.transpose(0, 1).detach()
+        return rows.transpose(0, 1).detach()
 
     def __call__(self, z: Tensor, target: tuple[Tensor, Tensor]) -> Tensor:
         """``z (B, D)`` projected onto the targets from :meth:`start`."""
@@ -398,12 +406,13 @@ class Projection:
         tol = max(self.tol, 8 * torch.finfo(z.dtype).eps)
         y = z
         with torch.no_grad():
-            q, g = self._values_and_jacobian(y)  # (B, K), (B, K, D), where the iterate is
+            q = self.values(y)  # (B, K)
             res = ((q - q0).abs() / scale).amax(-1)  # (B,) each row's worst invariant
             for i in range(self.max_iter):
                 if not bool((res > tol).any()):
                     break
                 self.last_iterations = i + 1
+                g = self._jacobian(y)  # (B, K, D), where the iterate is
                 dl = torch.linalg.lstsq(g @ g.transpose(1, 2), -(q - q0).unsqueeze(-1)).solution  # (B, K, 1)
                 delta = (g.transpose(1, 2) @ dl).squeeze(-1)  # (B, D), the Gauss–Newton step
                 # backtrack row by row where the full step overshoots (near a saddle of Q,
@@ -417,12 +426,12 @@ class Projection:
                     if not bool(worse.any()):
                         break
                     alpha = torch.where(worse, 0.5 * alpha, alpha)
-                keep = (res_try < res).unsqueeze(-1)  # rows that improved move; the rest stay
+                keep = res_try < res  # (B,) rows that improved move; the rest stay
                 if not bool(keep.any()):
                     break  # no row gets closer to the set: the precision's floor
-                y = torch.where(keep, y_try, y)
-                q, g = self._values_and_jacobian(y)
-                res = ((q - q0).abs() / scale).amax(-1)
+                y = torch.where(keep.unsqueeze(-1), y_try, y)
+                q = torch.where(keep.unsqueeze(-1), q_try, q)
+                res = torch.where(keep, res_try, res)
         return y
 
 

@@ -319,3 +319,18 @@ def test_projection_refuses_a_bad_tolerance(tol):
 def test_projection_refuses_no_invariants():
     with pytest.raises(ValueError, match="at least one invariant"):
         Projection({}, tol=1e-10)
+
+
+@pytest.mark.parametrize("key, params", [(k, {}) for k, c in ALL_SYSTEMS.items() if c.kind == "ode"]
+                         + [("pendulum", {"damping": 0.4}), ("nbody", {"n_bodies": 5})])
+def test_closed_form_invariant_gradients_equal_autograd(key, params):
+    """What projection uses for canonical models instead of autograd (planted: a sign
+    flipped in n-body's ∂L/∂p fails it)."""
+    sysm = get_system(key, **params)
+    z = torch.cat([sysm.sample_initial(4, seed=2), 10.0 * sysm.sample_initial(4, seed=3)])
+    for name, grad in sysm.invariant_gradients().items():
+        x = z.clone().requires_grad_(True)
+        q = sysm.invariants()[name](x).reshape(z.shape[0], -1)
+        auto = torch.stack([torch.autograd.grad(q[:, k].sum(), x, retain_graph=True)[0]
+                            for k in range(q.shape[1])], 1)
+        torch.testing.assert_close(grad(z), auto, rtol=1e-12, atol=1e-12 * float(auto.abs().max()))

@@ -232,6 +232,14 @@ class ODESystem(System):
     def invariant_names(self) -> tuple[str, ...]:
         return tuple(self.invariants())
 
+    def invariant_gradients(self) -> dict[str, Callable[[Tensor], Tensor]]:
+        """Closed-form gradients of the invariants, name -> ``z (B, D) -> (B, k, D)`` (``k``
+        components; 1 for a scalar). What projection uses instead of autograd where the
+        model's state is canonical: a Newton step then costs a few tensor operations.
+        Default: the energy's, from :meth:`energy_gradient`; ``tests/test_geometric.py``
+        checks every one against autograd."""
+        return {"energy": lambda z: self.energy_gradient(z).unsqueeze(1)}
+
     def dissipation(self, z: Tensor) -> Tensor | None:
         """``R(z)`` in ``ż = (J − R)∇H``, ``(B, D) -> (B, D, D)`` positive semi-definite, or
         None for a conservative system (the default)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import param
 import torch
@@ -253,6 +253,26 @@ class NBody(ODESystem):
 
     def invariants(self) -> dict[str, Invariant]:
         return {"energy": self.energy, "momentum": self.linear_momentum, "angular_momentum": self.angular_momentum}
+
+    def invariant_gradients(self) -> dict[str, Callable[[Tensor], Tensor]]:
+        """``∇E`` (from the field), ``∂P/∂z`` (ones on each momentum axis) and
+        ``∂L/∂z = (p_y, −p_x; −y, x)`` per body, each ``(B, k, 4N)``."""
+
+        def momentum(z: Tensor) -> Tensor:
+            g = z.new_zeros(z.shape[0], 2, z.shape[-1])
+            n = self._n
+            g[:, 0, 2 * n::2] = 1.0
+            g[:, 1, 2 * n + 1::2] = 1.0
+            return g
+
+        def angular(z: Tensor) -> Tensor:
+            q, p = self._bodies(z)  # (B, N, 2)
+            dq = torch.stack([p[..., 1], -p[..., 0]], -1)
+            dp = torch.stack([-q[..., 1], q[..., 0]], -1)
+            return torch.cat([dq.flatten(-2), dp.flatten(-2)], -1).unsqueeze(1)
+
+        return {"energy": lambda z: self.energy_gradient(z).unsqueeze(1), "momentum": momentum,
+                "angular_momentum": angular}
 
     def invariant_scale(self, name: str, z0: Tensor) -> Tensor:
         """Drift scales, ``(B,)``. P(0) = 0 and L(0) may be ~0, so the momenta are measured
