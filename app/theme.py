@@ -113,8 +113,18 @@ def default_methods(system: str, valid: list[str]) -> list[str]:
     return [m for m in ["baseline", *hard, "penalty"] if m in valid]
 
 
+#: the line for a system whose energy is not conserved with its parameters (damping on)
+LOOK_FOR_DISSIPATIVE = (
+    "Damping is on, so energy must fall as the truth's does. The energy plot shows each model's error "
+    "against the truth's E(t): the HNN keeps its energy and is wrong by all that was lost; the "
+    "port-Hamiltonian network can only lose energy; the baseline may follow, but nothing makes it."
+)
+
+
 def look_for(system) -> str:
     """The 'what to look for' line for a system (its own teaching note if none here)."""
+    if system.kind == "ode" and "energy" in system.invariant_names() and not system.is_conserved("energy"):
+        return LOOK_FOR_DISSIPATIVE
     return LOOK_FOR.get(system.key, system.teaching_note)
 
 

@@ -92,3 +92,10 @@ def test_a_damped_run_measures_each_model_against_the_truths_own_energy():
     assert ev.view["power"] < 0.05 * ev.view["power_true"]  # and drains (almost) none
     ph = [r for r in recs if isinstance(r, training.Evaluation) and r.method == "phnn"][-1]
     assert ph.view["power"] > 0 and math.isfinite(ph.drift["energy"].final)
+
+
+def test_the_page_tells_a_student_what_to_look_for_when_damping_is_on():
+    from app import theme
+
+    assert "Damping is on" in theme.look_for(get_system("pendulum", damping=0.3))
+    assert "Damping is on" not in theme.look_for(get_system("pendulum"))
