@@ -895,7 +895,7 @@ def truth_evaluation(trainer: Trainer) -> Evaluation:
     for name, fn in sysm.invariants().items():
         if not sysm.is_conserved(name):
             continue  # its curves measure each model against the truth's own Q(t)
-        q = fn(z.reshape(-1, sysm.state_dim)).reshape(z.shape[0], z.shape[1], *fn(z[0]).shape[1:])
+        q = _along(fn, z, sysm.state_dim)
         scale = sysm.invariant_scale(name, trainer.z0_eval)
         drift[name] = metrics.drift_curve(q[:, :n], scale[:n], t)
         drift_ood[name] = metrics.drift_curve(q[:, n:], scale[n:], t)
