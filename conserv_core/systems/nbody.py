@@ -47,14 +47,36 @@ _CIRCULAR_SEPARATION = 1.0
 @functools.lru_cache(maxsize=64)
 def _constants(masses: tuple[float, ...], G: float, dtype: torch.dtype, device: torch.device):
     """Per-system constant tensors, built once per (masses, G, dtype, device): masses
-    ``(N,)``, pair weights ``G m_i m_j`` with a zero diagonal ``(N, N)``, the identity
-    ``(N, N)`` and the pair indices ``i < j`` ``(P,)`` each. Read-only: shared by calls."""
+    ``(N,)``, pair weights ``G m_i m_j`` with a zero diagonal ``(N, N)`` and the identity
+    ``(N, N)``. Read-only: shared by calls."""
     n = len(masses)
     m = torch.tensor(masses, dtype=dtype, device=device)
     eye = torch.eye(n, dtype=dtype, device=device)
     gmm = G * m[:, None] * m[None, :] * (1 - eye)
-    i, j = torch.triu_indices(n, n, 1, device=device)
-    return m, gmm, eye, i, j
+    return m, gmm, eye
+
+
+@functools.lru_cache(maxsize=64)
+def _momentum_jacobian(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``∂P/∂z (1, 2, 4N)``: ones on each momentum axis. Read-only."""
+    g = torch.zeros(1, 2, 4 * n, dtype=dtype, device=device)
+    g[:, 0, 2 * n::2] = 1.0
+    g[:, 1, 2 * n + 1::2] = 1.0
+    return g
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_masses(masses: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``1/m_i`` on each body's two momentum axes, ``(2N,)``. Read-only."""
+    return torch.tensor([1.0 / m for m in masses for _ in range(2)], dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _quarter_turn(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Signs ``(2N, 2)`` that turn the swapped pairs ``(b, a)`` into ``∂L/∂z``: ``(+, −)``
+    on the N momentum pairs (giving ``(p_y, −p_x)`` at each q), ``(−, +)`` on the N
+    position pairs (``(−y, x)`` at each p). Read-only."""
+    return torch.tensor([[1.0, -1.0]] * n + [[-1.0, 1.0]] * n, dtype=dtype, device=device)
 
 
 class NBody(ODESystem):
@@ -196,10 +218,12 @@ class NBody(ODESystem):
         except ParameterError:
             self._masses = None
 
+    def _masses_key(self) -> tuple[float, ...]:
+        return self._masses if self._masses is not None else tuple(self.body_masses())
+
     def _const(self, like: Tensor):
         """``_constants`` for this system in the dtype and device of ``like``."""
-        masses = self._masses if self._masses is not None else tuple(self.body_masses())
-        return _constants(masses, self._G, like.dtype, like.device)
+        return _constants(self._masses_key(), self._G, like.dtype, like.device)
 
     def _m(self, like: Tensor) -> Tensor:
         """Masses ``(N,)`` in the dtype and device of ``like``."""
@@ -212,22 +236,33 @@ class NBody(ODESystem):
         return z[..., : 2 * n].reshape(shape), z[..., 2 * n :].reshape(shape)
 
     # -- physics ------------------------------------------------------------------------
-    def _forces(self, q: Tensor) -> Tensor:
-        """Gravitational force on each body, ``q (..., N, 2) -> (..., N, 2)``.
+    def _pairs(self, q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Pair separations ``dx, dy = q_j − q_i`` and ``r² + ε²`` (1 added on the
+        diagonal, which ``G m_i m_j`` then masks out), each ``(..., N, N)``.
 
-        Dense over pairs: ``diff[..., i, j] = q_j − q_i``. The diagonal gets 1 added to
-        ``r²`` (never divide by 0 when ε = 0) and is then masked out by ``Gm_im_j``.
-        """
-        _, gmm, eye, _, _ = self._const(q)
-        diff = q.unsqueeze(-3) - q.unsqueeze(-2)  # (..., N, N, 2)
-        r2 = diff.pow(2).sum(-1) + (eye + self._eps2)  # (..., N, N)
-        return ((gmm * r2.pow(-1.5)).unsqueeze(-1) * diff).sum(-2)
+        Per axis rather than as one ``(..., N, N, 2)`` tensor: a reduction over a last
+        axis of length 2 is slow on CPU (59 µs of the force's 148 µs at 32 × 8 bodies)."""
+        eye = self._const(q)[2]
+        qx, qy = q[..., 0], q[..., 1]
+        dx = qx.unsqueeze(-2) - qx.unsqueeze(-1)
+        dy = qy.unsqueeze(-2) - qy.unsqueeze(-1)
+        return dx, dy, dx * dx + dy * dy + (eye + self._eps2)
+
+    def _forces(self, q: Tensor) -> Tensor:
+        """Gravitational force on each body, ``q (..., N, 2) -> (..., N, 2)``: dense over
+        pairs (:meth:`_pairs`)."""
+        gmm = self._const(q)[1]
+        dx, dy, r2 = self._pairs(q)
+        inv = r2.rsqrt()
+        w = gmm * (inv * inv * inv)
+        return torch.stack([(w * dx).sum(-1), (w * dy).sum(-1)], -1)
 
     def _potential(self, q: Tensor) -> Tensor:
-        """``V(q) = −Σ_{i<j} G m_i m_j / sqrt(r_ij² + ε²)``, ``(..., N, 2) -> (...)``."""
-        _, gmm, _, i, j = self._const(q)
-        r2 = (q[..., j, :] - q[..., i, :]).pow(2).sum(-1) + self._eps2  # (..., P)
-        return -(gmm[i, j] * r2.rsqrt()).sum(-1)
+        """``V(q) = −Σ_{i<j} G m_i m_j / sqrt(r_ij² + ε²)``, ``(..., N, 2) -> (...)``:
+        half the dense sum over ordered pairs."""
+        gmm = self._const(q)[1]
+        _, _, r2 = self._pairs(q)
+        return -0.5 * (gmm * r2.rsqrt()).sum((-2, -1))
 
     def vector_field(self, z: Tensor, t=None) -> Tensor:
         q, p = self._bodies(z)
@@ -239,7 +274,7 @@ class NBody(ODESystem):
     def energy(self, z: Tensor) -> Tensor:
         q, p = self._bodies(z)
         m = self._m(z)
-        kinetic = (p.pow(2).sum(-1) / (2 * m)).sum(-1)
+        kinetic = ((p[..., 0] * p[..., 0] + p[..., 1] * p[..., 1]) / (2 * m)).sum(-1)
         return kinetic + self._potential(q)
 
     def linear_momentum(self, z: Tensor) -> Tensor:
@@ -273,6 +308,42 @@ class NBody(ODESystem):
 
         return {"energy": lambda z: self.energy_gradient(z).unsqueeze(1), "momentum": momentum,
                 "angular_momentum": angular}
+
+    def invariants_and_gradients(self, names) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """As the base, written for a projected step's Newton iterate, which needs all of
+        them at once: ``E`` and ``∇E = (−F, p/m)`` from one pass over the pairs, ``∇L``
+        as the state's pairs turned a quarter (``L`` is then ``∇_q L · q``), and ``∇P``
+        constant. 0.17 ms for E, P and L at 32 × 8 bodies, against 0.35 ms one by one."""
+        names = tuple(names)
+        super().invariants_and_gradients(names)  # refuses names without a closed form
+        n2 = 2 * self._n
+
+        def evaluate(z: Tensor) -> tuple[Tensor, Tensor]:
+            b, d = z.shape
+            vals, jac = [], []
+            for name in names:
+                if name == "energy":
+                    gmm = self._const(z)[1]
+                    dx, dy, r2 = self._pairs(z[:, :n2].reshape(b, -1, 2))
+                    inv = r2.rsqrt()
+                    w = gmm * (inv * inv * inv)
+                    minus_force = torch.stack([(w * dx).sum(-1), (w * dy).sum(-1)], -1).neg_()
+                    p = z[:, n2:]
+                    velocity = p * _inverse_masses(self._masses_key(), z.dtype, z.device)  # (B, 2N)
+                    energy = 0.5 * (velocity * p).sum(-1) - 0.5 * (gmm * inv).sum((-2, -1))
+                    vals.append(energy.unsqueeze(-1))
+                    jac.append(torch.cat([minus_force.reshape(b, n2), velocity], -1).unsqueeze(1))
+                elif name == "momentum":
+                    vals.append(z[:, n2:].reshape(b, -1, 2).sum(1))
+                    jac.append(_momentum_jacobian(self._n, z.dtype, z.device).expand(b, 2, d))
+                else:  # angular momentum: ∂L/∂q_i = (p_y, −p_x), ∂L/∂p_i = (−y, x)
+                    turned = (torch.cat([z[:, n2:], z[:, :n2]], -1).reshape(b, -1, 2).flip(-1)
+                              * _quarter_turn(self._n, z.dtype, z.device)).reshape(b, d)
+                    vals.append((turned[:, :n2] * z[:, :n2]).sum(-1, keepdim=True))
+                    jac.append(turned.unsqueeze(1))
+            return torch.cat(vals, -1), torch.cat(jac, 1)
+
+        return evaluate
 
     def invariant_scale(self, name: str, z0: Tensor) -> Tensor:
         """Drift scales, ``(B,)``. P(0) = 0 and L(0) may be ~0, so the momenta are measured
