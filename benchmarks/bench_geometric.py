@@ -8,11 +8,18 @@ thread, best of 3:
   against RK4 on the same field, with the mean fixed-point iterations per step;
 * RK4 + :class:`~conserv_core.integrators.Projection` (tol 1e-10, the trainer's default)
   on an untrained MLP, against plain RK4 on it, with the mean Newton iterations per
-  step: onto the energy (pendulum), onto energy, linear and angular momentum (n-body).
+  step: onto the energy (pendulum), onto energy, linear and angular momentum (n-body),
+  with the system's closed-form gradients as the trainer uses them.
 
-On the pendulum and n-body with N = 8 (state 32), in float32 and float64. The loop is
-:func:`~conserv_core.integrators.rollout`'s (one step, then the projection), written out
-to read the iteration counts. No assertions: it prints a table.
+The models have the width the trainer gives each system (``training.RECOMMENDED``: 64
+for the pendulum, 128 for n-body), depth 2: the fields a user's run rolls out at every
+evaluation. On the pendulum and n-body with N = 8 (state 32), in float32 and float64.
+The loop is :func:`~conserv_core.integrators.rollout`'s (one step, then the
+projection), written out to read the iteration counts.
+
+The true system is rolled out once per comparison (the floor the curves are read
+against), not at every evaluation: its rows also give the seconds that one rollout
+takes at the system's default horizon. No assertions: it prints a table.
 
 Usage::
 
@@ -29,7 +36,7 @@ import time
 
 import torch
 
-from conserv_core import integrators, models
+from conserv_core import integrators, models, training
 from conserv_core.systems import get_system
 
 #: the systems benchmarked: key -> (parameters, invariants projected onto)
@@ -42,8 +49,13 @@ OOD_FACTOR = 3.0
 PROJ_TOL = 1e-10
 
 
-def untrained(arch: str, state_dim: int, dtype: torch.dtype, seed: int = 0) -> torch.nn.Module:
-    model = models.build(arch, state_dim=state_dim, dof=state_dim // 2, width=64, depth=2, activation="tanh")
+def width(key: str) -> int:
+    """The hidden width a run on ``key`` gets by default."""
+    return training.RECOMMENDED.get(key, {}).get("width", training.TrainConfig.param["width"].default)
+
+
+def untrained(arch: str, state_dim: int, dtype: torch.dtype, width: int, seed: int = 0) -> torch.nn.Module:
+    model = models.build(arch, state_dim=state_dim, dof=state_dim // 2, width=width, depth=2, activation="tanh")
     models.init_weights(model, torch.Generator().manual_seed(seed))
     return model.to(dtype).eval()
 
@@ -103,24 +115,30 @@ def rows_for(key: str, dtype: torch.dtype, n_steps: int, repeats: int) -> list[t
     z0 = starts(sysm, dtype)
     label = f"{key} (D={sysm.state_dim})"
     out = []
+    w = width(key)
+    horizon_steps = int(round(sysm.horizon / dt))
 
     def pair(what, base_make, new_make, new_name, it_name):
         t_base, _ = per_step(base_make, z0, n_steps, repeats)
         t_new, its = per_step(new_make, z0, n_steps, repeats)
         out.append((label, str(dtype).replace("torch.", ""), what, new_name, t_base, t_new, its, it_name))
 
-    hnn = untrained("hnn", sysm.state_dim, dtype)
-    pair("untrained HNN", plain(hnn, dt), plain(hnn.gradient_form, dt, "discrete_gradient"),
+    hnn = untrained("hnn", sysm.state_dim, dtype, w)
+    pair(f"HNN w{w}", plain(hnn, dt), plain(hnn.gradient_form, dt, "discrete_gradient"),
          "discrete_gradient", "fixed-point")
     pair("true system", plain(sysm.vector_field, dt), plain(sysm.gradient_form, dt, "discrete_gradient"),
          "discrete_gradient", "fixed-point")
-    mlp = untrained("mlp", sysm.state_dim, dtype)
+    t_rk4, t_dg = out[-1][4], out[-1][5]
+    out[-1] = out[-1][:7] + (out[-1][7] + f"; once per comparison, {horizon_steps} steps: "
+                             f"{horizon_steps * t_rk4:.2f} s → {horizon_steps * t_dg:.2f} s",)
+    mlp = untrained("mlp", sysm.state_dim, dtype, w)
     inv = sysm.invariants()
     # as the trainer does for a canonical model: the invariants' closed-form gradients
-    proj = integrators.Projection({n: inv[n] for n in names}, tol=PROJ_TOL, gradients=sysm.invariant_gradients())
+    proj = integrators.Projection({n: inv[n] for n in names}, tol=PROJ_TOL,
+                                   evaluate=sysm.invariants_and_gradients(names))
     scales = {n: sysm.invariant_scale(n, z0) for n in names}
     onto = "+".join({"energy": "E", "momentum": "P", "angular_momentum": "L"}[n] for n in names)
-    pair("untrained MLP", plain(mlp, dt), projected(mlp, dt, proj, z0, scales), f"rk4 + proj({onto})", "Newton")
+    pair(f"MLP w{w}", plain(mlp, dt), projected(mlp, dt, proj, z0, scales), f"rk4 + proj({onto})", "Newton")
     return out
 
 
@@ -134,7 +152,8 @@ def main() -> None:
     torch.set_num_threads(1)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread, "
-          f"load average {load:.2f}; batch {2 * N_TEST}, {args.steps} steps, best of {args.repeats}")
+          f"load average {load:.2f}; batch {2 * N_TEST}, {args.steps} steps, best of {args.repeats}; "
+          f"models untrained, depth 2")
     header = f"{'system':<15} {'dtype':<8} {'field':<14} {'method':<20} {'rk4 ms/step':>11} {'ms/step':>8} " \
              f"{'× rk4':>6} {'iters/step':>14}"
     print(header)

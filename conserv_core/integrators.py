@@ -200,6 +200,19 @@ class GradientForm:
             (g,) = torch.autograd.grad(self.energy(x).sum(), x)
         return g.detach()
 
+    def gradient_and_energy(self, m: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``∇H(m) (B, D)`` and ``H(y) (B,)``: what each discrete-gradient iterate needs.
+        By autograd, one forward pass over ``[m; y]`` and one backward: a learned energy's
+        small batches cost per call more than per row, so this is cheaper than two passes."""
+        if self._gradient is not None:
+            return self._gradient(m), self.energy(y)
+        b = m.shape[0]
+        with torch.inference_mode(False), torch.enable_grad():
+            x = torch.cat([m, y]).detach().requires_grad_(True)
+            h = self.energy(x)
+            (g,) = torch.autograd.grad(h[:b].sum(), x)
+        return g[:b].detach(), h[b:].detach()
+
     def apply(self, z: Tensor, v: Tensor) -> Tensor:
         """``(J − R(z)) v`` for ``v (B, D)``."""
         d = v.shape[-1] // 2
@@ -273,10 +286,10 @@ def discrete_gradient(f, dt: float, tol: float | None = None, max_iter: int = 10
 
     def dgrad(x: Tensor, y: Tensor, hx: Tensor) -> tuple[Tensor, Tensor]:
         m = 0.5 * (x + y)
-        gm = form.gradient(m)  # (B, D)
+        gm, hy = form.gradient_and_energy(m, y)  # (B, D), (B,)
         delta = y - x
         dd = (delta * delta).sum(-1)  # (B,)
-        gap = form.energy(y).detach() - hx - (gm * delta).sum(-1)  # (B,)
+        gap = hy.detach() - hx - (gm * delta).sum(-1)  # (B,)
         coef = torch.where(dd > 0, gap / torch.where(dd > 0, dd, torch.ones_like(dd)), torch.zeros_like(dd))
         return m, gm + coef.unsqueeze(-1) * delta
 
@@ -339,15 +352,18 @@ class Projection:
         invariants: name -> ``Q``, ``(B, D) -> (B,)`` or ``(B, k)``; rows independent,
             differentiable in ``z``.
         tol: relative tolerance, ``> 0``.
-        gradients: name -> ``∂Q/∂z``, ``(B, D) -> (B, k, D)``, in closed form (a system's
-            :meth:`~conserv_core.systems.base.ODESystem.invariant_gradients`); used when
-            every invariant has one, else autograd.
+        evaluate: ``z -> (Q (B, K), ∂Q/∂z (B, K, D))`` for the invariants in order, in
+            closed form and computed together (a system's
+            :meth:`~conserv_core.systems.base.ODESystem.invariants_and_gradients`): each
+            Newton iterate is then evaluated once, values and Jacobian, where they share
+            work (n-body's pair sums). Default: the values from ``invariants`` and the
+            Jacobian by autograd.
         scales: name -> ``(B,)`` scales the tolerance is relative to (default ``|Q(z₀)|``,
             floored at 1e-12); set per start by :meth:`start`.
     """
 
     def __init__(self, invariants: dict[str, Callable[[Tensor], Tensor]], tol: float = 1e-10,
-                 max_iter: int = 12, gradients: dict[str, Callable[[Tensor], Tensor]] | None = None):
+                 max_iter: int = 12, evaluate: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None):
         if not invariants:
             raise ValueError("projection needs at least one invariant to project onto")
         if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
@@ -355,9 +371,7 @@ class Projection:
         if max_iter < 1:
             raise ValueError(f"max_iter must be >= 1; got {max_iter}")
         self.invariants = dict(invariants)
-        # closed-form Jacobians, used only when every invariant has one
-        grads = gradients or {}
-        self.gradients = [grads[k] for k in self.invariants] if all(k in grads for k in self.invariants) else None
+        self.evaluate = evaluate
         self.tol = float(tol)
         self.max_iter = max_iter
         #: the iterations the last call took (for benchmarks)
@@ -381,10 +395,7 @@ class Projection:
         return q0, torch.cat(cols, -1).clamp_min(1e-12)
 
     def _jacobian(self, z: Tensor) -> Tensor:
-        """``∂Q/∂z (B, K, D)``: in closed form when the invariants came with gradients, else
-        from one forward and one (batched) backward pass."""
-        if self.gradients is not None:
-            return torch.cat([g(z).reshape(z.shape[0], -1, z.shape[-1]) for g in self.gradients], 1)
+        """``∂Q/∂z (B, K, D)`` by autograd: one forward and one (batched) backward pass."""
         with torch.inference_mode(False), torch.enable_grad():
             x = z.detach().clone().requires_grad_(True)
             q = self.values(x)  # (B, K)
@@ -396,6 +407,34 @@ class Projection:
             (rows,) = torch.autograd.grad(q, x, grad_outputs=eye, is_grads_batched=True)  # (K, B, D)
         return rows.transpose(0, 1).detach()
 
+    def _at(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``Q(z) (B, K)``, and ``∂Q/∂z`` when it comes with them (else None: autograd
+        computes it when a Newton step needs it)."""
+        if self.evaluate is not None:
+            return self.evaluate(z)
+        return self.values(z), None
+
+    @staticmethod
+    def _newton_step(g: Tensor, r: Tensor) -> Tensor:
+        """The Gauss–Newton step ``−Gᵀ(GGᵀ)⁻¹ r (B, D)`` for residuals ``r = Q − Q₀
+        (B, K)`` and ``G = ∂Q/∂z (B, K, D)`` at the iterate.
+
+        One invariant: ``−r ∇Q / |∇Q|²`` (no step where ``∇Q = 0``). Several: a Cholesky
+        solve of the ``K × K`` Gram matrix, with a pseudo-inverse for the rare batch where
+        it is singular (rows of ``G`` dependent or zero, e.g. ``∇L`` at the origin). Both
+        cost a few small ops, where the ``lstsq`` they replace cost about 100 µs a call."""
+        if g.shape[1] == 1:
+            g = g.squeeze(1)
+            nn = (g * g).sum(-1, keepdim=True)  # (B, 1)
+            return g * torch.where(nn > 0, -r / nn, torch.zeros_like(nn))
+        gram = g @ g.transpose(1, 2)  # (B, K, K)
+        chol, info = torch.linalg.cholesky_ex(gram)
+        if bool(info.any()):
+            lam = torch.linalg.pinv(gram) @ r.unsqueeze(-1)
+        else:
+            lam = torch.cholesky_solve(r.unsqueeze(-1), chol)  # (B, K, 1)
+        return -(g * lam).sum(1)  # Gᵀλ: an elementwise sum costs a third of the bmm here
+
     def __call__(self, z: Tensor, target: tuple[Tensor, Tensor]) -> Tensor:
         """``z (B, D)`` projected onto the targets from :meth:`start`."""
         q0, scale = target
@@ -406,32 +445,42 @@ class Projection:
         tol = max(self.tol, 8 * torch.finfo(z.dtype).eps)
         y = z
         with torch.no_grad():
-            q = self.values(y)  # (B, K)
-            res = ((q - q0).abs() / scale).amax(-1)  # (B,) each row's worst invariant
+            q, g = self._at(y)  # (B, K), (B, K, D) or None
+            r = q - q0
+            res = (r.abs() / scale).amax(-1)  # (B,) each row's worst invariant
             for i in range(self.max_iter):
-                if not bool((res > tol).any()):
+                active = res > tol
+                if not bool(active.any()):
                     break
                 self.last_iterations = i + 1
-                g = self._jacobian(y)  # (B, K, D), where the iterate is
-                dl = torch.linalg.lstsq(g @ g.transpose(1, 2), -(q - q0).unsqueeze(-1)).solution  # (B, K, 1)
-                delta = (g.transpose(1, 2) @ dl).squeeze(-1)  # (B, D), the Gauss–Newton step
+                # Newton: the Jacobian where the iterate is
+                delta = self._newton_step(g if g is not None else self._jacobian(y), r)  # (B, D)
+                y_try = y + delta
+                q_try, g_try = self._at(y_try)
+                r_try = q_try - q0
+                res_try = (r_try.abs() / scale).amax(-1)
+                worse = ~(res_try < res) & active
+                if not bool(worse.any()):  # the usual case: every row that moves improves
+                    y, r, g, res = y_try, r_try, g_try, res_try
+                    continue
                 # backtrack row by row where the full step overshoots (near a saddle of Q,
                 # e.g. a pendulum starting just over the top)
                 alpha = torch.ones_like(res)
                 for _ in range(6):
+                    alpha = torch.where(worse, 0.5 * alpha, alpha)
                     y_try = y + alpha.unsqueeze(-1) * delta
-                    q_try = self.values(y_try)
-                    res_try = ((q_try - q0).abs() / scale).amax(-1)
-                    worse = ~(res_try < res) & (res > tol)
+                    r_try = self.values(y_try) - q0  # values only: most trial points are dropped
+                    res_try = (r_try.abs() / scale).amax(-1)
+                    worse = ~(res_try < res) & active
                     if not bool(worse.any()):
                         break
-                    alpha = torch.where(worse, 0.5 * alpha, alpha)
                 keep = res_try < res  # (B,) rows that improved move; the rest stay
                 if not bool(keep.any()):
                     break  # no row gets closer to the set: the precision's floor
                 y = torch.where(keep.unsqueeze(-1), y_try, y)
-                q = torch.where(keep.unsqueeze(-1), q_try, q)
+                r = torch.where(keep.unsqueeze(-1), r_try, r)
                 res = torch.where(keep, res_try, res)
+                g = None if self.evaluate is None else self.evaluate(y)[1]
         return y
 
 

@@ -605,9 +605,9 @@ class Trainer:
             sysm, to_z = self.system, self.coords.to_canonical
             fns = sysm.invariants()
             # canonical models get the invariants' closed-form gradients; velocity ones autograd
-            grads = None if self.coords.velocity else sysm.invariant_gradients()
+            evaluate = None if self.coords.velocity else sysm.invariants_and_gradients(self.inv_names)
             proj = integrators.Projection({k: (lambda s, f=fns[k]: f(to_z(s))) for k in self.inv_names},
-                                          tol=self.config.projection_tol, gradients=grads)
+                                          tol=self.config.projection_tol, evaluate=evaluate)
             scales = {k: sysm.invariant_scale(k, self.z0_eval) for k in self.inv_names}
         return integrators.rollout(field, s0, self.eval_dt, self.eval_steps, method=method,
                                    every=self.eval_every_save, project=proj, project_scales=scales)

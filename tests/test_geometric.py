@@ -232,13 +232,16 @@ def test_every_true_field_is_its_gradient_form(key, params):
 
 
 # -- 6. projection: any model's invariants at the tolerance ----------------------------------
-def projected_and_free(model, sysm, names, z0, n_steps, every):
+def projected_and_free(model, sysm, names, z0, n_steps, every, closed_form=False):
     """RK4 rollouts of ``model`` with and without projection onto ``names``: drift of each
     invariant ``(T, B)`` relative to the system's scale, with and without. The free one
-    runs the first tenth of the steps only: its drift up to there is a lower bound."""
+    runs the first tenth of the steps only: its drift up to there is a lower bound.
+    ``closed_form``: the Newton iterates use the system's closed-form gradients (as the
+    trainer does for canonical models), else autograd."""
     inv = sysm.invariants()
     scales = {n: sysm.invariant_scale(n, z0) for n in names}
-    proj = Projection({n: inv[n] for n in names}, tol=PROJ_TOL)
+    evaluate = sysm.invariants_and_gradients(names) if closed_form else None
+    proj = Projection({n: inv[n] for n in names}, tol=PROJ_TOL, evaluate=evaluate)
     with torch.inference_mode():  # the projection differentiates the invariants itself
         _, z = integrators.rollout(model, z0, sysm.dt, n_steps, "rk4", every=every,
                                    project=proj, project_scales=scales)
@@ -250,19 +253,22 @@ def projected_and_free(model, sysm, names, z0, n_steps, every):
 
 
 @pytest.mark.slow
-def test_projection_keeps_an_untrained_mlp_on_the_pendulum_energy():
+@pytest.mark.parametrize("closed_form", [True, False], ids=["closed_form", "autograd"])
+def test_projection_keeps_an_untrained_mlp_on_the_pendulum_energy(closed_form):
     """10⁴ RK4 steps of an untrained MLP from librating starts and 10x-energy rotating
     ones: projected, the energy is within the tolerance at every saved step; free, the
     same rollout is off by more than 1e-4 within its first 10³ steps."""
     sysm = get_system("pendulum")
     z0 = torch.cat([sysm.sample_initial(3, seed=4), sysm.sample_initial(2, seed=5, scale=10.0)])
-    held, free = projected_and_free(untrained("mlp", seed=0), sysm, ["energy"], z0, LONG, every=10)
+    held, free = projected_and_free(untrained("mlp", seed=0), sysm, ["energy"], z0, LONG, every=10,
+                                    closed_form=closed_form)
     assert float(held["energy"].max()) <= PROJ_TOL, float(held["energy"].max())
     assert float(free["energy"].max()) >= 1e6 * PROJ_TOL, float(free["energy"].max())
 
 
 @pytest.mark.slow
-def test_projection_keeps_energy_and_both_momenta_of_an_untrained_mlp_on_nbody():
+@pytest.mark.parametrize("closed_form", [True, False], ids=["closed_form", "autograd"])
+def test_projection_keeps_energy_and_both_momenta_of_an_untrained_mlp_on_nbody(closed_form):
     """The default n-body (2 bodies, state 8), 500 steps at its dt, projected onto energy,
     linear and angular momentum together, tolerances relative to the system's own scales
     (``P(0) = 0``): all within the tolerance; free, each is off by far more."""
@@ -271,7 +277,7 @@ def test_projection_keeps_energy_and_both_momenta_of_an_untrained_mlp_on_nbody()
     model = untrained("mlp", seed=0, state_dim=sysm.state_dim)
     names = ["energy", "momentum", "angular_momentum"]
     assert set(names) == set(sysm.invariant_names())
-    held, free = projected_and_free(model, sysm, names, z0, 500, every=10)
+    held, free = projected_and_free(model, sysm, names, z0, 500, every=10, closed_form=closed_form)
     for name in names:
         assert float(held[name].max()) <= PROJ_TOL, (name, float(held[name].max()))
         assert float(free[name].max()) >= 1e6 * PROJ_TOL, (name, float(free[name].max()))
@@ -334,3 +340,29 @@ def test_closed_form_invariant_gradients_equal_autograd(key, params):
         auto = torch.stack([torch.autograd.grad(q[:, k].sum(), x, retain_graph=True)[0]
                             for k in range(q.shape[1])], 1)
         torch.testing.assert_close(grad(z), auto, rtol=1e-12, atol=1e-12 * float(auto.abs().max()))
+
+
+@pytest.mark.parametrize("key, params", [(k, {}) for k, c in ALL_SYSTEMS.items() if c.kind == "ode"]
+                         + [("pendulum", {"damping": 0.4}), ("nbody", {"n_bodies": 5})])
+def test_invariants_and_gradients_together_equal_each_one_and_autograd(key, params):
+    """What a projected step's Newton iterate evaluates (n-body's shares the pair sums and
+    turns the state for ∂L): the values of :meth:`invariants` and their autograd Jacobian,
+    in the order asked, for every subset, 10x out of range (planted: n-body's quarter
+    turn with both signs +, and its ∇E with the force's sign kept, each fail it)."""
+    sysm = get_system(key, **params)
+    z = torch.cat([sysm.sample_initial(4, seed=2), 10.0 * sysm.sample_initial(4, seed=3)])
+    names = list(sysm.invariant_gradients())
+    subsets = [names, names[::-1]] + [[n] for n in names]
+    for subset in subsets:
+        q, g = sysm.invariants_and_gradients(subset)(z)
+        x = z.clone().requires_grad_(True)
+        ref = torch.cat([sysm.invariants()[n](x).reshape(z.shape[0], -1) for n in subset], -1)
+        auto = torch.stack([torch.autograd.grad(ref[:, k].sum(), x, retain_graph=True)[0]
+                            for k in range(ref.shape[1])], 1)
+        torch.testing.assert_close(q, ref.detach(), rtol=1e-12, atol=1e-12 * float(ref.detach().abs().max()))
+        torch.testing.assert_close(g, auto, rtol=1e-12, atol=1e-12 * float(auto.abs().max()))
+
+
+def test_invariants_and_gradients_refuses_an_invariant_without_a_closed_form():
+    with pytest.raises(ValueError, match="no closed-form gradient of momentum"):
+        get_system("pendulum").invariants_and_gradients(["momentum"])

@@ -240,6 +240,27 @@ class ODESystem(System):
         checks every one against autograd."""
         return {"energy": lambda z: self.energy_gradient(z).unsqueeze(1)}
 
+    def invariants_and_gradients(self, names) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """The invariants ``names`` and their closed-form gradients, evaluated together:
+        ``z (B, D) -> (Q (B, K), ∂Q/∂z (B, K, D))``, the components in the order of
+        ``names``. What a projection's Newton iterate needs (the ``evaluate`` of
+        :class:`~conserv_core.integrators.Projection`). Default: :meth:`invariants` and
+        :meth:`invariant_gradients` one by one; a system whose invariants share work
+        (n-body's pair sums) overrides it."""
+        fns, grads = self.invariants(), self.invariant_gradients()
+        names = tuple(names)
+        missing = [n for n in names if n not in fns or n not in grads]
+        if missing:
+            raise ValueError(f"no closed-form gradient of {', '.join(missing)} for the {self.key}; "
+                             f"it has {', '.join(grads)}")
+
+        def evaluate(z: Tensor) -> tuple[Tensor, Tensor]:
+            b, d = z.shape
+            q = torch.cat([fns[n](z).reshape(b, -1) for n in names], -1)
+            return q, torch.cat([grads[n](z).reshape(b, -1, d) for n in names], 1)
+
+        return evaluate
+
     def dissipation(self, z: Tensor) -> Tensor | None:
         """``R(z)`` in ``ż = (J − R)∇H``, ``(B, D) -> (B, D, D)`` positive semi-definite, or
         None for a conservative system (the default)."""
