@@ -17,6 +17,7 @@ COLORS: dict[str, str] = {
     "penalty": "#E69F00",  # orange
     "auglag": "#56B4E9",  # sky blue
     "phnn": "#882255",  # wine (Tol's muted palette): the dissipative hard method
+    "shnn": "#332288",  # indigo (Tol's muted palette): the symmetric (Noether) hard method
     "truth": "#222222",
 }
 
@@ -29,6 +30,7 @@ SHORT: dict[str, str] = {
     "penalty": "penalty (soft)",
     "auglag": "aug. Lagrangian (mixed)",
     "phnn": "port-Hamiltonian (hard)",
+    "shnn": "symmetric HNN (hard)",
     "truth": "truth (same integrator)",
 }
 

@@ -26,8 +26,12 @@ class Method:
     constraint: str | None
     equation: str
     teaching_note: str
+    #: the only systems it applies to (None: every system its architectures fit)
+    systems: tuple[str, ...] | None = None
 
     def arch_for(self, system: System) -> str | None:
+        if self.systems is not None and system.key not in self.systems:
+            return None
         return self.arch_ode if system.kind == "ode" else self.arch_field
 
 
@@ -65,6 +69,16 @@ ALL_METHODS: dict[str, Method] = {
             "its energy can only fall, for any weights. With no friction in the data it can learn R = 0 "
             "(an HNN); on a damped pendulum it is the hard constraint that is right, where the HNN "
             "cannot lose energy at all.",
+        ),
+        Method(
+            "shnn", "Symmetric HNN (hard: energy, momentum, angular momentum)", "hard", "shnn", None, None,
+            r"H_\theta = \sum_i k_\theta(|p_i|^2) + \sum_{i<j} v_\theta(|q_i - q_j|)"
+            r"\;\Rightarrow\; \frac{dH_\theta}{dt} = \frac{dP}{dt} = \frac{dL}{dt} = 0",
+            "An HNN whose energy cannot tell where the bodies are, which way they face, or which is "
+            "which: one kinetic function per body and one pair function of distance. By Noether's "
+            "theorem its dynamics then keep total momentum and angular momentum exactly, for any "
+            "weights, and one trained model runs on any number of bodies. It assumes identical bodies.",
+            systems=("nbody",),
         ),
         Method(
             "divfree", "Divergence-free field (hard)", "hard", None, "divfree", None,

@@ -72,6 +72,11 @@ def _kind(key: str) -> str:
     return ARCHITECTURES[VARIANTS.get(key, (key,))[0]].kind
 
 
+def _dof_step(key: str) -> int:
+    """Degrees of freedom come in steps of this (2 for a model of planar bodies)."""
+    return getattr(ARCHITECTURES[VARIANTS.get(key, (key,))[0]], "dof_step", 1)
+
+
 def _ode_model(arch: str, dof: int, dtype: torch.dtype, seed: int = 0, **kw) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = _build(arch, dof=dof, width=32, **kw).to(dtype)
@@ -102,14 +107,14 @@ def _symplectic_J(dof: int, dtype: torch.dtype) -> torch.Tensor:
 
 # -- registry and build -----------------------------------------------------------------
 def test_registry_declares_what_the_trainer_needs():
-    assert set(ARCHITECTURES) == {"mlp", "hnn", "lnn", "phnn", "field_mlp", "divfree"}
+    assert set(ARCHITECTURES) == {"mlp", "hnn", "lnn", "phnn", "shnn", "field_mlp", "divfree"}
     coords = {k: c.coords for k, c in ARCHITECTURES.items()}
     assert coords == {"mlp": "canonical", "hnn": "canonical", "lnn": "velocity", "phnn": "canonical",
-                      "field_mlp": "field", "divfree": "field"}
+                      "shnn": "canonical", "field_mlp": "field", "divfree": "field"}
     learned = {k for k, c in ARCHITECTURES.items() if c.has_learned_energy}
-    assert learned == {"hnn", "lnn", "phnn"}
+    assert learned == {"hnn", "lnn", "phnn", "shnn"}
     kept = {k for k, c in ARCHITECTURES.items() if c.conserves_learned_energy}
-    assert kept == {"hnn", "lnn"}  # the port-Hamiltonian model's energy may fall
+    assert kept == {"hnn", "lnn", "shnn"}  # the port-Hamiltonian model's energy may fall
     for cls in ARCHITECTURES.values():
         assert cls.default_activation in models.ACTIVATIONS
 
@@ -148,7 +153,7 @@ def test_build_refuses_bad_values_naming_parameter_and_range(kwargs, match):
 
 
 def test_build_refuses_unknown_arch_and_bad_modes():
-    with pytest.raises(ValueError, match="arch must be one of mlp, hnn, lnn, phnn, field_mlp, divfree"):
+    with pytest.raises(ValueError, match="arch must be one of mlp, hnn, lnn, phnn, shnn, field_mlp, divfree"):
         models.build("transformer", dof=1)
     with pytest.raises(ValueError, match=r"n_modes must be an integer in \[1, 32\]"):
         models.build("divfree", n_modes=0)
@@ -208,6 +213,7 @@ def test_field_models_shapes_time_forms_and_periodicity(arch, dtype):
 def test_canonical_flow_is_hamiltonian_far_out_of_range(arch, dtype, dof):
     """A vector field is (locally) Hamiltonian iff Jᵀ·Df is symmetric (it is then the
     Hessian of H). HNN: to round-off, untrained, 10× out of range. Baseline: O(1) off."""
+    dof *= _dof_step(arch)  # the symmetric HNN: 1 and 3 planar bodies
     model = _ode_model(arch, dof, dtype)
     z = _far(256, 2 * dof).to(dtype).requires_grad_(True)
     jac = _rows(model(z), z)  # (B, D, D)
@@ -499,8 +505,9 @@ def test_training_gradients_reach_every_parameter(arch):
     """With grad enabled the models build the graph they need (create_graph), so a loss
     on their output — or on the divergence penalty — trains every parameter."""
     if _kind(arch) == "ode":
-        model = _ode_model(arch, 2, torch.float32)
-        x, y = (v.float() for v in _unit_data(4))
+        dof = 2 * _dof_step(arch)  # the symmetric HNN: two bodies, so its pair network is used
+        model = _ode_model(arch, dof, torch.float32)
+        x, y = (v.float() for v in _unit_data(2 * dof))
         loss = (model(x) - y).pow(2).mean()
     else:
         model = _field_model(arch, torch.float32)
@@ -517,11 +524,12 @@ def test_training_gradients_reach_every_parameter(arch):
 def test_backprop_through_a_short_rollout(arch):
     """Multi-step losses differentiate through the integrator: states carrying a graph
     are differentiated in place, not detached."""
-    model = _ode_model(arch, 1, torch.float64)
-    z0 = _unit_data(2)[0][:8]
+    dof = _dof_step(arch)
+    model = _ode_model(arch, dof, torch.float64)
+    z0 = _unit_data(2 * dof)[0][:8]
     _, traj = integrators.rollout(model, z0, 0.05, 3, method="rk4")
     traj[-1].pow(2).sum().backward()
-    first = model.net[0].weight
+    first = next(p for n, p in model.named_parameters() if n.endswith("0.weight"))
     assert first.grad is not None and first.grad.abs().sum() > 0
     # the same loss by finite differences of one weight
     with torch.no_grad():
@@ -573,8 +581,9 @@ def test_no_grad_rollouts_keep_no_graph(arch, dtype):
     models build internally (to differentiate H, L or ψ) is freed at each step. The same
     counter sees the graph a grad-enabled rollout keeps, so it can fail."""
     kind = _kind(arch)
-    model = _ode_model(arch, 1, dtype) if kind == "ode" else _field_model(arch, dtype)
-    start = (_unit_data(2)[0][:16] if kind == "ode" else 2 * math.pi * torch.rand(16, 2, dtype=torch.float64)).to(dtype)
+    dof = _dof_step(arch) if kind == "ode" else 1
+    model = _ode_model(arch, dof, dtype) if kind == "ode" else _field_model(arch, dtype)
+    start = (_unit_data(2 * dof)[0][:16] if kind == "ode" else 2 * math.pi * torch.rand(16, 2, dtype=torch.float64)).to(dtype)
     with _SavedTensorCounter() as counter:
         with torch.no_grad():
             out = model(start, 0.0)  # one evaluation: its output holds no graph either
@@ -592,8 +601,9 @@ def test_no_grad_rollouts_keep_no_graph(arch, dtype):
 @pytest.mark.parametrize("arch", ALL_MODELS)
 def test_inference_mode_gives_the_no_grad_result(arch):
     kind = _kind(arch)
-    model = _ode_model(arch, 1, torch.float64) if kind == "ode" else _field_model(arch, torch.float64)
-    args = (_far(8, 2),) if kind == "ode" else (_far(8, 2), 0.3)
+    dof = _dof_step(arch) if kind == "ode" else 1
+    model = _ode_model(arch, dof, torch.float64) if kind == "ode" else _field_model(arch, torch.float64)
+    args = (_far(8, 2 * dof),) if kind == "ode" else (_far(8, 2), 0.3)
     with torch.no_grad():
         expected = model(*args)
     with torch.inference_mode():

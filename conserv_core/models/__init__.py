@@ -13,6 +13,7 @@ key            kind     model                                       hard constra
 ``hnn``        ode      ``J∇H_θ``                                   ``dH_θ/dt = 0``
 ``lnn``        ode      Euler–Lagrange of ``L_θ(q, q̇)``             ``dE_θ/dt = 0``
 ``phnn``       ode      ``(J − R_θ)∇H_θ``, ``R_θ ⪰ 0``              ``dH_θ/dt ≤ 0``
+``shnn``       ode      ``J∇H_θ``, ``H_θ`` = Σ kinetic + Σ pairs     ``dH_θ/dt = dP/dt = dL/dt = 0``
 ``field_mlp``  field    ``(x, y, t) -> u``                          none
 ``divfree``    field    ``u = (∂ψ_θ/∂y, −∂ψ_θ/∂x)``                 ``∇·u = 0``
 =============  =======  ==========================================  =====================
@@ -30,12 +31,13 @@ import param
 import torch
 from torch import nn
 
-from conserv_core.models import divfree, hamiltonian, lagrangian, mlp, port_hamiltonian
+from conserv_core.models import divfree, hamiltonian, lagrangian, mlp, port_hamiltonian, symmetric
 from conserv_core.models.divfree import DivFreeField, divergence, stream_function_velocity
 from conserv_core.models.hamiltonian import HamiltonianNN, hamiltonian_vector_field
 from conserv_core.models.lagrangian import LagrangianNN, euler_lagrange_acceleration, tikhonov_solve
 from conserv_core.models.mlp import ACTIVATIONS, FieldMLP, MLPVectorField, PeriodicFeatures
 from conserv_core.models.port_hamiltonian import PortHamiltonianNN
+from conserv_core.models.symmetric import SymmetricHNN
 from conserv_core.systems.base import ParameterError, describe_range
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
@@ -43,6 +45,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "hnn": HamiltonianNN,
     "lnn": LagrangianNN,
     "phnn": PortHamiltonianNN,
+    "shnn": SymmetricHNN,
     "field_mlp": FieldMLP,
     "divfree": DivFreeField,
 }
@@ -161,7 +164,10 @@ def _construct(arch, state_dim, dof, width, depth, activation, n_modes, form, an
         return cls(state_dim, width=width, depth=depth, activation=activation)
     if state_dim % 2:
         raise ParameterError(f"state_dim must be even for {arch} (state = [q, p] or [q, q̇]); got {state_dim}")
-    if cls in (HamiltonianNN, PortHamiltonianNN):
+    if cls is SymmetricHNN and state_dim % 4:
+        raise ParameterError(f"state_dim must be 4 × the number of planar bodies for {arch} (q and p per "
+                             f"body); got {state_dim}")
+    if cls in (HamiltonianNN, PortHamiltonianNN, SymmetricHNN):
         return cls(state_dim, width=width, depth=depth, activation=activation)
     if form not in lagrangian.FORMS:
         raise ParameterError(f"form must be one of {', '.join(lagrangian.FORMS)}; got {form!r}")
@@ -183,6 +189,7 @@ __all__ = [
     "ModelSpec",
     "PeriodicFeatures",
     "PortHamiltonianNN",
+    "SymmetricHNN",
     "build",
     "divergence",
     "divfree",
@@ -194,5 +201,6 @@ __all__ = [
     "mlp",
     "port_hamiltonian",
     "stream_function_velocity",
+    "symmetric",
     "tikhonov_solve",
 ]
