@@ -72,10 +72,11 @@ ALL_METHODS: dict[str, Method] = {
         ),
         Method(
             "shnn", "Symmetric HNN (hard: energy, momentum, angular momentum)", "hard", "shnn", None, None,
-            r"H_\theta = \sum_i k_\theta(|p_i|^2) + \sum_{i<j} v_\theta(|q_i - q_j|)"
+            r"H_\theta = a_\theta \sum_i |p_i|^2 + \sum_{i<j} v_\theta(|q_i - q_j|)"
             r"\;\Rightarrow\; \frac{dH_\theta}{dt} = \frac{dP}{dt} = \frac{dL}{dt} = 0",
             "An HNN whose energy cannot tell where the bodies are, which way they face, or which is "
-            "which: one kinetic function per body and one pair function of distance. By Noether's "
+            "which: a kinetic energy with one learned inverse mass, and one learned function of each "
+            "pair's distance. By Noether's "
             "theorem its dynamics then keep total momentum and angular momentum exactly, for any "
             "weights, and one trained model runs on any number of bodies. It assumes identical bodies.",
             systems=("nbody",),
