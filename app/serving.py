@@ -158,5 +158,5 @@ def release_memory() -> None:
         pass
 
 
-__all__ = ["COMPONENT_PACKAGES", "MAX_HEADER_BYTES", "allow_long_links", "release_memory", "LOST_CONNECTION", "RestrictedComponentHandler", "prepare_document",
-           "restrict_component_route", "serve_kwargs"]
+__all__ = ["COMPONENT_PACKAGES", "MAX_HEADER_BYTES", "allow_long_links", "release_memory", "LOST_CONNECTION",
+           "RestrictedComponentHandler", "prepare_document", "restrict_component_route", "serve_kwargs"]
