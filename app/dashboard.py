@@ -11,6 +11,8 @@ thread and streams, so two tabs train different things without touching each oth
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode
+
 import holoviews as hv
 import panel as pn
 import param
@@ -83,14 +85,11 @@ class Dashboard(pn.viewable.Viewer):
     def _destroyed(self, session_context) -> None:
         self.session.close()
         # the page's Location lives in a WeakKeyDictionary keyed by the document; what it
-        # syncs must not point back at the document, or the session is never freed
-        loc = self.session.location
-        if loc is not None:
-            for obj in [self.session, self.session.config, *self.session.systems.values()]:
-                try:
-                    loc.unsync(obj)
-                except ValueError:  # never synced
-                    pass
+        # watches must not point back at the document, or the session is never freed
+        loc, watcher = self.session.location, getattr(self, "_link_watcher", None)
+        if loc is not None and watcher is not None:
+            loc.param.unwatch(watcher)
+            self._link_watcher = None
         self._release_links()
         release_memory()
 
@@ -125,38 +124,58 @@ class Dashboard(pn.viewable.Viewer):
 
     # -- URL ----------------------------------------------------------------------------------
     def _sync_url(self, loc: pn.io.location.Location) -> None:
-        """Settings <-> URL query: the link reproduces the run (seed included). The system
-        comes first, so that its defaults are applied before the link's own settings."""
+        """Settings <-> URL query: the link reproduces the run (seed included).
+
+        Not Panel's ``Location.sync``: that applies an object's keys all or nothing (one
+        bad key threw the link's good ones away), trusts its own parsing (``true`` became
+        a seed, and the page failed to render) and drops empty values silently. A link is
+        read here one key at a time (:meth:`LabSession.apply_link`): each refused key is
+        named in the status line with what it takes, the rest applies. The address bar
+        then holds the settings in use (:meth:`_write_link`), after every change. The
+        browser sends its address back once its page is up: that is the same link, read
+        the same way (no change, the same notice)."""
         s = self.session
         s.location = loc
-        report = lambda bad: s._set_status(  # noqa: E731
-            f"Some settings in the link were refused: {', '.join(map(str, bad))}. Using defaults.", "warning")
+        self._location = loc
+        self._reading = False
+        self._written: str | None = None
+        self._read_link(loc.search)
+        write = lambda *events: self._write_link()  # noqa: E731
+        s.param.watch(write, ["system", "methods", "preset"])
+        s.config.param.watch(write, URL_CONFIG_FIELDS)
+        for key, sysm in s.systems.items():
+            sysm.param.watch(write, url_system_fields(key))
+        self._link_watcher = loc.param.watch(lambda e: self._read_link(e.new), "search")
+
+    def _read_link(self, search: str) -> None:
+        """Apply a link's query (what the address bar holds) and name what was refused."""
+        s = self.session
+        if search == self._written:  # our own write coming back
+            return
+        refused: list[str] = []
+        self._reading = True
         try:
-            # a preset first (it carries the settings a URL cannot: tuples, lists), then the
-            # link's own values on top of it
-            preset = loc.query_params.get("preset")
-            if preset:
-                try:
-                    s.preset = preset
-                except ValueError:
-                    report(["preset"])
-            loc.sync(s, {"system": "system", "methods_text": "methods", "preset": "preset"}, on_error=report)
-            loc.sync(s.config, {k: k for k in URL_CONFIG_FIELDS}, on_error=report)
-            self._sync_system(loc, s.system, report)
+            refused = s.apply_link(parse_qsl(search[1:], keep_blank_values=True))
         except Exception as err:  # a bad link must still open the page
             s.report_error(err)
+        finally:
+            self._reading = False
+        self._write_link()
+        s.refuse_link(refused)
 
-        def swap(event):  # only the current system's parameters live in the URL
-            try:
-                loc.unsync(s.systems[event.old])
-            except ValueError:
-                pass
-            self._sync_system(loc, event.new, report)
-
-        s.param.watch(swap, "system")
-
-    def _sync_system(self, loc, key: str, report) -> None:
-        loc.sync(self.session.systems[key], {k: f"{key}.{k}" for k in url_system_fields(key)}, on_error=report)
+    def _write_link(self) -> None:
+        """The settings in use into the address bar (only the current system's own)."""
+        if self._reading:
+            return
+        s = self.session
+        query = {}
+        if s.preset:
+            query["preset"] = s.preset
+        query.update(parse_qsl(s.query_string()))
+        search = "?" + urlencode(query)
+        if search != self._location.search:
+            self._written = search
+            self._location.search = search
 
     # -- layout -------------------------------------------------------------------------------
     def main(self) -> list:

@@ -111,10 +111,38 @@ def restrict_component_route() -> None:
     ComponentResourceHandler._conserv_restricted = True
 
 
+#: the most bytes of HTTP headers the server reads from one request (Tornado's default is
+#: 64 KiB). A link is one header line, and Bokeh copies the link's query into the
+#: session token that the page's websocket sends back as a header: with the default, a
+#: link with a 100 kB value got no page at all (the connection was dropped unanswered).
+#: 8 MiB holds the longest link a browser sends (Chromium: 2 MB) twice over; the page
+#: then opens and names the over-long value as refused.
+MAX_HEADER_BYTES = 8 * 1024 * 1024
+
+
 def serve_kwargs() -> dict:
     """The extra keyword arguments for ``pn.serve``: our component route, registered ahead
-    of Panel's (Tornado takes the first pattern that matches)."""
-    return {"extra_patterns": [(COMPONENT_ROUTE, RestrictedComponentHandler, {})]}
+    of Panel's (Tornado takes the first pattern that matches), and room for long links
+    (:data:`MAX_HEADER_BYTES`)."""
+    return {"extra_patterns": [(COMPONENT_ROUTE, RestrictedComponentHandler, {})],
+            "http_server_kwargs": {"max_header_size": MAX_HEADER_BYTES}}
+
+
+def allow_long_links() -> None:
+    """:data:`MAX_HEADER_BYTES` for servers started without :func:`serve_kwargs`
+    (``panel serve ... --plugins app.panel_plugin``): Tornado's connection parameters
+    default to it from now on, in this process. Idempotent."""
+    from tornado.http1connection import HTTP1ConnectionParameters
+
+    if getattr(HTTP1ConnectionParameters, "_conserv_long_links", False):
+        return
+    original = HTTP1ConnectionParameters.__init__
+
+    def __init__(self, *args, max_header_size=None, **kwargs):
+        original(self, *args, max_header_size=max_header_size or MAX_HEADER_BYTES, **kwargs)
+
+    HTTP1ConnectionParameters.__init__ = __init__
+    HTTP1ConnectionParameters._conserv_long_links = True
 
 
 def release_memory() -> None:
@@ -130,5 +158,5 @@ def release_memory() -> None:
         pass
 
 
-__all__ = ["COMPONENT_PACKAGES", "release_memory", "LOST_CONNECTION", "RestrictedComponentHandler", "prepare_document",
-           "restrict_component_route", "serve_kwargs"]
+__all__ = ["COMPONENT_PACKAGES", "MAX_HEADER_BYTES", "allow_long_links", "release_memory", "LOST_CONNECTION",
+           "RestrictedComponentHandler", "prepare_document", "restrict_component_route", "serve_kwargs"]

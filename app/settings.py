@@ -3,7 +3,10 @@ controls, the URL sync and the session."""
 
 from __future__ import annotations
 
+import ast
 import json
+import math
+import numbers
 
 import param
 
@@ -52,8 +55,6 @@ def values(obj: param.Parameterized) -> dict:
     return {k: list(v) if isinstance(v, list) else v for k, v in obj.param.values().items() if k != "name"}
 
 
-
-
 def query_string(system_key: str, methods: list[str], config: training.TrainConfig, system) -> str:
     """The settings as a URL query (what the address bar holds when served)."""
     from urllib.parse import urlencode
@@ -62,7 +63,145 @@ def query_string(system_key: str, methods: list[str], config: training.TrainConf
     for k in URL_CONFIG_FIELDS:
         v = getattr(config, k)
         if v is not None:
-            q[k] = json.dumps(v) if isinstance(v, list) else v
+            q[k] = json.dumps(v) if isinstance(v, (list, bool)) else v
     for k in url_system_fields(system_key):
-        q[f"{system_key}.{k}"] = getattr(system, k)
+        v = getattr(system, k)
+        if v is not None:
+            q[f"{system_key}.{k}"] = json.dumps(v) if isinstance(v, bool) else v
     return urlencode(q)
+
+
+# -- checking a value before it is applied (links and typed widgets) ---------------------------
+#: the longest value one setting may carry in a link (characters); a longer one is refused
+#: unread (a 100 kB value must not reach the widgets or the status line)
+MAX_VALUE_CHARS = 1000
+#: how much of a refused value (or an unknown key) the notice quotes back
+QUOTE_CHARS = 40
+
+
+class Refused(ValueError):
+    """A value a setting cannot take. ``str(err)`` is one short, plain-text clause that
+    names the setting and what it takes (the status line escapes it, once)."""
+
+
+def quote(text) -> str:
+    """``text`` cut to :data:`QUOTE_CHARS` characters, for a notice."""
+    text = str(text)
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…"
+
+
+def _num(v) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e7:
+        v = int(v)
+    return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+
+
+def expected(p: param.Parameter) -> str:
+    """What ``p`` takes, in words: "a whole number from 1 to 200,000", "one of a, b"."""
+    if isinstance(p, param.Boolean):
+        return "true or false"
+    if isinstance(p, param.Selector):
+        return "one of " + ", ".join(str(o) for o in p.objects)
+    if isinstance(p, param.Number):
+        kind = "a whole number" if isinstance(p, param.Integer) else "a number"
+        lo, hi = p.bounds if p.bounds is not None else (None, None)
+        incl_lo, incl_hi = getattr(p, "inclusive_bounds", (True, True))
+        if lo is not None and hi is not None and incl_lo and incl_hi:
+            return f"{kind} from {_num(lo)} to {_num(hi)}"
+        parts = ([f"{'at least' if incl_lo else 'above'} {_num(lo)}"] if lo is not None else []) + \
+                ([f"{'at most' if incl_hi else 'below'} {_num(hi)}"] if hi is not None else [])
+        return " ".join([kind, " and ".join(parts)]).strip()
+    if isinstance(p, param.List):
+        return "a list of names"
+    return "text"
+
+
+def refusal(name: str, value, p: param.Parameter | None = None, why: str | None = None) -> Refused:
+    """The clause for ``name`` refusing ``value``: what it takes (from ``p``) or ``why``."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        value = f"{value:g}"
+    shown = "is empty" if value is None or str(value).strip() == "" else f"“{quote(value)}”"
+    return Refused(f"{quote(name)} {shown}: {why or 'takes ' + expected(p)}")
+
+
+def check_value(p: param.Parameter, name: str, value):
+    """``value`` as ``p`` holds it (a whole float becomes an int for an Integer), or
+    :class:`Refused`. Stricter than param: ``True`` is no number (Python's bool is an
+    int), and NaN or infinity lies in no range."""
+    bad = refusal(name, value, p)
+    if value is None:
+        raise bad  # an emptied box: no widget setting here means "none"
+    if isinstance(p, param.Boolean):
+        if not isinstance(value, bool):
+            raise bad
+    elif isinstance(p, param.Selector):
+        if value not in p.objects:
+            raise bad
+    elif isinstance(p, param.Number):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise bad
+        if isinstance(p, param.Integer):
+            if not float(value).is_integer():
+                raise bad
+            value = int(value)
+        lo, hi = p.bounds if p.bounds is not None else (None, None)
+        incl_lo, incl_hi = getattr(p, "inclusive_bounds", (True, True))
+        if (lo is not None and (value < lo or (value == lo and not incl_lo))) or \
+                (hi is not None and (value > hi or (value == hi and not incl_hi))):
+            raise bad
+    elif isinstance(p, param.List):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad
+    elif isinstance(p, param.String):
+        if not isinstance(value, str):
+            raise bad
+    return value
+
+
+def from_text(p: param.Parameter, name: str, text: str):
+    """The value a link's ``text`` gives ``p``, checked (:func:`check_value`), or
+    :class:`Refused`. Empty and over-long text is refused."""
+    if text is None or text.strip() == "":
+        raise refusal(name, "", p)
+    if len(text) > MAX_VALUE_CHARS:
+        raise Refused(f"{quote(name)}: {len(text):,} characters long (at most {MAX_VALUE_CHARS:,})")
+    t = text.strip()
+    bad = refusal(name, text, p)
+    if isinstance(p, param.Boolean):
+        if t.lower() not in ("true", "false", "1", "0"):
+            raise bad
+        value = t.lower() in ("true", "1")
+    elif isinstance(p, param.Selector):
+        match = [o for o in p.objects if str(o) == t]
+        if not match:
+            raise bad
+        value = match[0]
+    elif isinstance(p, param.Number):
+        try:
+            value = int(t) if isinstance(p, param.Integer) and t.lstrip("+-").isdigit() else float(t)
+        except ValueError:
+            raise bad from None
+    elif isinstance(p, param.List):
+        value = _names(t)
+        if value is None:
+            raise bad
+    else:
+        value = text
+    return check_value(p, name, value)
+
+
+def _names(text: str) -> list[str] | None:
+    """A list of names from a link: JSON (``["energy"]``, what the address bar holds) or
+    comma-separated (``energy,momentum``); ``None`` if neither."""
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return None
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        return None
+    return [k.strip() for k in text.split(",") if k.strip()]

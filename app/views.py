@@ -27,7 +27,7 @@ from conserv_core.devices import available_devices
 from conserv_core.presets import PRESETS
 from conserv_core.systems import ALL_SYSTEMS
 
-from app import theme
+from app import settings, theme
 from app.live import LivePlot
 from app.rundata import DRIFT_FLOOR, Channel, StreamSet, has_learned_energy
 from app.session import LabSession
@@ -132,11 +132,15 @@ SOFT: dict[tuple[str, str], dict] = {
 }
 
 
-def param_widget(obj: param.Parameterized, name: str, owner: str, **extra) -> pn.widgets.Widget:
+def param_widget(obj: param.Parameterized, name: str, owner: str,
+                 refuse: Callable[[str], None] | None = None, **extra) -> pn.widgets.Widget:
     """A widget for ``obj.name`` built from its param declaration (type, bounds, doc).
 
     Numbers get a slider over a teaching range that still accepts any value inside the
-    declared bounds (typed into its box); out-of-bounds input is refused by the widget.
+    declared bounds (typed into its box). Widget and parameter are linked both ways here
+    (:func:`_link`), not by Panel's ``from_param``: a typed value the parameter cannot
+    take (out of its bounds, an emptied box) is refused through ``refuse(text)``, naming
+    the parameter and its range, and the box is set back to the value in use.
     """
     p = obj.param[name]
     kw = dict(SOFT.get((owner, name), {}))
@@ -146,24 +150,81 @@ def param_widget(obj: param.Parameterized, name: str, owner: str, **extra) -> pn
         cls = pn.widgets.Checkbox
     elif isinstance(p, param.Selector):
         cls = pn.widgets.Select
+        kw.setdefault("options", list(p.objects))
     elif isinstance(p, param.Integer):
         cls = pn.widgets.IntSlider if whole else pn.widgets.EditableIntSlider if "start" in kw else pn.widgets.IntInput
     elif isinstance(p, param.Number):
         cls = pn.widgets.EditableFloatSlider if "start" in kw else pn.widgets.FloatInput
     else:
         raise TypeError(f"no widget for {type(p).__name__} {owner}.{name}")
-    if "fixed_start" in cls.param:
-        lo, hi = p.bounds
-        kw.setdefault("fixed_start", lo)
-        kw.setdefault("fixed_end", hi)
-    if "description" in cls.param:
-        kw.setdefault("description", p.doc)
+    if cls in (pn.widgets.IntInput, pn.widgets.FloatInput):
+        lo, hi = p.bounds if p.bounds is not None else (None, None)
+        kw.setdefault("start", lo)
+        kw.setdefault("end", hi)
+    # an editable slider gets no fixed_start/fixed_end: with them the widget refuses an
+    # out-of-range typed value itself, in a traceback, and its box keeps showing it
+    if "description" in cls.param and p.doc:
+        rng = f" Takes {settings.expected(p)}." if isinstance(p, param.Number) else ""
+        kw.setdefault("description", p.doc + rng)
     if "label" not in kw and p.doc:
         first = p.doc.split(". ")[0].rstrip(".")
         if len(first) <= 32:  # "Spring constant k." is a better label than "K"
             kw["label"] = first
+    kw.setdefault("label", p.label)
     kw.setdefault("sizing_mode", "stretch_width")
-    return cls.from_param(p, **kw)
+    widget = cls(value=getattr(obj, name), **kw)
+    _link(widget, obj, name, refuse)
+    return widget
+
+
+def _link(widget: pn.widgets.Widget, obj: param.Parameterized, name: str,
+          refuse: Callable[[str], None] | None) -> None:
+    """``widget.value`` <-> ``obj.name``. A value the parameter refuses is said through
+    ``refuse`` and the widget shows the value in use again: what is shown is what runs."""
+    p = obj.param[name]
+    echo: list[bool] = []
+
+    def to_widget(event) -> None:
+        if not _same_value(widget.value, event.new):
+            echo.append(True)
+            try:
+                widget.value = event.new
+            finally:
+                echo.pop()
+
+    def to_param(event) -> None:
+        if echo:
+            return
+        try:
+            value = settings.check_value(p, name, event.new)
+            if not _same_value(value, getattr(obj, name)):
+                obj.param.update(**{name: value})
+        except ValueError as err:  # settings.Refused, or the object's own cross-checks
+            text = str(err) if isinstance(err, settings.Refused) else \
+                f"{name} “{settings.quote(event.new)}”: {str(err).splitlines()[0]}"
+            if refuse is not None:
+                refuse(f"{text}; still {_shown(getattr(obj, name))}.")
+        current = getattr(obj, name)
+        if not _same_value(widget.value, current) or type(widget.value) is not type(current):
+            echo.append(True)
+            try:
+                widget.value = current
+            finally:
+                echo.pop()
+
+    obj.param.watch(to_widget, name)
+    widget.param.watch(to_param, "value")
+
+
+def _same_value(a, b) -> bool:
+    try:
+        return bool(a == b) and (a is None) == (b is None)
+    except Exception:
+        return a is b
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _checkbox_colors(keys: list[str]) -> list[str]:
@@ -192,7 +253,8 @@ class Controls(pn.viewable.Viewer):
         self.system = pn.widgets.Select.from_param(
             s.param.system, label="System", options={cls.title: k for k, cls in ALL_SYSTEMS.items()},
             description="The physical system the networks learn.")
-        self._system_widgets = {k: pn.Column(*[param_widget(s.systems[k], n, k) for n in system_fields(k)],
+        refuse = g(lambda text: s._set_status(text, "warning"))
+        self._system_widgets = {k: pn.Column(*[param_widget(s.systems[k], n, k, refuse) for n in system_fields(k)],
                                              sizing_mode="stretch_width")
                                 for k in ALL_SYSTEMS}
         self.system_params = pn.Column(self._system_widgets[s.system], sizing_mode="stretch_width")
@@ -200,8 +262,8 @@ class Controls(pn.viewable.Viewer):
         self.methods.param.watch(g(self._methods_from_widget), "value")
         s.param.watch(g(self._methods_to_widget), "methods")
         cfg = s.config
-        w = {n: param_widget(cfg, n, "config") for n in CONFIG_FIELDS if n not in ("device", "invariants")}
-        w["device"] = param_widget(cfg, "device", "config", options=available_devices())
+        w = {n: param_widget(cfg, n, "config", refuse) for n in CONFIG_FIELDS if n not in ("device", "invariants")}
+        w["device"] = param_widget(cfg, "device", "config", refuse, options=available_devices())
         self.config_widgets = w
         self.invariants = pn.widgets.CheckBoxGroup(label="Constrain these invariants", inline=True)
         self.invariants.param.watch(g(self._invariants_from_widget), "value")

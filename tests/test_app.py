@@ -78,11 +78,13 @@ def test_dashboard_and_every_view_render(dash):
 def test_controls_come_from_param_bounds(dash):
     w = dash.controls.config_widgets
     assert (w["steps"].start, w["steps"].end) == training.TrainConfig.param.steps.bounds
+    assert "from 1 to 200,000" in w["steps"].description  # the engine's bounds, beside the box
     mass = dash.controls._system_widgets["pendulum"][0]
-    assert (mass.fixed_start, mass.fixed_end) == ALL_SYSTEMS["pendulum"].param.mass.bounds
-    with pytest.raises(ValueError, match="at most 200000"):
-        w["steps"].value = 10**7
-    assert dash.session.config.steps != 10**7
+    mass.value = ALL_SYSTEMS["pendulum"].param.mass.bounds[1] * 2  # beyond the engine's bounds
+    assert dash.session.systems["pendulum"].mass == mass.value != ALL_SYSTEMS["pendulum"].param.mass.bounds[1] * 2
+    w["steps"].value = 10**7  # refused with its range, and the box shows the value in use
+    assert dash.session.config.steps != 10**7 and w["steps"].value == dash.session.config.steps
+    assert "steps" in dash.session.status and "to 200,000" in dash.session.status
     assert "cuda" not in w["device"].options or "cuda" in app_session.available_devices()
     # the methods offered follow the system
     dash.session.system = "flow"

@@ -86,14 +86,17 @@ def server():
     import panel as pn
 
     from app.dashboard import create_app
+    from app.serving import serve_kwargs
     from conserv_core.training import warm_up
 
     warm_up()
     port = _free_port()
-    # a closed tab's session is dropped a second after it disconnects (the default is 15 s)
+    # a closed tab's session is dropped a second after it disconnects (the default is 15 s);
+    # serve_kwargs as `python -m app` serves (long links among them)
     srv = pn.serve({"/": create_app}, port=port, address="127.0.0.1", threaded=True, show=False,
                    websocket_origin=[f"127.0.0.1:{port}"], title="Conservation Lab",
-                   check_unused_sessions_milliseconds=500, unused_session_lifetime_milliseconds=1000)
+                   check_unused_sessions_milliseconds=500, unused_session_lifetime_milliseconds=1000,
+                   **serve_kwargs())
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
     while True:  # poll until it answers: a race gives ERR_CONNECTION_REFUSED
@@ -230,3 +233,60 @@ def test_a_closed_tab_stops_its_run(server, browser):
     fins = [r for r in mine[0].queue if type(r).__name__ == "Finished"]
     assert fins and all(f.status == "stopped" for f in fins)
     assert not errors, errors
+
+
+#: links a workshop room may receive broken, and the words the notice must name
+BAD_LINKS = [
+    ("?seed=true", "seed “true”: takes a whole number from 0 to 2,147,483,647"),
+    ("?methods=" + "x" * 100_000, "methods: 100,000 characters long"),
+    ("?lr=%3Cimg%20src=x%20onerror=alert(1)%3E", "lr “<img src=x onerror=alert(1)>”: takes a number from 1e-06"),
+    ("?invariants=garbage&steps=50", "invariants “garbage”: the Pendulum's invariants are energy"),
+]
+
+#: the status line's text as the reader sees it
+STATUS_TEXT = """() => {
+  const find = (root) => {
+    for (const el of root.querySelectorAll("*")) {
+      if (el.classList && el.classList.contains("cl-status")) return el.innerText;
+      if (el.shadowRoot) { const t = find(el.shadowRoot); if (t != null) return t; }
+    }
+    return null;
+  };
+  return find(document);
+}"""
+
+
+def _status_contains(page, text: str, timeout_s: float = 30.0) -> str:
+    page.wait_for_function(f"(({STATUS_TEXT})() || '').includes({text!r})", timeout=timeout_s * 1000, polling=100)
+    return page.evaluate(STATUS_TEXT)
+
+
+def test_bad_links_open_a_working_page_that_names_the_bad_part(server, browser):
+    for query, named in BAD_LINKS:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors, dialogs = [], []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(server + query, wait_until="load", timeout=60_000)
+        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
+        text = _status_contains(page, named)
+        assert text.startswith("Link settings refused"), text
+        assert "&lt;" not in text and "&amp;" not in text, text  # escaped once: read as typed
+        if "steps=50" in query:  # the rest of the link applies
+            page.wait_for_function(f"({WIDGET_VALUE})('Training steps') === 50", timeout=30_000)
+        assert not dialogs, dialogs  # no script ran from the link
+        assert not errors, (query[:40], errors)
+        if query == "?seed=true":
+            # the address bar holds the settings in use, not the refused value
+            page.wait_for_function("window.location.search.includes('seed=0')", timeout=30_000)
+            # a value typed out of range: refused with its range, the box shows the value in use
+            # (1e9 reaches the server as the integer 1000000000)
+            typed_values = [("Training steps", 0, 600, "steps “0”: takes a whole number from 1"),
+                            ("Learning rate", 1e9, 0.005, "”: takes a number from 1e-06 to 1,000; still 0.005"),
+                            ("Seed", -1, 0, "seed “-1”: takes a whole number from 0")]
+            for title, typed, shown, words in typed_values:
+                assert page.evaluate(SET_WIDGET, [title, typed])
+                _status_contains(page, words)
+                page.wait_for_function(f"({WIDGET_VALUE})({title!r}) === {shown}", timeout=30_000)
+        page.close()
