@@ -328,7 +328,7 @@ def test_projection_refuses_no_invariants():
 
 
 @pytest.mark.parametrize("key, params", [(k, {}) for k, c in ALL_SYSTEMS.items() if c.kind == "ode"]
-                         + [("pendulum", {"damping": 0.4}), ("nbody", {"n_bodies": 5})])
+                         + [("pendulum", {"damping": 0.4}), ("nbody", {"n_bodies": 5}), ("nbody", {"n_bodies": 64})])
 def test_closed_form_invariant_gradients_equal_autograd(key, params):
     """What projection uses for canonical models instead of autograd (planted: a sign
     flipped in n-body's ∂L/∂p fails it)."""
@@ -343,7 +343,7 @@ def test_closed_form_invariant_gradients_equal_autograd(key, params):
 
 
 @pytest.mark.parametrize("key, params", [(k, {}) for k, c in ALL_SYSTEMS.items() if c.kind == "ode"]
-                         + [("pendulum", {"damping": 0.4}), ("nbody", {"n_bodies": 5})])
+                         + [("pendulum", {"damping": 0.4}), ("nbody", {"n_bodies": 5}), ("nbody", {"n_bodies": 64})])
 def test_invariants_and_gradients_together_equal_each_one_and_autograd(key, params):
     """What a projected step's Newton iterate evaluates (n-body's shares the pair sums and
     turns the state for ∂L): the values of :meth:`invariants` and their autograd Jacobian,

@@ -244,6 +244,22 @@ def test_default_rollout_is_accurate_for_the_truth(n):
     assert drift(s, "energy", traj, z0).max() < (1e-5 if n == 2 else 1e-2)
 
 
+def test_the_truth_holds_at_64_bodies():
+    """N = 64, the largest allowed: at the training data's step (``reference_dt``) over the
+    default horizon the truth's energy error stays below 1e-3 (measured 1e-4), momentum at
+    round-off, and its invariants' closed-form gradients are tested in test_geometric. At
+    the default evaluation step the truth's own line is higher (1e-1 at N = 64, measured):
+    that is the integrator's floor the drift view shows, and a smaller dt lowers it."""
+    s = get_system("nbody", n_bodies=64)
+    z0 = s.sample_initial(2, seed=1)
+    _, traj = integrators.rollout(s.vector_field, z0, s.reference_dt, round(s.horizon / s.reference_dt),
+                                  method="rk4", every=20)
+    assert torch.isfinite(traj).all()
+    assert drift(s, "energy", traj, z0).max() < 1e-3
+    assert drift(s, "momentum", traj, z0).max() < 1e-13
+    assert drift(s, "angular_momentum", traj, z0).max() < 1e-5
+
+
 def test_preset_sets_bodies_and_softening():
     s = get_system("nbody")
     s.preset = "figure_eight"
@@ -259,8 +275,8 @@ def test_preset_sets_bodies_and_softening():
 
 
 @pytest.mark.parametrize("params, names", [
-    ({"n_bodies": 1}, ["n_bodies", "[2, 8]"]),
-    ({"n_bodies": 9}, ["n_bodies", "[2, 8]"]),
+    ({"n_bodies": 1}, ["n_bodies", "[2, 64]"]),
+    ({"n_bodies": 65}, ["n_bodies", "[2, 64]"]),
     ({"G": -1.0}, ["G"]),
     ({"G": 0.0}, ["G"]),
     ({"softening": float("nan")}, ["softening"]),

@@ -89,6 +89,10 @@ class SymmetricHNN(HamiltonianNN):
         self.state_dim = state_dim
         self.kinetic = nn.Linear(1, 1, bias=False)  # a_θ, on the standardised Σ|p_i|²
         self.pair = mlp.make_mlp(2, 1, width, depth, activation, out_bias=False)
+        # a linear term in the same features beside the network: past the training data's
+        # closest pass the network saturates (its force goes to 0), the linear term in 1/ρ
+        # keeps pulling like gravity
+        self.pair_linear = nn.Linear(2, 1, bias=False)
         # the scales of the inputs (|p|², ρ, 1/ρ), δ, and the energy scale
         self.register_buffer("p2_scale", torch.ones(()))
         self.register_buffer("pair_loc", torch.zeros(2))
@@ -128,7 +132,7 @@ class SymmetricHNN(HamiltonianNN):
         energy = self.kinetic((p2.sum(-1, keepdim=True) / self.p2_scale)).squeeze(-1)
         if q.shape[-2] > 1:
             feats = (self._pair_features(_pair_distance2(q)) - self.pair_loc) / self.pair_scale  # (B, P, 2)
-            energy = energy + self.pair(feats).squeeze(-1).sum(-1)
+            energy = energy + (self.pair(feats) + self.pair_linear(feats)).squeeze(-1).sum(-1)
         return self.h_scale * energy
 
     @torch.no_grad()
@@ -137,5 +141,5 @@ class SymmetricHNN(HamiltonianNN):
         at the largest ``r`` (a potential is known up to a constant): what the view
         draws against the true ``−G m² / √(r² + ε²)``."""
         feats = (self._pair_features(r * r) - self.pair_loc) / self.pair_scale
-        v = self.h_scale * self.pair(feats).squeeze(-1)
+        v = self.h_scale * (self.pair(feats) + self.pair_linear(feats)).squeeze(-1)
         return v - v[r.argmax()]

@@ -100,7 +100,7 @@ class NBody(ODESystem):
     )
     reference_dt: ClassVar[float] = 5e-3
 
-    n_bodies = param.Integer(default=2, bounds=(2, 8), doc=(
+    n_bodies = param.Integer(default=2, bounds=(2, 64), doc=(
         "Number of bodies N. A preset other than 'random' sets it (2 for "
         "'two_body_circular', 3 for 'figure_eight'); changing it away from the preset's N "
         "switches the preset back to 'random'."))
