@@ -54,6 +54,13 @@ def has_learned_energy(method: str, system: System) -> bool:
     return arch is not None and getattr(models.ARCHITECTURES[arch], "has_learned_energy", False)
 
 
+def has_pair_potential(method: str, system: System) -> bool:
+    """Whether ``method``'s model on ``system`` learns one pair function of distance (the
+    symmetric n-body HNN), which the n-body view draws against the true one."""
+    arch = methods_registry.get_method(method).arch_for(system)
+    return arch is not None and hasattr(models.ARCHITECTURES[arch], "pair_potential")
+
+
 def plot_drift(curve) -> dict:
     """A drift curve as plot data: zeros floored for the log axis, t = 0 dropped
     (every drift is exactly 0 there), non-finite values kept as gaps."""

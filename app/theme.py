@@ -81,7 +81,8 @@ LOOK_FOR: dict[str, str] = {
     ),
     "nbody": (
         "Look at the three drift plots: a Hamiltonian network holds its energy but can still leak "
-        "momentum; in the orbit view, watch the learned bodies leave the true paths."
+        "momentum; the symmetric HNN's momentum lines sit at the floor, kept by symmetry (Noether). In "
+        "the orbit view, watch the learned bodies leave the true paths."
     ),
     "flow": (
         "Look at the dye-mass plot: the div-free network stays at zero drift by construction; in the "

@@ -29,7 +29,7 @@ from conserv_core.systems import ALL_SYSTEMS
 
 from app import settings, theme
 from app.live import LivePlot
-from app.rundata import DRIFT_FLOOR, Channel, StreamSet, has_learned_energy
+from app.rundata import DRIFT_FLOOR, Channel, StreamSet, has_learned_energy, has_pair_potential
 from app.session import LabSession
 from app.settings import CONFIG_FIELDS, system_fields
 
@@ -765,7 +765,45 @@ class SystemView(_PlotView):
         # equal padding on both axes keeps the box square
         overlay = LivePlot(element, channel, keys, padding=(0.1, 0.1), sizing_mode="fixed")
         picker = pn.widgets.IntSlider.from_param(self.param.orbit, label="Test case", width=200)
-        return pn.Column(picker, overlay, sizing_mode="stretch_width")
+        paired = [m for m in methods if has_pair_potential(m, streams.system)]
+        if not paired:
+            return pn.Column(picker, overlay, sizing_mode="stretch_width")
+        return pn.Column(picker, overlay, self._pair_potential(streams, paired), sizing_mode="stretch_width")
+
+    @staticmethod
+    def _pair_potential(streams: StreamSet, paired: list[str]):
+        """The symmetric model's learned pair term against the true softened gravity."""
+        rv = ["r", "v"]
+        keys = [*paired, "truth"]
+
+        def series(views: dict) -> dict:
+            out = {}
+            for m in paired:
+                pp = views.get(m, {}).get("pair_potential")
+                out[m] = {"r": pp["r"], "v": pp["learned"]} if pp else {"r": np.zeros(0), "v": np.zeros(0)}
+            ref = next((views[m]["pair_potential"] for m in paired
+                        if "pair_potential" in views.get(m, {}) and views[m]["pair_potential"]["true"] is not None),
+                       None)
+            out["truth"] = {"r": ref["r"], "v": ref["true"]} if ref else {"r": np.zeros(0), "v": np.zeros(0)}
+            return out
+
+        styles = hv.opts.Curve(color=hv.Cycle([theme.COLORS[m] for m in paired] + [theme.COLORS["truth"]]),
+                               line_width=hv.Cycle([2.5] * len(paired) + [1.5]),
+                               line_dash=hv.Cycle(["solid"] * len(paired) + ["dashed"]))
+
+        def element():
+            return _styled(hv.Overlay([hv.Curve([], *rv) for _ in keys]).opts(styles),
+                           title="Learned pair potential v(r) (solid) and the true −Gm²/√(r² + ε²) (dashed)",
+                           xlabel="distance r between two bodies", ylabel="v(r) − v(r_max)", show_legend=False,
+                           height=SMALL_HEIGHT)
+
+        plot = LivePlot(element, _channel_of(streams.views, series), keys)
+        note = html("<span class='cl-muted'>One function of distance, shared by every pair: that is what "
+                    "makes momentum and angular momentum exact. It is learned from the forces only, from "
+                    "half the closest pass in the training data up to the widest; where the solid line "
+                    "leaves the dashed one, the learned forces are wrong. With unequal masses no single "
+                    "true curve exists, and none is drawn.</span>", sizing_mode="stretch_width")
+        return pn.Column(plot, note, sizing_mode="stretch_width")
 
     # flow: learned field over its divergence, and the dye patch
     def _flow(self, streams: StreamSet):

@@ -71,7 +71,7 @@ ALL_METHODS: dict[str, Method] = {
             "cannot lose energy at all.",
         ),
         Method(
-            "shnn", "Symmetric HNN (hard: energy, momentum, angular momentum)", "hard", "shnn", None, None,
+            "shnn", "Symmetric HNN (hard, Noether)", "hard", "shnn", None, None,
             r"H_\theta = a_\theta \sum_i |p_i|^2 + \sum_{i<j} v_\theta(|q_i - q_j|)"
             r"\;\Rightarrow\; \frac{dH_\theta}{dt} = \frac{dP}{dt} = \frac{dL}{dt} = 0",
             "An HNN whose energy cannot tell where the bodies are, which way they face, or which is "

@@ -685,12 +685,29 @@ class Trainer:
             view.update(self._power())
         if getattr(self.model, "has_learned_energy", False) and sysm.dof == 1:
             view["energy_grid"] = self._energy_grid()
+        if hasattr(self.model, "pair_potential") and hasattr(sysm, "pair_potential"):
+            view.update(self._pair_potential())
         return Evaluation(
             method=self.method.key, step=self.step_count, elapsed=0.0, drift=drift, drift_ood=drift_ood,
             learned_drift=learned, trajectory_error=traj, test_mse=test_mse,
             violation=self._violation(self.in_points, self._in_grads),
             violation_ood=self._violation(self.ood_points, self._ood_grads), view=view, unprojected=unprojected,
         )
+
+    def _pair_potential(self, n: int = 60) -> dict:
+        """The learned pair term against the true one (symmetric n-body model), from half
+        the closest pass in the training data to its widest separation: ``r``, ``learned``
+        and ``true`` (None for unequal masses), as float64 arrays."""
+        k = self.x_train.shape[-1] // 2
+        q = self.x_train[:, :k].reshape(len(self.x_train), -1, 2).double()
+        i, j = torch.triu_indices(q.shape[1], q.shape[1], 1)
+        r_data = (q[:, i] - q[:, j]).norm(dim=-1)
+        r = torch.linspace(0.5 * float(r_data.min()), float(r_data.max()), n, dtype=torch.float64)
+        learned = self.model.pair_potential(r.to(dtype=self.dtype, device=self.device))
+        true = self.system.pair_potential(r)
+        return {"pair_potential": {"r": r.numpy(), "learned": learned.detach().cpu().double().numpy(),
+                                   "true": None if true is None else true.numpy(),
+                                   "data_range": (float(r_data.min()), float(r_data.max()))}}
 
     def _energy_grid(self, n: int = 41) -> dict:
         zt = self.z_true[:, : self.config.n_test].reshape(-1, self.system.state_dim)

@@ -345,6 +345,16 @@ class NBody(ODESystem):
 
         return evaluate
 
+    def pair_potential(self, r: Tensor) -> Tensor | None:
+        """The true pair term ``−G m² / √(r² + ε²)`` at distances ``r (M,)``, shifted to
+        vanish at the largest ``r`` (as :meth:`SymmetricHNN.pair_potential` is), or None
+        when the bodies' masses differ (then no single pair function exists)."""
+        m = self.body_masses()
+        if len(set(m)) > 1:
+            return None
+        v = -self.G * m[0] * m[0] / (r * r + self.softening ** 2).sqrt()
+        return v - v[r.argmax()]
+
     def invariant_scale(self, name: str, z0: Tensor) -> Tensor:
         """Drift scales, ``(B,)``. P(0) = 0 and L(0) may be ~0, so the momenta are measured
         against the sum of their per-body magnitudes; energy against ``|E(0)|``, never less
