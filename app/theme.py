@@ -124,10 +124,20 @@ LOOK_FOR_DISSIPATIVE = (
 )
 
 
+LOOK_FOR_BROKEN_SYMMETRY = (
+    "A trap pulls every body towards a fixed point, so space is no longer the same everywhere and total "
+    "momentum is not conserved: the centre of mass swings. The momentum plot shows each model's error "
+    "against the truth's P(t). The symmetric HNN keeps P exactly, by construction, and so it is wrong here; "
+    "the HNN and the baseline can follow the swing."
+)
+
+
 def look_for(system) -> str:
     """The 'what to look for' line for a system (its own teaching note if none here)."""
     if system.kind == "ode" and "energy" in system.invariant_names() and not system.is_conserved("energy"):
         return LOOK_FOR_DISSIPATIVE
+    if system.kind == "ode" and "momentum" in system.invariant_names() and not system.is_conserved("momentum"):
+        return LOOK_FOR_BROKEN_SYMMETRY
     return LOOK_FOR.get(system.key, system.teaching_note)
 
 

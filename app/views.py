@@ -111,6 +111,7 @@ SOFT: dict[tuple[str, str], dict] = {
     ("nbody", "preset"): dict(label="Initial conditions"),
     ("nbody", "G"): dict(start=0.1, end=5.0, step=0.1, label="Gravitational constant G"),
     ("nbody", "softening"): dict(start=0.0, end=0.5, step=0.01, label="Softening ε"),
+    ("nbody", "trap"): dict(start=0.0, end=3.0, step=0.1, label="Trap k (breaks momentum)"),
     ("flow", "grid"): dict(start=32, end=128, step=16, label="Solver grid (points per side)"),
     ("flow", "viscosity"): dict(start=0.0, end=0.1, step=0.001, label="Viscosity ν"),
     ("flow", "initial"): dict(label="Initial field"),

@@ -33,6 +33,14 @@ PRESETS: dict[str, Preset] = {
                ("baseline", "hnn", "phnn"), system_params={"damping": 0.3},
                description="Energy is not conserved here. The HNN cannot represent the loss of energy; the "
                            "port-Hamiltonian network builds friction in, so its energy can only fall."),
+        Preset("momentum-by-symmetry", "N-body: momentum kept by symmetry (Noether)", "nbody",
+               ("baseline", "hnn", "shnn"),
+               description="An energy that cannot tell where the bodies are or which way they face keeps "
+                           "total momentum and angular momentum exactly. The HNN keeps its energy only."),
+        Preset("wrong-symmetry", "N-body in a trap: the symmetry that is not there", "nbody",
+               ("baseline", "hnn", "shnn"), system_params={"trap": 1.0},
+               description="A harmonic trap breaks translation symmetry: the centre of mass swings and momentum "
+                           "changes. The symmetric HNN cannot follow, because it keeps momentum by construction."),
         Preset("figure-eight", "Three-body figure-eight", "nbody", ("baseline", "hnn"),
                system_params={"preset": "figure_eight", "n_bodies": 3},
                description="The Chenciner–Montgomery choreography: energy and momenta under learned dynamics."),

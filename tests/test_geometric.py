@@ -193,7 +193,8 @@ def test_discrete_gradient_keeps_the_true_energy_at_the_solve_tolerance(key, n_s
 
 
 # -- 5. every true field is (J − R)∇H with its stated H --------------------------------------
-CASES = [(k, {}) for k in ODE_KEYS] + [("pendulum", {"damping": 0.5, "mass": 0.7, "length": 1.5})]
+CASES = [(k, {}) for k in ODE_KEYS] + [("pendulum", {"damping": 0.5, "mass": 0.7, "length": 1.5}),
+                                       ("nbody", {"n_bodies": 3, "trap": 0.7})]
 
 
 def states(sysm, seed: int) -> torch.Tensor:
@@ -203,7 +204,7 @@ def states(sysm, seed: int) -> torch.Tensor:
     return torch.cat([z, 10.0 * z, spread * gaussian(6, sysm.state_dim, seed=seed + 1, scale=10.0)])
 
 
-@pytest.mark.parametrize("key, params", CASES, ids=[k + ("_damped" if p else "") for k, p in CASES])
+@pytest.mark.parametrize("key, params", CASES, ids=[k + ("_" + "_".join(p)[:12] if p else "") for k, p in CASES])
 def test_every_true_field_is_its_gradient_form(key, params):
     sysm = get_system(key, **params)
     z = states(sysm, seed=31)
@@ -328,7 +329,8 @@ def test_projection_refuses_no_invariants():
 
 
 @pytest.mark.parametrize("key, params", [(k, {}) for k, c in ALL_SYSTEMS.items() if c.kind == "ode"]
-                         + [("pendulum", {"damping": 0.4}), ("nbody", {"n_bodies": 5}), ("nbody", {"n_bodies": 64})])
+                         + [("pendulum", {"damping": 0.4}), ("nbody", {"n_bodies": 5}), ("nbody", {"n_bodies": 64}),
+                            ("nbody", {"n_bodies": 3, "trap": 0.7})])
 def test_closed_form_invariant_gradients_equal_autograd(key, params):
     """What projection uses for canonical models instead of autograd (planted: a sign
     flipped in n-body's ∂L/∂p fails it)."""
@@ -343,7 +345,8 @@ def test_closed_form_invariant_gradients_equal_autograd(key, params):
 
 
 @pytest.mark.parametrize("key, params", [(k, {}) for k, c in ALL_SYSTEMS.items() if c.kind == "ode"]
-                         + [("pendulum", {"damping": 0.4}), ("nbody", {"n_bodies": 5}), ("nbody", {"n_bodies": 64})])
+                         + [("pendulum", {"damping": 0.4}), ("nbody", {"n_bodies": 5}), ("nbody", {"n_bodies": 64}),
+                            ("nbody", {"n_bodies": 3, "trap": 0.7})])
 def test_invariants_and_gradients_together_equal_each_one_and_autograd(key, params):
     """What a projected step's Newton iterate evaluates (n-body's shares the pair sums and
     turns the state for ∂L): the values of :meth:`invariants` and their autograd Jacobian,

@@ -165,7 +165,7 @@ def test_the_projection_toggle_draws_the_unprojected_lines_and_its_card(dash):
     dash.controls.config_widgets["projection"].value = True
     s = dash.session
     assert s.config.projection is True
-    assert "projection=True" in query_string(s.system, s.methods, s.config, s.current_system)
+    assert "projection=true" in query_string(s.system, s.methods, s.config, s.current_system)
     titles = [c.title for c in dash.teaching_view._box.objects]
     assert any("hard at inference" in t for t in titles), titles
     pn.panel(dash).get_root()

@@ -159,3 +159,22 @@ def test_refusals_name_the_parameter_and_range():
     assert "shnn" in methods.valid_methods(get_system("nbody"))
     with pytest.raises(ValueError, match="planar bodies"):
         SymmetricHNN(6)
+
+
+def test_with_a_trap_the_symmetric_model_is_wrong_by_construction():
+    """The failure mode: a trap breaks translation symmetry, the truth's P swings (by more
+    than 0.1 of its scale here), and the symmetric model, any weights, keeps P to
+    round-off: its momentum error against the truth's P(t) is at least the swing."""
+    sysm = get_system("nbody", n_bodies=2, trap=1.0)
+    model = models.build("shnn", state_dim=8, width=32, generator=torch.Generator().manual_seed(0)).double()
+    z0 = sysm.sample_initial(8, seed=3)
+    model.set_scales(z0, sysm.vector_field(z0))
+    with torch.no_grad():
+        _, z_true = integrators.rollout(sysm.vector_field, z0, sysm.dt, 500, "rk4")
+        _, z_model = integrators.rollout(model, z0, sysm.dt, 500, "rk4")
+    scale = sysm.invariant_scale("momentum", z0)
+    swing = ((momentum(z_true) - momentum(z0)).norm(dim=-1) / scale).amax(0)  # (B,)
+    kept = ((momentum(z_model) - momentum(z0)).norm(dim=-1) / scale).amax(0)
+    error = ((momentum(z_model) - momentum(z_true)).norm(dim=-1) / scale).amax(0)
+    assert float(swing.min()) > 0.1 and float(kept.max()) <= ROUND_OFF
+    assert (error >= swing - 1e-9).all()

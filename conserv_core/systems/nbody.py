@@ -86,10 +86,11 @@ class NBody(ODESystem):
     title: ClassVar[str] = "N-body gravity (2D)"
     equations: ClassVar[dict[str, str]] = {
         "Hamiltonian": (r"H(q,p) = \sum_i \frac{|p_i|^2}{2m_i}"
-                        r" - \sum_{i<j} \frac{G\,m_i m_j}{\sqrt{r_{ij}^2 + \varepsilon^2}}"),
+                        r" - \sum_{i<j} \frac{G\,m_i m_j}{\sqrt{r_{ij}^2 + \varepsilon^2}}"
+                        r" + \frac{k}{2} \sum_i m_i |q_i|^2"),
         "Dynamics": (r"\dot q_i = \frac{p_i}{m_i},\qquad \dot p_i = \sum_{j\neq i}"
-                     r" \frac{G\,m_i m_j\,(q_j - q_i)}{(r_{ij}^2 + \varepsilon^2)^{3/2}}"),
-        "Linear momentum": r"P = \sum_i p_i,\qquad \dot P = 0",
+                     r" \frac{G\,m_i m_j\,(q_j - q_i)}{(r_{ij}^2 + \varepsilon^2)^{3/2}} - k\,m_i q_i"),
+        "Linear momentum": r"P = \sum_i p_i,\qquad \dot P = -k \sum_i m_i q_i \;(= 0 \text{ without a trap})",
         "Angular momentum": r"L = \sum_i (x_i\,p_{y,i} - y_i\,p_{x,i}),\qquad \dot L = 0",
     }
     teaching_note: ClassVar[str] = (
@@ -118,6 +119,11 @@ class NBody(ODESystem):
         "accurate at the default step and the training targets bounded. The "
         "'figure_eight' preset sets ε = 0 (it is a periodic orbit only there); leaving "
         "that preset restores the default."))
+    trap = param.Number(default=0.0, bounds=(0.0, 10.0), doc=(
+        "Strength k ≥ 0 of a harmonic trap about the origin, potential (k/2) Σ m_i |q_i|² "
+        "(a symmetry breaker): it pulls every body towards a fixed point, so space is no "
+        "longer the same everywhere and total momentum is not conserved (angular momentum "
+        "about the origin and energy still are). 0: no trap."))
     mass = param.Number(default=1.0, bounds=(1e-3, 1e3), doc="Mass of every body (unless 'masses' is given).")
     masses = param.List(default=None, allow_None=True, doc=(
         "Optional per-body masses, one positive number per body within the bounds of "
@@ -204,7 +210,7 @@ class NBody(ODESystem):
     def dof(self) -> int:
         return 2 * self.n_bodies
 
-    @param.depends("n_bodies", "mass", "masses", "G", "softening", watch=True, on_init=True)
+    @param.depends("n_bodies", "mass", "masses", "G", "softening", "trap", watch=True, on_init=True)
     def _cache_constants(self) -> None:
         # plain Python values for the hot path: a param attribute read costs ~10 µs and
         # body_masses() validates the list on every call. A masses list that does not
@@ -212,6 +218,7 @@ class NBody(ODESystem):
         # physics call re-validates, so the error still names the parameter.
         self._n = self.n_bodies
         self._eps2 = self.softening**2
+        self._trap = self.trap
         self._G = self.G
         try:
             self._masses: tuple[float, ...] | None = tuple(self.body_masses())
@@ -269,13 +276,18 @@ class NBody(ODESystem):
         m = self._m(z)
         dq = p / m[:, None]
         dp = self._forces(q)
+        if self._trap:
+            dp = dp - self._trap * m[:, None] * q
         return torch.cat([dq.flatten(-2), dp.flatten(-2)], -1)
 
     def energy(self, z: Tensor) -> Tensor:
         q, p = self._bodies(z)
         m = self._m(z)
         kinetic = ((p[..., 0] * p[..., 0] + p[..., 1] * p[..., 1]) / (2 * m)).sum(-1)
-        return kinetic + self._potential(q)
+        energy = kinetic + self._potential(q)
+        if self._trap:
+            energy = energy + 0.5 * self._trap * (m * (q[..., 0] * q[..., 0] + q[..., 1] * q[..., 1])).sum(-1)
+        return energy
 
     def linear_momentum(self, z: Tensor) -> Tensor:
         """Total momentum ``P = Σ p_i``, ``(B, 4N) -> (B, 2)``."""
@@ -331,8 +343,13 @@ class NBody(ODESystem):
                     p = z[:, n2:]
                     velocity = p * _inverse_masses(self._masses_key(), z.dtype, z.device)  # (B, 2N)
                     energy = 0.5 * (velocity * p).sum(-1) - 0.5 * (gmm * inv).sum((-2, -1))
+                    grad_q = minus_force.reshape(b, n2)
+                    if self._trap:  # (k/2) Σ m_i |q_i|²: its gradient k m_i q_i
+                        kq = self._trap * z[:, :n2] / _inverse_masses(self._masses_key(), z.dtype, z.device)
+                        energy = energy + 0.5 * (kq * z[:, :n2]).sum(-1)
+                        grad_q = grad_q + kq
                     vals.append(energy.unsqueeze(-1))
-                    jac.append(torch.cat([minus_force.reshape(b, n2), velocity], -1).unsqueeze(1))
+                    jac.append(torch.cat([grad_q, velocity], -1).unsqueeze(1))
                 elif name == "momentum":
                     vals.append(z[:, n2:].reshape(b, -1, 2).sum(1))
                     jac.append(_momentum_jacobian(self._n, z.dtype, z.device).expand(b, 2, d))
@@ -344,6 +361,10 @@ class NBody(ODESystem):
             return torch.cat(vals, -1), torch.cat(jac, 1)
 
         return evaluate
+
+    def is_conserved(self, name: str) -> bool:
+        """A trap breaks translation symmetry: total momentum is then not conserved."""
+        return not (name == "momentum" and self.trap > 0)
 
     def pair_potential(self, r: Tensor) -> Tensor | None:
         """The true pair term ``−G m² / √(r² + ε²)`` at distances ``r (M,)``, shifted to
@@ -451,6 +472,8 @@ class NBody(ODESystem):
         * ``'figure_eight'``: the choreography, rotated at random and sized ×[0.95, 1.05]
           (both exact symmetries when ε = 0).
 
+        With a ``trap``, the centre of mass starts off the trap's centre (see the code).
+
         ``scale > 1`` is out of distribution: positions ×scale and speeds ×sqrt(scale),
         so ``T/|V|`` grows as scale²: wider, faster, and from about scale 1.3 unbound:
         bodies escape, which no training trajectory did.
@@ -470,6 +493,13 @@ class NBody(ODESystem):
             z = self._preset_batch(2 * math.pi * uniform(n), 0.9 + 0.2 * uniform(n))
         else:
             z = self._preset_batch(2 * math.pi * uniform(n), 0.95 + 0.1 * uniform(n))
+        if self.trap > 0:
+            # with a trap, the centre of mass starts off its centre (a distance in
+            # [0.25, 0.5] in a random direction), so it swings and total momentum changes:
+            # at the centre, P = 0 would stay 0 and the broken symmetry would not show
+            angle, dist = 2 * math.pi * uniform(n), 0.25 + 0.25 * uniform(n)
+            shift = torch.stack([dist * angle.cos(), dist * angle.sin()], -1)  # (n, 2)
+            z = torch.cat([z[:, : self.dof] + shift.repeat(1, self.n_bodies), z[:, self.dof :]], -1)
         z = torch.cat([z[:, : self.dof] * scale, z[:, self.dof :] * math.sqrt(scale)], -1)
         return z.to(dtype=dtype, device=device)
 
