@@ -112,6 +112,9 @@ def _common(p: argparse.ArgumentParser, methods_flag: str) -> None:
                    help=f"refuse a run estimated above N state-steps (default ${budget.ENV_VAR} "
                         f"or {budget.DEFAULT_MAX_WORK:.0e})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--rollout-bodies", type=int, default=None, metavar="M",
+                   help="nbody: also roll the trained models out on M bodies (2-64) without retraining, "
+                        "for methods whose model runs on any number of bodies (shnn)")
     _add_config_options(p)
 
 
@@ -239,6 +242,34 @@ def _table(res: dict, out) -> None:
               "normalised constraint residual (in / out of distribution)\n")
 
 
+def _on_bodies(comp: training.Comparison, keys: list[str], n_bodies: int, out) -> dict:
+    """The trained models ``keys`` rolled out on ``n_bodies`` bodies, printed as a table
+    (final drift and trajectory error, with the truth's floor), and returned for the JSON."""
+    res: dict = {"n_bodies": n_bodies, "trained_on": comp.system.n_bodies, "truth": {}, "methods": {}}
+    for k in keys:
+        tr = comp.trainers[k]
+        if tr.status != "done":
+            continue
+        ev, truth = training.on_bodies(tr, n_bodies)
+        res["truth"] = {q: c.to_dict() for q, c in truth.drift.items()}
+        res["methods"][k] = {"drift": {q: c.to_dict() for q, c in ev.drift.items()},
+                             "trajectory_error": ev.trajectory_error.to_dict() if ev.trajectory_error else None,
+                             "test_mse": ev.test_mse}
+    if not res["methods"]:
+        return res
+    quantities = list(next(iter(res["methods"].values()))["drift"])
+    out.write(f"\nrolled out on {n_bodies} bodies (trained on {comp.system.n_bodies}), the same weights:\n")
+    out.write(f"{'method':<10}" + "".join(f" {('drift ' + q)[:18]:>18}" for q in quantities)
+              + f" {'traj. error':>12} {'test mse':>9}\n")
+    out.write(f"{'truth':<10}" + "".join(f" {_fmt(res['truth'].get(q, {}).get('final')):>18}" for q in quantities)
+              + f" {'-':>12} {'-':>9}\n")
+    for k, m in res["methods"].items():
+        traj = m["trajectory_error"]["final"] if m["trajectory_error"] else None
+        out.write(f"{k:<10}" + "".join(f" {_fmt(m['drift'][q]['final']):>18}" for q in quantities)
+                  + f" {_fmt(traj):>12} {_fmt(m['test_mse']):>9}\n")
+    return res
+
+
 def _config_from_args(args, system_key: str, base: dict) -> training.TrainConfig:
     values = dict(base)
     for name in training.TrainConfig.param:
@@ -301,6 +332,7 @@ def _cmd_train(args, out) -> int:
     cfg = _config_from_args(args, system_key, dict(preset.config) if preset else {})
     for k in keys:  # a bad method is named before the budget's arithmetic needs it
         methods.check_applies(k, sysm)
+    movable = training.check_on_bodies(sysm, keys, args.rollout_bodies) if args.rollout_bodies is not None else []
     # the same plain description the dashboard and the workers run from (checked in full,
     # the work budget included, before anything is built)
     spec = runs.RunSpec.of(sysm, keys, cfg, max_work=args.max_work).validate()
@@ -320,6 +352,8 @@ def _cmd_train(args, out) -> int:
         sys.stderr.write("interrupted; reporting what was computed\n")
     res = _results(comp, truth_box[0] if truth_box else None)
     _table(res, out)
+    if movable:
+        res["on_bodies"] = _on_bodies(comp, movable, args.rollout_bodies, out)
     try:  # checked before training, but the disk may fill or the folder go meanwhile
         if args.json:
             with open(args.json, "w") as fh:

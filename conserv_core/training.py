@@ -919,6 +919,45 @@ def truth_evaluation(trainer: Trainer) -> Evaluation:
     return Evaluation("truth", 0, 0.0, drift, drift_ood, {}, None, 0.0, 0.0, 0.0, {})
 
 
+def check_on_bodies(system: System, method_keys, n_bodies: int) -> list[str]:
+    """The methods of ``method_keys`` whose trained model can be rolled out on
+    ``n_bodies`` bodies (a model with ``any_bodies``, the symmetric HNN), or a
+    :class:`ParameterError` naming what is wrong, before any training."""
+    if system.key != "nbody":
+        raise ParameterError(f"rolling a model out on another number of bodies needs the nbody system; "
+                             f"got {system.key}")
+    lo, hi = type(system).param["n_bodies"].bounds
+    if isinstance(n_bodies, bool) or not isinstance(n_bodies, int) or not lo <= n_bodies <= hi:
+        raise ParameterError(f"rollout bodies must be an integer in [{lo}, {hi}]; got {n_bodies!r}")
+    if system.masses is not None:
+        raise ParameterError("rollout bodies needs identical bodies (masses=None): a model of identical bodies "
+                             "cannot say what an extra body's mass is")
+    able = [k for k in method_keys
+            if getattr(models.ARCHITECTURES.get(methods.get_method(k).arch_for(system) or "", object),
+                       "any_bodies", False)]
+    if not able:
+        raise ParameterError(f"rollout bodies applies to methods whose model runs on any number of bodies "
+                             f"(shnn); got {', '.join(method_keys)}")
+    return able
+
+
+def on_bodies(trainer: Trainer, n_bodies: int) -> tuple[Evaluation, Evaluation]:
+    """The trained model of ``trainer`` rolled out on ``n_bodies`` bodies: its evaluation
+    and the truth's, on that many bodies' test starts (same seed, integrator, step and
+    horizon; the system's other parameters unchanged). What "one model, any number of
+    bodies" means in numbers. The weights are used as they are: nothing is retrained."""
+    check_on_bodies(trainer.system, [trainer.method.key], n_bodies)
+    sysm = trainer.system
+    values = {k: v for k, v in sysm.param.values().items() if k not in ("name", "n_bodies", "preset")}
+    other = type(sysm)(**values, n_bodies=n_bodies)  # the 'random' preset: the others fix N
+    cfg = trainer.config.param.values()
+    cfg = TrainConfig(**{k: v for k, v in cfg.items() if k != "name"})
+    there = Trainer(other, trainer.method.key, cfg, stop_event=trainer.stop_event)
+    there.model = trainer.model  # the trained weights, on N' bodies
+    there.step_count = trainer.step_count
+    return there.evaluate(), truth_evaluation(there)
+
+
 # ---------------------------------------------------------------------------------------
 # several methods side by side
 # ---------------------------------------------------------------------------------------
@@ -992,6 +1031,7 @@ class Comparison:
 
 __all__ = [
     "Comparison", "Evaluation", "Finished", "Progress", "RECOMMENDED", "Stopped", "TrainConfig", "Trainer",
+    "check_on_bodies", "on_bodies",
     "load_checkpoint", "make_config", "truth_evaluation", "warm_up",
 ]
 

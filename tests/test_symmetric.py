@@ -178,3 +178,45 @@ def test_with_a_trap_the_symmetric_model_is_wrong_by_construction():
     error = ((momentum(z_model) - momentum(z_true)).norm(dim=-1) / scale).amax(0)
     assert float(swing.min()) > 0.1 and float(kept.max()) <= ROUND_OFF
     assert (error >= swing - 1e-9).all()
+
+
+def test_cli_rolls_a_trained_model_out_on_more_bodies(tmp_path):
+    """`--rollout-bodies`: trained on 2 bodies, the same weights on 5, with a table and
+    JSON; momentum still at float32 round-off there."""
+    import io
+    import json
+
+    from conserv_core import cli
+
+    out = io.StringIO()
+    path = tmp_path / "r.json"
+    rc = cli.main(["run", "--system", "nbody", "--method", "shnn", "--steps", "20", "--horizon", "1",
+                   "--n-test", "2", "--width", "16", "--quiet", "--rollout-bodies", "5", "--json", str(path)], out=out)
+    assert rc == 0, out.getvalue()
+    assert "rolled out on 5 bodies (trained on 2)" in out.getvalue()
+    res = json.loads(path.read_text())["on_bodies"]
+    assert (res["n_bodies"], res["trained_on"]) == (5, 2)
+    assert max(res["methods"]["shnn"]["drift"]["momentum"]["rel"]) < 1e-5
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--system", "pendulum", "--method", "hnn"], "needs the nbody system"),
+    (["--system", "nbody", "--method", "hnn"], "applies to methods whose model runs on any number of bodies"),
+    (["--system", "nbody", "--method", "shnn", "--rollout-bodies", "65"], r"must be an integer in \[2, 64\]"),
+])
+def test_cli_refuses_rollout_bodies_it_cannot_do_before_training(argv, needle, capsys):
+    import io
+    import re
+
+    from conserv_core import cli
+
+    if "--rollout-bodies" not in argv:
+        argv = argv + ["--rollout-bodies", "5"]
+    rc = cli.main(["run", *argv, "--steps", "5"], out=io.StringIO())
+    err = capsys.readouterr().err
+    assert rc == 2 and re.search(needle, err) and len(err.strip().splitlines()) == 1, err
+
+
+def test_rollout_bodies_needs_identical_bodies():
+    with pytest.raises(ParameterError, match="identical bodies"):
+        training.check_on_bodies(get_system("nbody", masses=[1.0, 2.0]), ["shnn"], 5)

@@ -2,10 +2,10 @@
 Noether's theorem.
 
 The learned energy is a kinetic term quadratic in each body's momentum, with one learned
-coefficient (an inverse mass), plus a sum over pairs of one learned function of the pair
-distance,
+positive coefficient (an inverse mass), plus a sum over pairs of one learned function of
+the pair distance,
 
-    ``H_θ(q, p) = s_H [a_θ Σ_i |p_i|² + Σ_{i<j} v_θ(r_ij)]``,  ``r_ij = |q_i − q_j|``.
+    ``H_θ(q, p) = a_θ Σ_i |p_i|² + s_H Σ_{i<j} v_θ(r_ij)``,  ``r_ij = |q_i − q_j|``.
 
 (A network for the kinetic term as well was tried: it cost a second network's double
 backward, training ran at a third of the HNN's speed, and Newtonian bodies need no more
@@ -68,7 +68,7 @@ def _pair_distance2(q: Tensor) -> Tensor:
 
 
 class SymmetricHNN(HamiltonianNN):
-    """``H_θ = s_H [a_θ Σ_i |p_i|² + Σ_{i<j} v_θ(r_ij)]``, ``ż = J∇H_θ``, for ``N``
+    """``H_θ = a_θ Σ_i |p_i|² + s_H Σ_{i<j} v_θ(r_ij)``, ``ż = J∇H_θ``, for ``N``
     planar bodies in the n-body layout ``z = [q_1, …, q_N, p_1, …, p_N]`` (each a 2-vector).
 
     ``state_dim`` (``4N``) sets the scales' shapes only: the model evaluates any number
@@ -80,6 +80,8 @@ class SymmetricHNN(HamiltonianNN):
     dof_step: ClassVar[int] = 2
     #: the invariants its symmetries hold for any weights, besides its own energy
     noether: ClassVar[tuple[str, ...]] = ("momentum", "angular_momentum")
+    #: one set of weights evaluates any number of bodies (:func:`training.on_bodies`)
+    any_bodies: ClassVar[bool] = True
 
     def __init__(self, state_dim: int, width: int = 64, depth: int = 2, activation: str = "tanh"):
         nn.Module.__init__(self)
@@ -87,14 +89,16 @@ class SymmetricHNN(HamiltonianNN):
             raise ValueError(f"state_dim must be 4 × the number of planar bodies (q and p per body); "
                              f"got {state_dim}")
         self.state_dim = state_dim
-        self.kinetic = nn.Linear(1, 1, bias=False)  # a_θ, on the standardised Σ|p_i|²
+        # a_θ = s_K exp(w): positive (a kinetic energy, a positive mass) for any weight w,
+        # and of the data's size at initialisation (s_K from set_scales)
+        self.kinetic = nn.Linear(1, 1, bias=False)
         self.pair = mlp.make_mlp(2, 1, width, depth, activation, out_bias=False)
         # a linear term in the same features beside the network: past the training data's
         # closest pass the network saturates (its force goes to 0), the linear term in 1/ρ
         # keeps pulling like gravity
         self.pair_linear = nn.Linear(2, 1, bias=False)
-        # the scales of the inputs (|p|², ρ, 1/ρ), δ, and the energy scale
-        self.register_buffer("p2_scale", torch.ones(()))
+        # the kinetic scale s_K, the pair features' standardisation, δ, and the pair scale
+        self.register_buffer("kinetic_scale", torch.ones(()))
         self.register_buffer("pair_loc", torch.zeros(2))
         self.register_buffer("pair_scale", torch.ones(2))
         self.register_buffer("delta", torch.ones(()))
@@ -110,16 +114,17 @@ class SymmetricHNN(HamiltonianNN):
         from their derivatives ``y``, as the HNN's (one scalar, so the symmetries stay)."""
         mlp.check_pair(x, y, self.state_dim, self.state_dim)
         q, p = _bodies(x)
-        p2 = (p * p).sum(-1).flatten()
-        self.p2_scale.copy_(p2.mean().clamp_min(1e-12))
+        dof = self.state_dim // 2
+        sx, sy = mlp.spread(x), mlp.spread(y)
+        # q̇ = 2 a_θ p: an O(1) weight gives velocities of the data's size when
+        # s_K = σ(q̇) / (2 σ(p)) (geometric mean over the momentum columns)
+        self.kinetic_scale.copy_(torch.log(sy[:dof] / (2 * sx[dof:])).mean().exp())
         if q.shape[-2] > 1:
             r2 = _pair_distance2(q).flatten()
             self.delta.copy_(DELTA_FRACTION * r2.sqrt().median().clamp_min(1e-6))
             feats = self._pair_features(r2)
             self.pair_loc.copy_(feats.mean(0))
             self.pair_scale.copy_(feats.std(0).clamp_min(1e-12))
-        dof = self.state_dim // 2
-        sx, sy = mlp.spread(x), mlp.spread(y)
         conjugate = torch.cat([sx[dof:], sx[:dof]])
         self.h_scale.copy_(torch.log(sy * conjugate).mean().exp())
 
@@ -128,12 +133,12 @@ class SymmetricHNN(HamiltonianNN):
         if z.shape[-1] % 4:
             raise ValueError(f"expected states of 4 × N columns (planar bodies); got {z.shape[-1]}")
         q, p = _bodies(z)
-        p2 = p[..., 0] * p[..., 0] + p[..., 1] * p[..., 1]  # (B, N)
-        energy = self.kinetic((p2.sum(-1, keepdim=True) / self.p2_scale)).squeeze(-1)
+        p2 = (p[..., 0] * p[..., 0] + p[..., 1] * p[..., 1]).sum(-1)  # (B,) Σ|p_i|²
+        energy = self.kinetic_scale * self.kinetic.weight.exp().squeeze() * p2
         if q.shape[-2] > 1:
             feats = (self._pair_features(_pair_distance2(q)) - self.pair_loc) / self.pair_scale  # (B, P, 2)
-            energy = energy + (self.pair(feats) + self.pair_linear(feats)).squeeze(-1).sum(-1)
-        return self.h_scale * energy
+            energy = energy + self.h_scale * (self.pair(feats) + self.pair_linear(feats)).squeeze(-1).sum(-1)
+        return energy
 
     @torch.no_grad()
     def pair_potential(self, r: Tensor) -> Tensor:
