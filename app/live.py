@@ -36,12 +36,16 @@ def _render(element):
     and HoloViews' render then fails with "Patched curdoc has been previously destroyed"
     (seen when a test's session callback raised before another test built a page)."""
     try:
-        bokeh_doc.curdoc()
+        # ``Document.destroy`` deletes ``_theme`` (and its roots): a destroyed document can
+        # also come back as current without the error (seen in the full suite)
+        usable = hasattr(bokeh_doc.curdoc(), "_theme")
     except RuntimeError:
-        fresh = Document()  # held here: patch_curdoc keeps only a weak reference
-        with bokeh_doc.patch_curdoc(fresh):
-            return hv.render(element, backend="bokeh")
-    return hv.render(element, backend="bokeh")
+        usable = False
+    if usable:
+        return hv.render(element, backend="bokeh")
+    fresh = Document()  # held here: patch_curdoc keeps only a weak reference
+    with bokeh_doc.patch_curdoc(fresh):
+        return hv.render(element, backend="bokeh")
 
 
 class LivePlot(pn.pane.Bokeh):

@@ -613,3 +613,26 @@ def test_a_page_renders_when_bokehs_current_document_was_left_destroyed():
             d.close()
     finally:
         bokeh_doc._PATCHED_CURDOCS.pop()
+
+
+def test_a_page_renders_when_the_current_document_is_destroyed_but_alive():
+    """The other shape of the same leak (the full suite hit it in test_rollout_options): a
+    destroyed document still referenced, so ``curdoc()`` returns it without an error and
+    HoloViews' render failed on its deleted ``_theme``."""
+    from bokeh.document import Document
+    from bokeh.io import doc as bokeh_doc
+
+    doc = Document()
+    for attr in ("_roots", "_theme", "_template"):  # what Document.destroy deletes
+        delattr(doc, attr)
+    patch = bokeh_doc.patch_curdoc(doc)
+    patch.__enter__()
+    try:
+        assert bokeh_doc.curdoc() is doc and not hasattr(doc, "_theme")
+        d = app.Dashboard(autodrain=False)
+        try:
+            assert pn.panel(d).get_root() is not None
+        finally:
+            d.close()
+    finally:
+        bokeh_doc._PATCHED_CURDOCS.pop()

@@ -134,7 +134,7 @@ def test_a_model_trained_on_three_bodies_runs_on_eight_with_momenta_kept():
     """Trained (briefly, for real) on 3 bodies, evaluated on 8: one set of weights, any
     number of bodies, and the rates still at round-off."""
     sysm = get_system("nbody", n_bodies=3)
-    cfg = training.TrainConfig(steps=30, width=32, eval_every=30, n_test=2, seed=0, dtype="float64")
+    cfg = training.TrainConfig(steps=30, width=32, eval_every=30, n_test=2, seed=0, dtype="float64", horizon=2.0)
     tr = training.Trainer(sysm, "shnn", cfg)
     list(tr.iter_records())
     assert tr.step_count == 30
