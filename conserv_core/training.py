@@ -698,10 +698,8 @@ class Trainer:
         """The learned pair term against the true one (symmetric n-body model), from half
         the closest pass in the training data to its widest separation: ``r``, ``learned``
         and ``true`` (None for unequal masses), as float64 arrays."""
-        k = self.x_train.shape[-1] // 2
-        q = self.x_train[:, :k].reshape(len(self.x_train), -1, 2).double()
-        i, j = torch.triu_indices(q.shape[1], q.shape[1], 1)
-        r_data = (q[:, i] - q[:, j]).norm(dim=-1)
+        q, _ = models.symmetric._bodies(self.x_train.double())
+        r_data = models.symmetric._pair_distance2(q).sqrt()
         r = torch.linspace(0.5 * float(r_data.min()), float(r_data.max()), n, dtype=torch.float64)
         learned = self.model.pair_potential(r.to(dtype=self.dtype, device=self.device))
         true = self.system.pair_potential(r)

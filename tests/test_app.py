@@ -593,6 +593,14 @@ def test_an_unreachable_cluster_is_said_on_the_page_not_raised():
         d.close()
 
 
+def _a_page_renders() -> None:
+    d = app.Dashboard(autodrain=False)
+    try:
+        assert pn.panel(d).get_root() is not None
+    finally:
+        d.close()
+
+
 def test_a_page_renders_when_bokehs_current_document_was_left_destroyed():
     """Bokeh's ``patch_curdoc`` has no ``finally``: a session callback that raised leaves its
     document patched in after the session is destroyed, and every later HoloViews render
@@ -606,11 +614,7 @@ def test_a_page_renders_when_bokehs_current_document_was_left_destroyed():
     try:
         with pytest.raises(RuntimeError, match="previously destroyed"):
             bokeh_doc.curdoc()
-        d = app.Dashboard(autodrain=False)
-        try:
-            assert pn.panel(d).get_root() is not None
-        finally:
-            d.close()
+        _a_page_renders()
     finally:
         bokeh_doc._PATCHED_CURDOCS.pop()
 
@@ -629,10 +633,6 @@ def test_a_page_renders_when_the_current_document_is_destroyed_but_alive():
     patch.__enter__()
     try:
         assert bokeh_doc.curdoc() is doc and not hasattr(doc, "_theme")
-        d = app.Dashboard(autodrain=False)
-        try:
-            assert pn.panel(d).get_root() is not None
-        finally:
-            d.close()
+        _a_page_renders()
     finally:
         bokeh_doc._PATCHED_CURDOCS.pop()

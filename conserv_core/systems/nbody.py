@@ -79,6 +79,14 @@ def _quarter_turn(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.tensor([[1.0, -1.0]] * n + [[-1.0, 1.0]] * n, dtype=dtype, device=device)
 
 
+def _angular_jacobian(z: Tensor, n: int) -> Tensor:
+    """``∂L/∂z (B, 4N)``: ``(p_y, −p_x)`` at each q and ``(−y, x)`` at each p, the state's
+    pairs swapped and turned a quarter (:func:`_quarter_turn`)."""
+    n2 = 2 * n
+    swapped = torch.cat([z[:, n2:], z[:, :n2]], -1).reshape(z.shape[0], -1, 2).flip(-1)
+    return (swapped * _quarter_turn(n, z.dtype, z.device)).reshape(z.shape)
+
+
 class NBody(ODESystem):
     """Planar N-body gravity ``H = Σ|p_i|²/2m_i − Σ_{i<j} G m_i m_j / sqrt(r_ij² + ε²)``."""
 
@@ -306,17 +314,10 @@ class NBody(ODESystem):
         ``∂L/∂z = (p_y, −p_x; −y, x)`` per body, each ``(B, k, 4N)``."""
 
         def momentum(z: Tensor) -> Tensor:
-            g = z.new_zeros(z.shape[0], 2, z.shape[-1])
-            n = self._n
-            g[:, 0, 2 * n::2] = 1.0
-            g[:, 1, 2 * n + 1::2] = 1.0
-            return g
+            return _momentum_jacobian(self._n, z.dtype, z.device).expand(z.shape[0], 2, z.shape[-1]).clone()
 
         def angular(z: Tensor) -> Tensor:
-            q, p = self._bodies(z)  # (B, N, 2)
-            dq = torch.stack([p[..., 1], -p[..., 0]], -1)
-            dp = torch.stack([-q[..., 1], q[..., 0]], -1)
-            return torch.cat([dq.flatten(-2), dp.flatten(-2)], -1).unsqueeze(1)
+            return _angular_jacobian(z, self._n).unsqueeze(1)
 
         return {"energy": lambda z: self.energy_gradient(z).unsqueeze(1), "momentum": momentum,
                 "angular_momentum": angular}
@@ -353,9 +354,8 @@ class NBody(ODESystem):
                 elif name == "momentum":
                     vals.append(z[:, n2:].reshape(b, -1, 2).sum(1))
                     jac.append(_momentum_jacobian(self._n, z.dtype, z.device).expand(b, 2, d))
-                else:  # angular momentum: ∂L/∂q_i = (p_y, −p_x), ∂L/∂p_i = (−y, x)
-                    turned = (torch.cat([z[:, n2:], z[:, :n2]], -1).reshape(b, -1, 2).flip(-1)
-                              * _quarter_turn(self._n, z.dtype, z.device)).reshape(b, d)
+                else:  # angular momentum: L = ∂L/∂q · q
+                    turned = _angular_jacobian(z, self._n)
                     vals.append((turned[:, :n2] * z[:, :n2]).sum(-1, keepdim=True))
                     jac.append(turned.unsqueeze(1))
             return torch.cat(vals, -1), torch.cat(jac, 1)
