@@ -189,7 +189,7 @@ class SeparableEnergy:
         momentum_dissipation: ``R_pp``, ``dof × dof`` nested floats, or None.
     """
 
-    def __init__(self, inverse_mass, potential: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]],
+    def __init__(self, inverse_mass, potential: Callable[..., tuple[Tensor, Tensor, Tensor | None]],
                  momentum_dissipation=None):
         self.inverse_mass = tuple(float(v) for v in inverse_mass)
         self.potential = potential
@@ -336,6 +336,11 @@ def _newton_solve(sep: SeparableEnergy, dt: float, z: Tensor, eps: float, stall:
     ``(I + dt R_pp S + dt² Q S) s_p = b_p − dt Q b_q``, ``s_q = b_q + dt S s_p``: one
     ``dof × dof`` solve with two right-hand sides.
 
+    Tried without gain: ``∇²V`` only when a Newton step follows (separate passes cost
+    what the skipped Hessian saved); ``∇²V`` and ``P`` kept from the first Newton step
+    (that step starts at the predictor's error, 1e-2 on fast pendulum rows, and float64
+    then took 4-6 evaluations instead of 3).
+
     The rate also says when to stop without one more evaluation: a row whose residual
     went from ``e₀`` to ``e₁`` has ``e₁³/e₀²`` left after the next Newton step if the
     convergence is quadratic, and at most ``e₁²/e₀`` even if it were only linear at the
@@ -433,9 +438,10 @@ def discrete_gradient(f, dt: float, tol: float | None = None, max_iter: int = 10
     The implicit equation is solved from an explicit midpoint predictor until the update
     is below ``tol`` relative to ``1 + |z|`` (default: 100 machine epsilons), by
 
-    * Newton's method (:func:`_newton_update`) where the form declares a
-      :class:`SeparableEnergy` (the pendulum's and n-body's truth): 1–3 iterations, each
-      a ``dof × dof`` solve;
+    * Newton's method (:func:`_newton_solve`) where the form declares a
+      :class:`SeparableEnergy` (the pendulum's and n-body's truth): 2 evaluations a step
+      in float32, 3 in float64 (``benchmarks/bench_geometric.py``), each Newton step a
+      ``dof × dof`` solve; where it does not converge, the fixed-point solve takes over;
     * otherwise fixed-point iteration accelerated by Anderson mixing (``anderson=False``:
       plain Picard, about three times the iterations): a learned energy's Hessian is not
       at hand, and one of its iterations costs one batched pass.

@@ -30,6 +30,7 @@ from typing import Callable, ClassVar
 import param
 import torch
 
+from conserv_core import integrators
 from conserv_core.systems.base import Invariant, ODESystem, ParameterError, Tensor
 
 #: bodies each preset needs; the preset sets ``n_bodies`` to this
@@ -332,11 +333,9 @@ class NBody(ODESystem):
         # (B, a, c, i, j) -> (B, i, a, j, c): row 2i + a, column 2j + c
         return value, grad, blocks.reshape(b, 2, 2, n, n).permute(0, 3, 1, 4, 2).reshape(b, 2 * n, 2 * n)
 
-    def separable_energy(self) -> "integrators.SeparableEnergy":
+    def separable_energy(self) -> integrators.SeparableEnergy:
         """``H = Σ|p_i|²/2m_i + V(q)`` (pairs and trap), no dissipation: the discrete
         gradient's Newton solve applies."""
-        from conserv_core import integrators
-
         return integrators.SeparableEnergy([1.0 / m for m in self._masses_key() for _ in range(2)],
                                            self.potential_derivatives)
 
