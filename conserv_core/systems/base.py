@@ -282,7 +282,16 @@ class ODESystem(System):
 
         z = torch.zeros(1, self.state_dim, dtype=torch.float64)
         r = self.dissipation if self.dissipation(z) is not None else None
-        return integrators.GradientForm(self.energy, r, self.energy_gradient)
+        return integrators.GradientForm(self.energy, r, self.energy_gradient, separable=self.separable_energy())
+
+    def separable_energy(self) -> "integrators.SeparableEnergy | None":
+        """The declaration ``H = ½ Σ p_i²/m_i + V(q)`` with ``∇²V`` in closed form and
+        :meth:`dissipation` on the momenta only
+        (:class:`~conserv_core.integrators.SeparableEnergy`), with which the discrete
+        gradient solves its steps by Newton; None (the default): the general
+        fixed-point solve. ``tests/test_geometric.py`` checks every declaration against
+        autograd's Hessian of :meth:`energy`."""
+        return None
 
     def invariant_scale(self, name: str, z0: Tensor) -> Tensor:
         """Scale ``s`` in the drift ``|Q(t) - Q(0)| / s``, shape ``(B,)``.

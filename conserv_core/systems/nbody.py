@@ -30,6 +30,7 @@ from typing import Callable, ClassVar
 import param
 import torch
 
+from conserv_core import integrators
 from conserv_core.systems.base import Invariant, ODESystem, ParameterError, Tensor
 
 #: bodies each preset needs; the preset sets ``n_bodies`` to this
@@ -296,6 +297,47 @@ class NBody(ODESystem):
         if self._trap:
             energy = energy + 0.5 * self._trap * (m * (q[..., 0] * q[..., 0] + q[..., 1] * q[..., 1])).sum(-1)
         return energy
+
+    def potential_derivatives(self, q: Tensor, hessian: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``V``, ``∇V`` and ``∇²V`` (pairs and trap) for ``q (B, 2N)``, from one pass over
+        the pairs: ``(B,)``, ``(B, 2N)``, ``(B, 2N, 2N)`` (coordinates ordered as in ``q``;
+        None unless ``hessian``).
+
+        The Hessian block of a pair ``i ≠ j`` is ``G m_i m_j [3 d dᵀ / s^{5/2} − I / s^{3/2}]``
+        with ``d = q_j − q_i`` and ``s = r² + ε²``; each diagonal block is minus its row's
+        pair blocks (``V`` depends on differences only), plus ``k m_i I`` from the trap.
+        Built per axis pair (xx, xy, yy) as ``(B, N, N)`` tensors, as :meth:`_forces`."""
+        b = q.shape[0]
+        n = self._n
+        gmm = self._const(q)[1]
+        dx, dy, r2 = self._pairs(q.reshape(b, n, 2))
+        inv = r2.rsqrt()
+        inv2 = inv * inv
+        w1 = gmm * inv  # G m_i m_j / s^{1/2}, (B, N, N), zero diagonal
+        w3 = w1 * inv2  # G m_i m_j / s^{3/2}
+        value = -0.5 * w1.sum((-2, -1))  # (B,): each pair counted twice
+        grad = torch.stack([(w3 * dx).sum(-1), (w3 * dy).sum(-1)], -1).reshape(b, 2 * n).neg_()  # −force
+        if self._trap:  # (k/2) Σ m_i |q_i|²
+            kq = self._trap * q / _inverse_masses(self._masses_key(), q.dtype, q.device)  # k m_i q_i, (B, 2N)
+            value, grad = value + 0.5 * (kq * q).sum(-1), grad + kq
+        if not hessian:
+            return value, grad, None
+        w5 = 3.0 * w3 * inv2  # 3 G m_i m_j / s^{5/2}
+        hxy = w5 * dx * dy
+        blocks = torch.stack([w5 * dx * dx - w3, hxy, hxy, w5 * dy * dy - w3], 1)  # (B, 4, N, N): xx, xy, yx, yy
+        diag = -blocks.sum(-1)  # (B, 4, N)
+        if self._trap:
+            km = self._trap * self._m(q)  # (N,)
+            diag = diag + torch.stack([km, torch.zeros_like(km), torch.zeros_like(km), km])
+        blocks.diagonal(dim1=-2, dim2=-1).add_(diag)  # in place: diag_embed built a zero (B, 4, N, N) first
+        # (B, a, c, i, j) -> (B, i, a, j, c): row 2i + a, column 2j + c
+        return value, grad, blocks.reshape(b, 2, 2, n, n).permute(0, 3, 1, 4, 2).reshape(b, 2 * n, 2 * n)
+
+    def separable_energy(self) -> integrators.SeparableEnergy:
+        """``H = Σ|p_i|²/2m_i + V(q)`` (pairs and trap), no dissipation: the discrete
+        gradient's Newton solve applies."""
+        return integrators.SeparableEnergy([1.0 / m for m in self._masses_key() for _ in range(2)],
+                                           self.potential_derivatives)
 
     def linear_momentum(self, z: Tensor) -> Tensor:
         """Total momentum ``P = Σ p_i``, ``(B, 4N) -> (B, 2)``."""

@@ -18,6 +18,7 @@ from typing import ClassVar
 import param
 import torch
 
+from conserv_core import integrators
 from conserv_core.systems.base import ODESystem, Tensor
 
 
@@ -81,6 +82,19 @@ class Pendulum(ODESystem):
     def energy_gradient(self, z: Tensor) -> Tensor:
         q, p = z[..., :1], z[..., 1:]
         return torch.cat([self._mgl * torch.sin(q), p / self._inertia], -1)
+
+    def potential_derivatives(self, q: Tensor, hessian: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``V = mgl (1 − cos q)``, ``∇V = mgl sin q`` and ``∇²V = mgl cos q`` for
+        ``q (B, 1)``: ``(B,)``, ``(B, 1)``, ``(B, 1, 1)`` (None unless ``hessian``)."""
+        c = torch.cos(q)
+        return (self._mgl * (1.0 - c[:, 0]), self._mgl * torch.sin(q),
+                (self._mgl * c).unsqueeze(-1) if hessian else None)
+
+    def separable_energy(self) -> integrators.SeparableEnergy:
+        """``H = p²/(2ml²) + V(q)`` with the constant ``R_pp = b m l²``: the discrete
+        gradient's Newton solve applies, damped or not."""
+        r_pp = None if self._b == 0.0 else [[self._b * self._inertia]]
+        return integrators.SeparableEnergy((1.0 / self._inertia,), self.potential_derivatives, r_pp)
 
     def dissipation(self, z: Tensor) -> Tensor | None:
         """``R = diag(0, b m l²)``: with ``∂H/∂p = p/(ml²)`` it gives the damping ``−b p``."""
