@@ -29,10 +29,20 @@ from conserv_core import get_system, training
 pytestmark = pytest.mark.slow
 
 
+def _config(system: str, **kw) -> training.TrainConfig:
+    """The recommended configuration, evaluated only at the start and the end: the
+    evaluations in between change no trained number (they draw nothing from the run's
+    generators; ``test_training`` checks it), and on n-body they were four fifths of the
+    fixture's time."""
+    cfg = training.make_config(system, **kw)
+    cfg.eval_every = cfg.steps
+    return cfg
+
+
 def _compare(system: str, methods: list[str], params: dict | None = None, **kw):
     sysm = get_system(system, **(params or {}))
     records = []
-    comp = training.Comparison(sysm, methods, training.make_config(system, **kw), listener=records.append)
+    comp = training.Comparison(sysm, methods, _config(system, **kw), listener=records.append)
     comp.run()
     for tr in comp.trainers.values():
         assert tr.status == "done", (tr.method.key, tr.message)
@@ -128,7 +138,7 @@ def test_double_pendulum_preset_mechanical_lnn_drifts_far_less_than_baseline():
 
     preset = PRESETS["lnn-double-pendulum"]
     sysm = get_system(preset.system, **preset.system_params)
-    comp = training.Comparison(sysm, list(preset.methods), training.make_config(preset.system, **preset.config))
+    comp = training.Comparison(sysm, list(preset.methods), _config(preset.system, **preset.config))
     comp.run()
     assert comp.trainers["lnn"].model.form == "mechanical"
     for tr in comp.trainers.values():

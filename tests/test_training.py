@@ -55,6 +55,20 @@ def test_deterministic_on_cpu(system, method):
     assert [p.loss for p in a.history] == [p.loss for p in b.history]
 
 
+@pytest.mark.parametrize("system,method", [p for p in PAIRS if p[1] in ("baseline", "auglag", "hnn", "shnn")])
+def test_evaluating_more_often_changes_nothing_trained(system, method):
+    """Evaluations draw nothing from the run's generators and leave the weights alone:
+    evaluating at every step or only at the end trains the same network bit for bit (the
+    physics claims rely on it to evaluate only at the end)."""
+    sysm = get_system(system)
+    every = training.Trainer(sysm, method, tiny(system, steps=4, eval_every=1)).run()
+    end = training.Trainer(sysm, method, tiny(system, steps=4, eval_every=4)).run()
+    assert [p.loss for p in every.history] == [p.loss for p in end.history]
+    a, b = every.model.state_dict(), end.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert every.last_eval.test_mse == end.last_eval.test_mse
+
+
 @pytest.mark.parametrize("form", ["generic", "mechanical"])
 def test_lnn_form_and_angle_coordinates_reach_the_model(form):
     """``lnn_form`` picks the Lagrangian's form, and the system's angle coordinates reach
