@@ -105,6 +105,11 @@ def column_name(field_name: str) -> str:
     return f"config_{field_name}" if field_name in METRIC_COLUMNS else field_name
 
 
+def _cell_value(v):
+    """A setting as a row holds it: a list (``invariants``, a band) as one comma string."""
+    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+
+
 def cell_key(spec: runs.RunSpec) -> str:
     text = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -136,7 +141,9 @@ def _axes(kind: str, cls, given: dict | None, skip: set[str]) -> dict[str, list]
         values = list(values)
         if not values:
             raise ParameterError(f"{name}: an empty list; give at least one value")
-        out[name] = list(dict.fromkeys(_plain_value(cls.param[name], v) for v in values))
+        plain = [_plain_value(cls.param[name], v) for v in values]
+        # a value given twice is one value (lists, e.g. invariants, compared by their JSON)
+        out[name] = list({json.dumps(v, sort_keys=True, default=str): v for v in plain}.values())
     return out
 
 
@@ -202,8 +209,9 @@ def grid(system: str, methods: list[str] | tuple[str, ...] | str, seeds=(0,), co
                     key = cell_key(spec)
                     if key in cells:
                         continue  # the same run as a cell already listed (an unread field)
-                    values = {"system": system, "method": method, "seed": int(seed), **sp,
-                              **{column_name(n): v for n, v in cfg.items()}}
+                    values = {"system": system, "method": method, "seed": int(seed),
+                              **{n: _cell_value(v) for n, v in sp.items()},
+                              **{column_name(n): _cell_value(v) for n, v in cfg.items()}}
                     cells[key] = Cell(spec, values, key)
                 if len(cells) > MAX_CELLS and not allow_many:
                     raise ParameterError(
