@@ -133,7 +133,12 @@ def _axes(kind: str, cls, given: dict | None, skip: set[str]) -> dict[str, list]
     known names, non-empty lists, plain values. Ranges are checked per cell by the spec."""
     out: dict[str, list] = {}
     valid = [n for n in cls.param if n != "name" and n not in skip]
-    for name, values in (given or {}).items():
+    given = given or {}
+    for name in given:
+        if name not in valid:
+            raise ParameterError(f"{kind} has no field {name!r}; valid: {', '.join(valid)}")
+    # in the order the class declares them: the same columns however the grid was written
+    for name, values in sorted(given.items(), key=lambda kv: valid.index(kv[0])):
         if name not in valid:
             raise ParameterError(f"{kind} has no field {name!r}; valid: {', '.join(valid)}")
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
@@ -543,7 +548,11 @@ def run(cells: list[Cell], *, client=None, scheduler: str | None = None, workers
     finally:
         if writer is not None:
             writer.close()
-    frame = pandas.DataFrame([rows[c.key] for c in cells if c.key in rows])
+    ordered = [rows[c.key] for c in cells if c.key in rows]
+    # the file's column order (a field system's drift columns come with its rows)
+    columns = writer.columns if writer is not None else _columns(cells)
+    columns = list(dict.fromkeys([*columns, *(k for r in ordered for k in r)]))
+    frame = pandas.DataFrame(ordered, columns=columns)
     frame.attrs.update(path=path, format=fmt, note=note, dashboard_link=status.dashboard_link)
     return frame
 
