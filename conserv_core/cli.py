@@ -4,6 +4,7 @@
     conserv methods [--system S]         list methods (and which apply to S)
     conserv run --system S --method M    train one method, print its summary
     conserv compare --system S --methods a,b,c
+    conserv sweep --system S --methods a,b --lam 0.1,1,10 --seeds 0-4 --out results.csv
     conserv serve                        start the dashboard (``python -m app``)
 
 Training options are generated from :class:`conserv_core.training.TrainConfig`, so the
@@ -22,6 +23,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 
 import param
@@ -129,6 +131,8 @@ def make_parser() -> argparse.ArgumentParser:
     _common(r, "method")
     c = sub.add_parser("compare", help="train several methods side by side; print a table")
     _common(c, "methods")
+    w = sub.add_parser("sweep", help="a grid of runs (methods × seeds × any setting) on Dask, one row per run")
+    _add_sweep_options(w)
     # listed for the help only: main() hands `serve ...` to the app's own parser
     sub.add_parser("serve", help="start the dashboard, training on a Dask cluster (conserv serve --help)")
     return p
@@ -377,6 +381,214 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
+# -- sweep --------------------------------------------------------------------------------
+def _add_sweep_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--system", help=f"one of: {', '.join(ALL_SYSTEMS)}")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated methods (default: every method valid for the system)")
+    p.add_argument("--seeds", default="0", help="seeds as a list and ranges, e.g. 0-9 or 0,3,5-7 (default 0)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2",
+                   help="a system parameter and its values, e.g. --param damping=0,0.1 (repeatable; a range "
+                        "parameter's pairs are separated by ';', e.g. energy_band='0.1,0.5;0.2,0.8')")
+    p.add_argument("--out", metavar="PATH", help="the results file, one row per run as it finishes "
+                   "(.parquet with pyarrow installed, else CSV)")
+    p.add_argument("--resume", action="store_true", help="skip the cells that already have a row in --out")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="a LocalCluster of N worker processes, one thread each (default: one per core)")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    where.add_argument("--in-process", action="store_true", help="no cluster: the runs one after another here")
+    p.add_argument("--yes", action="store_true", help=f"allow more than {_max_cells()} distinct runs")
+    p.add_argument("--max-work", type=float, default=None, metavar="N",
+                   help=f"refuse a cell estimated above N state-steps (default ${budget.ENV_VAR} "
+                        f"or {budget.DEFAULT_MAX_WORK:.0e})")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    g = p.add_argument_group("training (TrainConfig): each flag takes one value or a comma list to sweep")
+    for name, prm in training.TrainConfig.param.objects("existing").items():
+        if name in _CONFIG_SKIP or name == "seed":
+            continue
+        kind = ("|".join(map(str, prm.objects)) if isinstance(prm, param.Selector)
+                else "true,false" if isinstance(prm, param.Boolean) else describe_range(training.TrainConfig, name))
+        g.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar="V1,V2",
+                       help=f"{prm.doc or ''} {kind}".strip())
+    g.add_argument("--invariants", default=None,
+                   help="comma-separated invariants for the soft constraints, the same for every cell")
+
+
+def _max_cells() -> int:
+    from conserv_core import sweeps
+
+    return sweeps.MAX_CELLS
+
+
+def _parse_seeds(text: str) -> list[int]:
+    """``0-9``, ``0,3,5-7``: a list of seeds (ranges inclusive), in the order given."""
+    out: list[int] = []
+    for part in (t.strip() for t in text.split(",")):
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0],
+                                                                              part[1:].split("-", 1)[1])
+                lo, hi = int(lo), int(hi)
+                if hi < lo:
+                    raise UsageError(f"--seeds: the range {part!r} runs backwards")
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise UsageError(f"--seeds takes integers and ranges, e.g. 0-9 or 0,3,5-7; got {part!r}") from None
+    if not out:
+        raise UsageError("--seeds: an empty list; give at least one seed, e.g. --seeds 0-4")
+    return list(dict.fromkeys(out))
+
+
+def _sweep_values(owner: str, prm: param.Parameter, name: str, text: str) -> list:
+    """A flag's comma list as typed values (a range parameter's pairs split on ';')."""
+    parts = text.split(";") if isinstance(prm, param.Range) else text.split(",")
+    values = []
+    for t in (t.strip() for t in parts):
+        if not t:
+            continue
+        if t.lower() == "none" and getattr(prm, "allow_None", False):
+            values.append(None)
+            continue
+        try:
+            values.append(_parse_value(prm, t))
+        except ValueError:
+            raise ParameterError(f"{owner}{name} takes values in {describe_range(_owner_cls(prm), name)}; "
+                                 f"got {t!r}") from None
+    if not values:
+        raise ParameterError(f"{owner}{name}: an empty list; give at least one value")
+    return values
+
+
+def _owner_cls(prm: param.Parameter):
+    owner = prm.owner
+    return owner if isinstance(owner, type) else type(owner)
+
+
+def _cmd_sweep(args, out) -> int:
+    from conserv_core import sweeps
+
+    if not args.system:
+        raise UsageError("--system is required; systems: " + ", ".join(ALL_SYSTEMS))
+    if args.system not in ALL_SYSTEMS:
+        raise ParameterError(f"system must be one of {', '.join(ALL_SYSTEMS)}; got {args.system!r}")
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out, the results file to resume")
+    path = note = None
+    if args.out:  # checked before the grid is built, let alone run
+        path, fmt, note = sweeps.output_path(args.out)
+        _check_writable("--out", path)
+    cls = ALL_SYSTEMS[args.system]
+    system_params: dict[str, list] = {}
+    for pair in args.param:
+        if "=" not in pair:
+            raise ParameterError(f"--param expects name=v1,v2, got {pair!r}")
+        name, text = pair.split("=", 1)
+        if name not in cls.param or name == "name":
+            valid = ", ".join(n for n in cls.param if n != "name")
+            raise ParameterError(f"{args.system} has no parameter {name!r}; valid: {valid}")
+        system_params[name] = _sweep_values(f"{args.system}.", cls.param[name], name, text)
+    config: dict[str, list] = {}
+    for name, prm in training.TrainConfig.param.objects("existing").items():
+        text = getattr(args, name, None)
+        if name in _CONFIG_SKIP or name == "seed" or text is None:
+            continue
+        config[name] = _sweep_values("", prm, name, text)
+    if args.invariants:
+        config["invariants"] = [[s.strip() for s in args.invariants.split(",") if s.strip()]]
+    keys = ([k.strip() for k in args.methods.split(",") if k.strip()] if args.methods is not None
+            else methods.valid_methods(get_system(args.system)))
+    cells = sweeps.grid(args.system, keys, seeds=_parse_seeds(args.seeds), config=config,
+                        system_params=system_params, max_work=args.max_work, allow_many=args.yes)
+    if args.in_process:
+        where, workers = "in this process, one after another", 0
+    elif args.scheduler:
+        where, workers = f"on {args.scheduler}", None
+    else:
+        workers = args.workers if args.workers is not None else max(1, os.cpu_count() or 1)
+        if workers < 1:
+            raise UsageError(f"--workers must be at least 1 (or --in-process); got {workers}")
+        where = f"on a LocalCluster of {workers} worker process(es)"
+    sys.stderr.write(f"sweep: {cells.describe()}, {where}\n")
+    if note:
+        sys.stderr.write(f"sweep: {note}\n")
+    tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    shown = {"link": False}
+
+    def progress(st) -> None:
+        if st.dashboard_link and not shown["link"]:
+            sys.stderr.write(f"sweep: Dask dashboard {st.dashboard_link}\n")
+            shown["link"] = True
+        if args.quiet:
+            return
+        line = f"sweep: {st.done} done, {st.failed} failed, {st.remaining} remaining"
+        line += f" ({st.skipped} already in the file)" if st.skipped else ""
+        sys.stderr.write(("\r" + line + "   ") if tty else line + "\n")
+        if tty and st.remaining == 0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    try:
+        frame = sweeps.run(cells, scheduler=args.scheduler, workers=workers, out=args.out, resume=args.resume,
+                           stop_event=stop, on_progress=progress)
+    except KeyboardInterrupt:
+        stop.set()
+        sys.stderr.write(f"\nsweep: interrupted; every finished row is in {path} (--resume runs the rest)\n"
+                         if path else "\nsweep: interrupted\n")
+        return 130
+    wall = time.perf_counter() - t0
+    _sweep_table(frame, out)
+    if path:
+        out.write(f"{len(frame)} rows in {path} ({frame.attrs.get('format')}), {wall:.1f} s wall\n")
+    else:
+        out.write(f"{len(frame)} rows, {wall:.1f} s wall (no --out: nothing written)\n")
+    bad = frame[frame["status"].isin(["error", "stopped"])] if len(frame) else frame
+    for _, r in bad.iterrows():
+        sys.stderr.write(f"conserv: cell {r['cell']} ({r['method']}, seed {r['seed']}) {r['status']}: {r['message']}\n")
+    return 1 if len(bad) else 0
+
+
+def _sweep_table(frame, out) -> None:
+    """One line per setting (seeds pooled): runs, failures, and the median test MSE and
+    drifts (final and maximum over the horizon) of the runs that finished."""
+    if not len(frame):
+        out.write("no rows\n")
+        return
+    from conserv_core import sweeps
+
+    skip = set(sweeps.BASE_COLUMNS) | set(sweeps.METRIC_COLUMNS) | {"cell"}
+    # the settings that vary (a one-value flag is the same on every line)
+    keys = ["method"] + [c for c in frame.columns if c not in skip and not c.startswith("drift_")
+                         and frame[c].nunique(dropna=False) > 1]
+    drifts = [c for c in frame.columns if c.startswith("drift_") and not c.endswith("_ood_max")
+              and not c.endswith("_ood")]
+    ok = frame["status"].isin(["done", "diverged"])
+    head = "".join(f"{k[:12]:>12} " for k in keys) + f"{'runs':>5} {'bad':>4} {'test mse':>9}"
+    head += "".join(f" {d[6:][:16]:>16}" for d in drifts)
+    out.write(head + "   (medians over seeds)\n")
+    for vals, grp in frame.groupby(keys, dropna=False, sort=False):
+        vals = vals if isinstance(vals, tuple) else (vals,)
+        good = grp[ok.loc[grp.index]]
+        line = "".join(f"{_cell_text(v)[:12]:>12} " for v in vals)
+        line += f"{len(grp):>5} {int((grp['status'] != 'done').sum()):>4} {_fmt(good['test_mse'].median()):>9}"
+        line += "".join(f" {_fmt(good[d].median()):>16}" for d in drifts)
+        out.write(line + "\n")
+    out.write("drift_<q>: |Q(horizon) - Q(0)| / |Q(0)|; drift_<q>_max: its maximum over the horizon; "
+              "bad: diverged, error or stopped\n")
+
+
+def _cell_text(v) -> str:
+    if isinstance(v, float):
+        return "-" if math.isnan(v) else f"{v:g}"
+    return str(v)
+
+
 def _cmd_serve(argv: list[str]) -> int:
     """The dashboard server, in this process (so signals reach it). Its options are the
     app's own (``app/__main__.py``); the engine imports the app only here, on demand."""
@@ -404,6 +616,8 @@ def main(argv: list[str] | None = None, out=None) -> int:
         if args.command == "methods":
             _cmd_methods(args, out)
             return 0
+        if args.command == "sweep":
+            return _cmd_sweep(args, out)
         return _cmd_train(args, out)
     except (UsageError, ParameterError, ValueError) as err:
         sys.stderr.write(f"conserv: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}\n")

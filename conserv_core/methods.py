@@ -28,6 +28,12 @@ class Method:
     teaching_note: str
     #: the only systems it applies to (None: every system its architectures fit)
     systems: tuple[str, ...] | None = None
+    #: the ``TrainConfig`` fields that only some methods read, those this one reads (see
+    #: :data:`METHOD_FIELDS`): a sweep trains a method once for all values of a field it
+    #: does not read. Declared from the code that reads them (``Trainer._build``), and
+    #: checked by ``tests/test_sweep.py`` (two values of an undeclared field must train
+    #: bit-identically, two of a declared one differently)
+    reads: tuple[str, ...] = ()
 
     def arch_for(self, system: System) -> str | None:
         if self.systems is not None and system.key not in self.systems:
@@ -60,6 +66,7 @@ ALL_METHODS: dict[str, Method] = {
             "works in positions and velocities, with no need to know the momenta. Two forms "
             "(Constraint settings): generic L(q, q̇), as in the paper, or mechanical "
             "½ q̇ᵀM(q)q̇ − V(q) with M positive definite, which learns faster and cannot run away.",
+            reads=("lnn_form",),  # the lnn architecture's form (and its activation swap)
         ),
         Method(
             "phnn", "Port-Hamiltonian NN (hard, dissipative)", "hard", "phnn", None, None,
@@ -95,6 +102,7 @@ ALL_METHODS: dict[str, Method] = {
             "The baseline plus a penalty on the rate of change of the known invariants at "
             "training points. Conservation is encouraged, not guaranteed: watch it leak out "
             "of distribution.",
+            reads=("lam",),  # constraints.Penalty(lam)
         ),
         Method(
             "auglag", "Augmented Lagrangian (mixed)", "mixed", "mlp", "field_mlp", "auglag",
@@ -102,9 +110,24 @@ ALL_METHODS: dict[str, Method] = {
             r"\qquad \lambda_i \leftarrow \lambda_i + \mu\, c_i",
             "A penalty whose multipliers learn where the constraint is violated and push "
             "harder there; the weight μ grows when progress stalls. Watch the multipliers.",
+            # constraints.AugmentedLagrangian(mu, update_every, mu_growth, mu_max): not lam
+            reads=("mu", "mu_growth", "mu_max", "update_every"),
         ),
     ]
 }
+
+
+#: ``TrainConfig`` fields read by some methods only (their soft constraint's settings, the
+#: LNN's form); every other field is read by every method. Fields such as ``n_colloc``
+#: and ``invariants`` are not here: the unconstrained methods read them too (the field
+#: system's probe points, every method's violation)
+METHOD_FIELDS: frozenset[str] = frozenset(f for m in ALL_METHODS.values() for f in m.reads)
+
+
+def unread_fields(method: str | Method) -> frozenset[str]:
+    """The ``TrainConfig`` fields that ``method`` never reads: its results do not depend on them."""
+    m = get_method(method) if isinstance(method, str) else method
+    return METHOD_FIELDS - set(m.reads)
 
 
 @dataclass(frozen=True)
