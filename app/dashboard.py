@@ -20,6 +20,7 @@ import param
 from app.serving import prepare_document, release_memory
 from app.session import LabSession
 from app.settings import URL_CONFIG_FIELDS, url_system_fields
+from app.sweep_view import SweepView
 from app.views import (Controls, DriftView, LossView, MultiplierView, StatusView, SystemView, TeachingView,
                        guarded, html)
 
@@ -67,6 +68,7 @@ class Dashboard(pn.viewable.Viewer):
         self.multiplier_view = MultiplierView(session=s)
         self.system_view = SystemView(session=s)
         self.teaching_view = TeachingView(session=s)
+        self.sweep_view = SweepView(session=s)
         if sync_url:
             served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
             loc = location if location is not None else (pn.state.location if served else None)
@@ -84,6 +86,7 @@ class Dashboard(pn.viewable.Viewer):
 
     def _destroyed(self, session_context) -> None:
         self.session.close()
+        self.sweep_view.close()
         # the page's Location lives in a WeakKeyDictionary keyed by the document; what it
         # watches must not point back at the document, or the session is never freed
         loc, watcher = self.session.location, getattr(self, "_link_watcher", None)
@@ -121,6 +124,7 @@ class Dashboard(pn.viewable.Viewer):
 
     def close(self) -> None:
         self.session.close()
+        self.sweep_view.close()
 
     # -- URL ----------------------------------------------------------------------------------
     def _sync_url(self, loc: pn.io.location.Location) -> None:
@@ -199,6 +203,7 @@ class Dashboard(pn.viewable.Viewer):
             ),
             pn.Column(h("<h3 style='margin:4px 0'>The physics and the methods</h3>"), self.teaching_view,
                       sizing_mode="stretch_width"),
+            pn.Column(self.sweep_view, sizing_mode="stretch_width"),
         ]
 
     def template(self) -> pn.template.BaseTemplate:

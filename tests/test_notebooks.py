@@ -29,7 +29,7 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 #: the lessons the workshop needs, in order
 LESSONS = ["00_dashboard", "01_pendulum", "02_nbody", "03_incompressible_flow", "04_soft_vs_hard",
-           "05_double_pendulum_lnn", "06_exact_in_discrete_time"]
+           "05_double_pendulum_lnn", "06_exact_in_discrete_time", "07_sweeps_and_trust"]
 #: wall-clock budget per notebook on a busy 2-core machine, kernel start included (s)
 BUDGET_S = 120
 KERNEL = "conservation-lab-test"
@@ -107,6 +107,17 @@ assert ev_proj.trajectory_error.final > max(0.1, 0.5 * ev_proj.unprojected["traj
 # Leray: the mass exact; the velocity error not made worse (an orthogonal projection)
 assert top(ev_leray.drift["mass"]) < 1e-10 and ev_leray.unprojected["mass"].final > 1e-4
 assert ev_leray.view["velocity_error_projected"] <= ev_leray.view["velocity_error"] * (1 + 1e-9)
+""",
+    "07_sweeps_and_trust": """
+assert len(rows) == 15 and (rows["status"] == "done").all(), rows[["method", "status"]]  # 27 cells, 15 runs
+lad = ladder.set_index("rung")
+assert lad.loc["hnn", "drift_median"] < lad.loc["baseline", "drift_median"] / 5, lad
+# the penalty's trade-off: more λ keeps energy better and fits worse
+assert lad.loc["penalty λ=1000", "drift_median"] < lad.loc["penalty λ=0.1", "drift_median"], lad
+assert lad.loc["penalty λ=1000", "test_mse_median"] > 1.5 * lad.loc["penalty λ=0.1", "test_mse_median"], lad
+assert "hnn" in set(rows.iloc[front]["method"])
+assert lad.loc["baseline", "drift_max"] > 2 * lad.loc["baseline", "drift_min"], lad  # one seed can mislead
+assert (ratio >= 1).all()  # the largest is never below the last
 """,
 }
 
