@@ -462,6 +462,64 @@ def run_on_worker(spec_dict: dict, run_id: str) -> str:
     return "done"
 
 
+#: glibc's mallopt parameters (malloc.h), and what a worker under a Dask Nanny gets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_BYTES, _TRIM_THRESHOLD_BYTES = 16 * 2**20, 64 * 2**20
+
+
+def _worker_environ() -> dict:
+    """Dask's Nanny environment for the worker processes we start, less its
+    ``MALLOC_TRIM_THRESHOLD_``.
+
+    Dask sets that variable (64 KiB) to hand memory back sooner. Setting any malloc
+    threshold turns off glibc's adaptive mmap threshold, so every tensor above 128 KiB
+    (a 256 × 200 float batch is 200 KiB) becomes its own mmap, page faults and all:
+    measured here, 1 500 steps of a 200-wide MLP took 3.9 s instead of 2.3 s, and a
+    2-worker sweep gained 1.37× over serial instead of ~1.9×.
+    """
+    import dask
+
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return env
+
+
+def local_cluster(n_workers: int, **cluster_kw):
+    """A ``distributed.LocalCluster`` of ``n_workers`` processes, one thread each, with
+    glibc's adaptive malloc (see :func:`_worker_environ`). What ``conserv serve``,
+    ``conserv sweep`` and the benchmarks start."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, **cluster_kw)
+
+
+#: whether :func:`_fix_malloc` changed this process's malloc (read by the tests on workers)
+MALLOC_FIXED = False
+
+
+def _fix_malloc() -> bool:
+    """On a worker someone else started under a Nanny (``MALLOC_TRIM_THRESHOLD_`` set, so
+    glibc's adaptive mmap threshold is off), raise the mmap threshold to 16 MiB and the
+    trim threshold to 64 MiB so training's tensors come from the heap again (the same
+    1 500 steps: 3.9 s under the Nanny's setting, 2.4 s after this, 2.3 s untouched).
+    Returns whether it did."""
+    if not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return False
+    global MALLOC_FIXED
+    MALLOC_FIXED = MALLOC_FIXED or ok
+    return ok
+
+
 try:  # the Dask executor needs distributed; the in-process one does not
     from distributed import WorkerPlugin as _WorkerPlugin
 except ImportError:  # pragma: no cover - the [app]/[test] extras install it
@@ -482,6 +540,7 @@ class WorkerSetup(_WorkerPlugin):
 
         if self.threads > 0:
             torch.set_num_threads(self.threads)
+        _fix_malloc()
         training.warm_up()
 
 
@@ -507,10 +566,10 @@ class DaskExecutor(Executor):
     @classmethod
     def local(cls, n_workers: int | None = None, threads: int = 1, **cluster_kw) -> "DaskExecutor":
         """A ``LocalCluster`` of worker processes (one per core by default), one thread each."""
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         n = n_workers if n_workers is not None else max(1, os.cpu_count() or 1)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **cluster_kw)
+        cluster = local_cluster(n, **cluster_kw)
         ex = cls(Client(cluster), threads=threads)
         ex.cluster = cluster
         return ex

@@ -558,15 +558,14 @@ def run(cells: list[Cell], *, client=None, scheduler: str | None = None, workers
 
 
 def _run_dask(todo, client, scheduler, workers, finish, stop_event, priority, status, on_progress) -> None:
-    from distributed import Client, Event, LocalCluster, as_completed
+    from distributed import Client, Event, as_completed
 
     own_cluster = own_client = None
     if client is None:
         if scheduler is not None:
             client = own_client = Client(scheduler, timeout=30)
         else:
-            own_cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                                       dashboard_address="127.0.0.1:0")
+            own_cluster = runs.local_cluster(int(workers), dashboard_address="127.0.0.1:0")
             client = own_client = Client(own_cluster)
     try:
         try:
