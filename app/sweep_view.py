@@ -373,7 +373,8 @@ def pareto_plot(rows, quantity: str) -> hv.Layout:
             pts = grp[["test_mse", col, "λ", "seed"]].rename(columns={col: "drift"})
             pts = pts[(pts["test_mse"] > 0) & (pts["drift"] > 0)]
             layers.append(hv.Scatter(pts, "test_mse", ["drift", "λ", "seed"], label=theme.SHORT.get(method, method))
-                          .opts(color=_color(method), size=8, alpha=0.85, line_color="white"))
+                          .opts(color=_color(method), size=8, alpha=0.85, line_color="white",
+                                tools=["hover"]))  # on the dots: their λ and seed travel with them
         keep = pareto.front(done["test_mse"].where(done["test_mse"] > 0),
                             done[col].where(done[col] > 0))
         fr = done.iloc[keep]
@@ -383,7 +384,7 @@ def pareto_plot(rows, quantity: str) -> hv.Layout:
         panels.append(hv.Overlay(layers).opts(
             title=f"{title}: error vs largest {quantity} drift", logx=True, logy=True, responsive=True,
             height=HEIGHT, xlabel="test MSE (lower: more accurate)",
-            ylabel=f"largest {quantity} drift over the horizon", legend_position="bottom_right",
+            ylabel=f"largest {quantity} drift over the horizon", legend_position="right",
             show_grid=True, tools=["hover"], toolbar="above", fontscale=0.95))
     return hv.Layout(panels).cols(2).opts(shared_axes=False)
 

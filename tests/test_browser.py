@@ -292,3 +292,42 @@ def test_bad_links_open_a_working_page_that_names_the_bad_part(server, browser):
                 _status_contains(page, words)
                 page.wait_for_function(f"({WIDGET_VALUE})({title!r}) === {shown}", timeout=30_000)
         page.close()
+
+
+#: the dots on the page: rows held by every ColumnDataSource with a test_mse column
+DOTS = """() => {
+  let n = 0;
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : []))
+    for (const m of doc.all_models) {
+      const d = m.data;
+      if (d && d["test_mse"] !== undefined && d["seed"] !== undefined) n += d["test_mse"].length;
+    }
+  return n;
+}"""
+
+
+def test_the_sweep_card_runs_a_sweep_and_draws_the_front(server, browser, tmp_path):
+    # two methods × a two-rung ladder × one seed: three runs (only the penalty reads λ)
+    page, errors = _open(browser, server + "?methods=baseline,penalty&steps=40&horizon=2")
+    assert page.evaluate(DOTS) == 0
+    page.get_by_text("Sweep: many trainings").first.click()  # the card opens, built on first open
+    page.get_by_role("button", name="Run sweep", exact=True).wait_for(timeout=30_000)
+    assert page.evaluate(SET_WIDGET, ["λ ladder", "1, 10"])
+    assert page.evaluate(SET_WIDGET, ["Seeds", 1])
+    time.sleep(0.5)  # let both edits reach the server before the click
+    _click(page, "Run sweep")
+    page.get_by_text("Sweep finished: 3 runs (0 failed)").first.wait_for(timeout=120_000)
+    # one dot per run in each of the two panels (in and out of distribution)
+    # one dot per run in each of the two panels (in and out of distribution), seed and λ
+    # in each dot's data (the hover); an earlier redraw's sources may linger in the doc
+    page.wait_for_function(f"({DOTS})() >= 6", timeout=30_000, polling=200)
+    assert page.get_by_role("button", name="Run sweep", exact=True).is_enabled()
+    # a bad ladder is refused on the card, with the range, before anything runs
+    assert page.evaluate(SET_WIDGET, ["λ ladder", "1, -3"])
+    time.sleep(0.5)
+    _click(page, "Run sweep")
+    page.get_by_text("λ ladder must be numbers from 0").first.wait_for(timeout=30_000)
+    assert page.evaluate(DOTS) >= 6, "a refused sweep must keep the rows on the page"
+    page.screenshot(path=str(tmp_path / "sweep.png"), full_page=True)
+    assert not errors, errors
+    page.close()
