@@ -317,7 +317,6 @@ def test_the_sweep_card_runs_a_sweep_and_draws_the_front(server, browser, tmp_pa
     time.sleep(0.5)  # let both edits reach the server before the click
     _click(page, "Run sweep")
     page.get_by_text("Sweep finished: 3 runs (0 failed)").first.wait_for(timeout=120_000)
-    # one dot per run in each of the two panels (in and out of distribution)
     # one dot per run in each of the two panels (in and out of distribution), seed and λ
     # in each dot's data (the hover); an earlier redraw's sources may linger in the doc
     page.wait_for_function(f"({DOTS})() >= 6", timeout=30_000, polling=200)
