@@ -8,7 +8,7 @@ import json
 
 import pandas as pd
 
-from conserv_core import training
+from conserv_core import methods, training
 
 COLUMNS = ["method", "curve", "quantity", "x", "value"]
 
@@ -20,8 +20,10 @@ def curves_frame(data) -> pd.DataFrame:
         for p in hist:
             rows.append((m, "loss", "loss", p.step, p.loss))
             rows.append((m, "violation", "violation", p.step, p.violation))
+    # whose multipliers the rows are (the one method that learns them)
+    owner = next((m for m in data.methods if methods.get_method(m).has_multipliers), "")
     for step, name, value in data.mult_rows:
-        rows.append(("auglag", "multiplier", name, step, value))
+        rows.append((owner, "multiplier", name, step, value))
     evs = dict(data.latest_eval)
     if data.truth is not None:
         evs = {"truth": data.truth, **evs}

@@ -15,7 +15,7 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 
-from conserv_core import integrators, models, runs, training
+from conserv_core import integrators, runs, training
 from conserv_core import methods as methods_registry
 from conserv_core.systems import System
 
@@ -50,15 +50,19 @@ def extra_series(system: System, methods: list[str], config: training.TrainConfi
 
 def has_learned_energy(method: str, system: System) -> bool:
     """Whether ``method``'s model on ``system`` has an energy of its own (drawn dotted)."""
-    arch = methods_registry.get_method(method).arch_for(system)
-    return arch is not None and getattr(models.ARCHITECTURES[arch], "has_learned_energy", False)
+    return methods_registry.get_method(method).has_learned_energy(system)
 
 
 def has_pair_potential(method: str, system: System) -> bool:
     """Whether ``method``'s model on ``system`` learns one pair function of distance (the
     symmetric n-body HNN), which the n-body view draws against the true one."""
-    arch = methods_registry.get_method(method).arch_for(system)
-    return arch is not None and hasattr(models.ARCHITECTURES[arch], "pair_potential")
+    return methods_registry.get_method(method).has_pair_potential(system)
+
+
+def multiplier_methods(methods: list[str]) -> list[str]:
+    """The methods of ``methods`` whose constraint learns multipliers (the augmented
+    Lagrangian): the multiplier plot shows theirs."""
+    return [m for m in methods if methods_registry.get_method(m).has_multipliers]
 
 
 def plot_drift(curve) -> dict:
@@ -146,7 +150,7 @@ class StreamSet:
         self.system_key = system.key
         self.methods = list(methods)
         self.invariants = drift_keys(system)
-        self.multiplier_names = multiplier_names(system, config) if "auglag" in methods else []
+        self.multiplier_names = multiplier_names(system, config) if multiplier_methods(methods) else []
         #: {method: {"step", "loss"}} and {method: {"step", "violation"}}
         self.loss = Channel()
         self.violation = Channel()
@@ -164,15 +168,15 @@ class StreamSet:
     def key_for(system: System, methods: list[str], config: training.TrainConfig) -> tuple:
         """What decides the plots' layout (not their data)."""
         dof = system.dof if system.kind == "ode" else 0
-        names = multiplier_names(system, config) if "auglag" in methods else []
+        names = multiplier_names(system, config) if multiplier_methods(methods) else []
         extra = tuple(tuple(v) for v in extra_series(system, methods, config).values())
         # a damped run's energy plot measures the error against the truth's E(t): another title
         kept = tuple(system.is_conserved(q) for q in drift_keys(system)) if system.kind == "ode" else ()
         return system.key, dof, tuple(methods), tuple(drift_keys(system)), tuple(names), extra, kept
 
     @property
-    def has_auglag(self) -> bool:
-        return "auglag" in self.methods
+    def has_multipliers(self) -> bool:
+        return bool(multiplier_methods(self.methods))
 
     def clear(self) -> None:
         """Empty every curve. The system view's arrays are forgotten without a redraw: an
@@ -225,8 +229,8 @@ class LiveData:
         self._drift_drawn: dict[str, dict[str, tuple]] = {q: {} for q in self.invariants}
 
     @property
-    def has_auglag(self) -> bool:
-        return "auglag" in self.methods
+    def has_multipliers(self) -> bool:
+        return bool(multiplier_methods(self.methods))
 
     @property
     def n_points(self) -> int:

@@ -66,9 +66,9 @@ class LabSession(param.Parameterized):
     """
 
     system = param.Selector(default="pendulum", objects=list(ALL_SYSTEMS), doc="The physical system.")
-    methods = param.ListSelector(default=list(theme.DEFAULT_METHODS["pendulum"]),
+    methods = param.ListSelector(default=theme.default_methods("pendulum"),
                                  objects=list(cmethods.ALL_METHODS), doc="Methods to train side by side.")
-    methods_text = param.String(default=",".join(theme.DEFAULT_METHODS["pendulum"]),
+    methods_text = param.String(default=",".join(theme.default_methods("pendulum")),
                                 doc="The methods as 'a,b,c' (how the URL carries them).")
     preset = param.Selector(default="", objects=["", *presets.PRESETS], doc="The last preset applied.")
     ood = param.Boolean(default=False, doc="Show drift on the out-of-distribution test set.")
@@ -87,10 +87,13 @@ class LabSession(param.Parameterized):
                                   doc="Drift curves refresh this many times per run (each costs a rollout).")
 
     def __init__(self, threads: int | None = None, executor_: runs.Executor | None = None, **params):
+        # the choices follow the registries (a system or method registered after import)
+        type(self).param.system.objects = list(ALL_SYSTEMS)
+        type(self).param.methods.objects = list(cmethods.ALL_METHODS)
         self.systems: dict[str, System] = {k: get_system(k) for k in ALL_SYSTEMS}
         # cpu by default, not the engine's "auto": these models are small, and on an H200 the
         # pendulum demo took 17 s on cuda against 5 s on one CPU thread (cuda stays offered)
-        self.config = training.make_config("pendulum", device="cpu", **theme.DEMO_CONFIG["pendulum"])
+        self.config = training.make_config("pendulum", device="cpu", **theme.demo_config("pendulum"))
         super().__init__(**params)
         self.threads = server_threads() if threads is None else threads
         #: where runs go (default: the process's :func:`executor`)
@@ -128,7 +131,7 @@ class LabSession(param.Parameterized):
 
     def _apply_system_defaults(self) -> None:
         sysm = self.current_system
-        base = training.make_config(self.system, **theme.DEMO_CONFIG.get(self.system, theme.DEMO_CONFIG_OTHER))
+        base = training.make_config(self.system, **theme.demo_config(self.system))
         values = {k: v for k, v in settings.values(base).items() if k not in (*KEEP_ON_SYSTEM_CHANGE, "threads")}
         values["horizon"] = float(sysm.horizon)
         values["invariants"] = []

@@ -22,15 +22,6 @@ URL_CONFIG_FIELDS = [k for k in training.TrainConfig.param if k not in ("name", 
 #: training settings a change of system leaves alone
 KEEP_ON_SYSTEM_CHANGE = ("seed", "device")
 
-#: system parameters the controls show (the rest keep their defaults); a system not
-#: named here shows the numbers and choices its own class declares
-SYSTEM_FIELDS: dict[str, list[str]] = {
-    "pendulum": ["mass", "length", "gravity", "damping"],
-    "nbody": ["n_bodies", "preset", "G", "softening"],
-    "flow": ["grid", "viscosity", "initial", "field_seed"],
-}
-
-
 def url_system_fields(key: str) -> list[str]:
     """Every scalar parameter of system ``key``: what a link carries (tuples and lists,
     which only presets set, travel as the preset's name)."""
@@ -40,10 +31,12 @@ def url_system_fields(key: str) -> list[str]:
 
 
 def system_fields(key: str) -> list[str]:
-    """The parameters of system ``key`` that get a widget (and a place in the URL)."""
-    if key in SYSTEM_FIELDS:
-        return SYSTEM_FIELDS[key]
+    """The parameters of system ``key`` that get a widget (and a place in the URL): those
+    its class declares in ``controls``, else every number and choice it declares itself
+    (the rest keep their defaults)."""
     cls = ALL_SYSTEMS[key]
+    if cls.controls is not None:
+        return list(cls.controls)
     inherited = set(ODESystem.param) | set(FieldSystem.param)
     return [n for n, p in cls.param.objects("existing").items()
             if n not in inherited and isinstance(p, (param.Number, param.Selector))

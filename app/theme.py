@@ -6,33 +6,74 @@ the common colour-vision deficiencies). The truth is always black and dashed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from conserv_core import methods
 
-#: method key -> colour (hex); every view draws a method in this colour
-COLORS: dict[str, str] = {
-    "baseline": "#D55E00",  # vermillion: the one that drifts
-    "hnn": "#0072B2",  # blue
-    "lnn": "#CC79A7",  # reddish purple
-    "divfree": "#009E73",  # bluish green
-    "penalty": "#E69F00",  # orange
-    "auglag": "#56B4E9",  # sky blue
-    "phnn": "#882255",  # wine (Tol's muted palette): the dissipative hard method
-    "shnn": "#332288",  # indigo (Tol's muted palette): the symmetric (Noether) hard method
-    "truth": "#222222",
+@dataclass(frozen=True)
+class MethodStyle:
+    """How a method is drawn in every view: its colour (hex), its short legend name (the
+    engine's titles are for cards and menus), and its line."""
+
+    color: str
+    short: str
+    dash: str = "solid"
+
+
+#: method key -> style; a method not listed gets one from :func:`style`
+STYLES: dict[str, MethodStyle] = {
+    "baseline": MethodStyle("#D55E00", "baseline (no constraint)"),  # vermillion: the one that drifts
+    "hnn": MethodStyle("#0072B2", "HNN (hard)"),  # blue
+    "lnn": MethodStyle("#CC79A7", "LNN (hard)"),  # reddish purple
+    "divfree": MethodStyle("#009E73", "div-free (hard)"),  # bluish green
+    "penalty": MethodStyle("#E69F00", "penalty (soft)"),  # orange
+    "auglag": MethodStyle("#56B4E9", "aug. Lagrangian (mixed)"),  # sky blue
+    "phnn": MethodStyle("#882255", "port-Hamiltonian (hard)"),  # wine (Tol's muted): the dissipative one
+    "shnn": MethodStyle("#332288", "symmetric HNN (hard)"),  # indigo (Tol's muted): the Noether one
+    "truth": MethodStyle("#222222", "truth (same integrator)", "dashed"),
 }
 
-#: short legend names (the engine's titles are for cards and menus)
-SHORT: dict[str, str] = {
-    "baseline": "baseline (no constraint)",
-    "hnn": "HNN (hard)",
-    "lnn": "LNN (hard)",
-    "divfree": "div-free (hard)",
-    "penalty": "penalty (soft)",
-    "auglag": "aug. Lagrangian (mixed)",
-    "phnn": "port-Hamiltonian (hard)",
-    "shnn": "symmetric HNN (hard)",
-    "truth": "truth (same integrator)",
-}
+#: colours for methods without a style of their own (the rest of Tol's muted palette), in
+#: the order such methods were registered
+SPARE_COLORS = ("#117733", "#999933", "#44AA99", "#AA4499", "#DDCC77", "#88CCEE", "#661100", "#6699CC")
+
+_KIND_WORD = {"none": "no constraint", "hard": "hard", "soft": "soft", "mixed": "mixed"}
+
+
+def style(key: str) -> MethodStyle:
+    """The style of method ``key``: its own, or for a method registered without one, a
+    spare colour and ``"<key> (<kind>)"``; any other key is drawn grey under its name."""
+    if key in STYLES:
+        return STYLES[key]
+    m = methods.ALL_METHODS.get(key)
+    if m is None:
+        return MethodStyle("#888888", key)
+    unstyled = [k for k in methods.ALL_METHODS if k not in STYLES]
+    return MethodStyle(SPARE_COLORS[unstyled.index(key) % len(SPARE_COLORS)], f"{key} ({_KIND_WORD.get(m.kind, m.kind)})")
+
+
+class _StyleColumn(Mapping):
+    """One field of every method's style as a read-only mapping (``COLORS[m]``,
+    ``SHORT[m]``) that answers for any key, registered later or not at all."""
+
+    def __init__(self, field: str):
+        self._field = field
+
+    def __getitem__(self, key: str) -> str:
+        return getattr(style(key), self._field)
+
+    def __iter__(self):
+        return iter(dict.fromkeys([*STYLES, *methods.ALL_METHODS]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*STYLES, *methods.ALL_METHODS]))
+
+
+#: method key -> colour (hex); every view draws a method in this colour
+COLORS: Mapping[str, str] = _StyleColumn("color")
+#: method key -> short legend name
+SHORT: Mapping[str, str] = _StyleColumn("short")
 
 #: invariant key -> (plot title, y-axis label)
 INVARIANTS: dict[str, tuple[str, str]] = {
@@ -57,63 +98,30 @@ def invariant_labels(system, q: str) -> tuple[str, str]:
     return INVARIANTS.get(q, (q, q))
 
 
-#: the time axis of rollouts, with units
-TIME_LABEL: dict[str, str] = {
-    "pendulum": "time t (s)",
-    "nbody": "time t (units with G = m = 1)",
-    "flow": "time t (s, domain 2π × 2π)",
-    "spring": "time t (s)",
-    "double_pendulum": "time t (s)",
-}
-
-#: axis labels of the system view's portrait, for systems whose units we know
-PORTRAIT_AXES: dict[str, tuple[str, str]] = {
-    "pendulum": ("angle q (rad)", "angular momentum p (kg·m²/s)"),
-    "spring": ("displacement q (m)", "momentum p (kg·m/s)"),
-    "double_pendulum": ("angle of the first rod q1 (rad)", "angle of the second rod q2 (rad)"),
-}
-
-#: one line above the plots: what a student should look at first
-LOOK_FOR: dict[str, str] = {
-    "pendulum": (
-        "Look at the energy-drift plot: the baseline's line climbs over time, the HNN stays close to "
-        "the truth; in the phase portrait the baseline's orbits spiral while the HNN's stay closed."
-    ),
-    "nbody": (
-        "Look at the three drift plots: a Hamiltonian network holds its energy but can still leak "
-        "momentum; the symmetric HNN's momentum lines sit at the floor, kept by symmetry (Noether). In "
-        "the orbit view, watch the learned bodies leave the true paths."
-    ),
-    "flow": (
-        "Look at the dye-mass plot: the div-free network stays at zero drift by construction; in the "
-        "∇·u map the baseline shows sources (red) and sinks (blue) that the true flow does not have."
-    ),
-}
-
-#: settings for a live demo that finishes in about 20 s on a busy 2-core machine
-DEMO_CONFIG: dict[str, dict] = {
-    "pendulum": dict(steps=600, width=48, lr=5e-3),
-    "nbody": dict(steps=800, width=64, lr=3e-3),
-    "flow": dict(steps=500, width=48, lr=3e-3),
-}
-
-#: the same for a system not listed above
+#: a live demo's settings for a system that declares none (``System.demo``)
 DEMO_CONFIG_OTHER: dict = dict(steps=600, width=48)
 
-#: methods ticked when a system is chosen (the baseline always among them)
-DEFAULT_METHODS: dict[str, list[str]] = {
-    "pendulum": ["baseline", "hnn", "penalty"],
-    "nbody": ["baseline", "hnn", "penalty"],
-    "flow": ["baseline", "divfree", "penalty"],
-}
+
+def demo_config(system: str) -> dict:
+    """The settings of a live demo of ``system``: about 20 s on a busy 2-core machine."""
+    from conserv_core.systems import ALL_SYSTEMS
+
+    cls = ALL_SYSTEMS.get(system)
+    return dict(cls.demo) if cls is not None and cls.demo else dict(DEMO_CONFIG_OTHER)
 
 
-def default_methods(system: str, valid: list[str]) -> list[str]:
-    """The baseline, the first hard method that applies, and the penalty."""
-    if system in DEFAULT_METHODS:
-        return [m for m in DEFAULT_METHODS[system] if m in valid]
-    hard = [m for m in ("hnn", "divfree", "lnn") if m in valid][:1]
-    return [m for m in ["baseline", *hard, "penalty"] if m in valid]
+def default_methods(system: str, valid: list[str] | None = None) -> list[str]:
+    """The methods ticked when ``system`` is chosen: of those that apply (``valid``,
+    default every one), the first unconstrained one, the first hard one and the first
+    soft one, in the registry's order (the pendulum: baseline, HNN, penalty; the flow:
+    baseline, div-free, penalty)."""
+    from conserv_core.systems import get_system
+
+    valid = methods.valid_methods(get_system(system)) if valid is None else valid
+    out = []
+    for kind in ("none", "hard", "soft"):
+        out += [k for k in valid if methods.ALL_METHODS[k].kind == kind][:1]
+    return out
 
 
 #: the line for a system whose energy is not conserved with its parameters (damping on)
@@ -138,7 +146,7 @@ def look_for(system) -> str:
         return LOOK_FOR_DISSIPATIVE
     if system.kind == "ode" and "momentum" in system.invariant_names() and not system.is_conserved("momentum"):
         return LOOK_FOR_BROKEN_SYMMETRY
-    return LOOK_FOR.get(system.key, system.teaching_note)
+    return system.look_for or system.teaching_note
 
 
 def method_title(key: str) -> str:

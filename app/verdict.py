@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from conserv_core import methods
+
 from app import theme
 
 
@@ -34,17 +36,21 @@ def verdict(data) -> str:
     horizon = data.truth.drift[q].t[-1] if data.truth is not None and q in data.truth.drift else None
     at = f" at t = {horizon:g}" if horizon is not None else ""
     text = f"Done ({secs:.0f} s of training per method). {title.capitalize()}{at}: " + " · ".join(parts) + "."
-    base = finals.get("baseline")
-    others = {m: v for m, v in finals.items() if m != "baseline" and math.isfinite(v)}
+    # the reference: the first unconstrained method in the run (the baseline)
+    ref = next((m for m in finals if methods.get_method(m).is_reference), None)
+    base = finals.get(ref) if ref is not None else None
+    others = {m: v for m, v in finals.items() if m != ref and math.isfinite(v)}
     if base is not None and math.isfinite(base) and base > 0 and others and not data.config.projection:
         best = min(others, key=others.get)
+        ref_name = theme.SHORT[ref].split(" (")[0]  # "baseline"
         ratio = base / others[best] if others[best] > 0 else math.inf
         if ratio == math.inf:
-            text += f" {theme.SHORT[best]} keeps it exactly; the baseline does not."
+            text += f" {theme.SHORT[best]} keeps it exactly; the {ref_name} does not."
         elif ratio >= 2:
-            text += f" {theme.SHORT[best]} drifts {ratio:,.0f}× less than the baseline."
+            text += f" {theme.SHORT[best]} drifts {ratio:,.0f}× less than the {ref_name}."
         else:
-            text += " No method beats the baseline by much here: try more steps, or look at the system view."
+            text += (f" No method beats the {ref_name} by much here: try more steps, or look at the "
+                     "system view.")
     return text + _rollout_options(data)
 
 

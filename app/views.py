@@ -550,7 +550,7 @@ class DriftView(_PlotView):
 
     def build(self, streams: StreamSet):
         plots = []
-        tlabel = theme.TIME_LABEL.get(streams.system_key, "time t")
+        tlabel = streams.system.time_label
         for q in streams.invariants:
             title, ylabel = theme.invariant_labels(streams.system, q)
             # learned energies dotted, the truth last so that it is drawn on top
@@ -589,7 +589,7 @@ class MultiplierView(_PlotView):
 
     def _rebuild(self, *events) -> None:
         streams = self.session.streams
-        self._box.visible = streams is not None and streams.has_auglag
+        self._box.visible = streams is not None and streams.has_multipliers
         self._box.objects = [self.build(streams)] if self._box.visible else []
 
     def build(self, streams: StreamSet):
@@ -655,19 +655,22 @@ class SystemView(_PlotView):
 
     @staticmethod
     def _portrait_kind(streams: StreamSet) -> bool:
-        return streams.system.kind != "field" and streams.system_key != "nbody"
+        return streams.system.view_family == "phase"
 
     @param.depends("frame", watch=True)
     def _frame_changed(self) -> None:
         if self._on_frame is not None:
             self._on_frame()
 
+    #: what the system view draws for each ``System.view_family``
+    FAMILIES = {"phase": "_portrait", "bodies": "_nbody", "field": "_flow"}
+
     def build(self, streams: StreamSet):
-        if streams.system.kind == "field":
-            return self._flow(streams)
-        if streams.system_key == "nbody":
-            return self._nbody(streams)
-        return self._portrait(streams)
+        family = streams.system.view_family
+        if family not in self.FAMILIES:
+            return _placeholder(f"No system view for the {streams.system.title} (view family {family!r}; "
+                                f"known: {', '.join(self.FAMILIES)}). The drift plots above still show it.")
+        return getattr(self, self.FAMILIES[family])(streams)
 
     # one degree of freedom: phase portrait (q, p) with the learned energy's contours;
     # more: the path in the plane of the first two coordinates (q1, q2)
@@ -697,7 +700,7 @@ class SystemView(_PlotView):
                                alpha=hv.Cycle([0.35] * len(contoured) + [0.85] * len(order) + [1.0]),
                                line_width=hv.Cycle([1.0] * len(contoured) + [1.5] * len(order) + [1.5]),
                                line_dash=hv.Cycle(["solid"] * (len(contoured) + len(order)) + ["dashed"]))
-        xlabel, ylabel = theme.PORTRAIT_AXES.get(streams.system_key, (dims[0], dims[1]))
+        xlabel, ylabel = streams.system.portrait_axes or (dims[0], dims[1])
         title = ("Phase portrait: 4 test orbits, true (dashed) and learned" if dof == 1 else
                  "First two coordinates along 4 test rollouts, true (dashed) and learned")
 
@@ -979,13 +982,6 @@ def _energy_levels(view, n: int = 9) -> list[np.ndarray]:
 # teaching cards
 # ------------------------------------------------------------------------------------------
 #: the LNN card's second line: the Lagrangian of the form in use
-LNN_FORMS = {
-    "generic": r"L_\theta(q, \dot q) = \mathrm{MLP}_\theta(q, \dot q)",
-    "mechanical": (r"L_\theta = \tfrac12\,\dot q^\top M_\theta(q)\,\dot q - V_\theta(q),"
-                   r"\quad M_\theta = C C^\top + \varepsilon I \succ 0"),
-}
-
-
 class TeachingView(pn.viewable.Viewer):
     """A card for the system (its equations) and one per ticked method, in its colour."""
 
@@ -996,12 +992,15 @@ class TeachingView(pn.viewable.Viewer):
         self._box = pn.FlexBox(sizing_mode="stretch_width", gap="12px")
         self._cache: dict[str, pn.viewable.Viewable] = {}
         self.session.param.watch(guarded(self.session, self._update), ["system", "methods"])
-        self.session.config.param.watch(guarded(self.session, self._update), ["lnn_form", "integrator", "projection"])
+        variants = [m.variant_field for m in cmethods.ALL_METHODS.values() if m.variant_field]
+        self.session.config.param.watch(guarded(self.session, self._update),
+                                        list(dict.fromkeys([*variants, "integrator", "projection"])))
         self._update()
 
     def _card(self, key: str):
-        if key == "lnn":  # one card per form of the Lagrangian
-            key = f"lnn:{self.session.config.lnn_form}"
+        m = cmethods.ALL_METHODS.get(key)
+        if m is not None and m.variant_field:  # one card per variant (the LNN's forms)
+            key = f"{key}:{m.variant(self.session.config)}"
         if key in self._cache:
             return self._cache[key]
         if key in cmethods.ROLLOUT_OPTIONS:
@@ -1021,11 +1020,11 @@ class TeachingView(pn.viewable.Viewer):
         else:
             key, _, form = key.partition(":")
             m = cmethods.ALL_METHODS[key]
-            color = theme.COLORS.get(key, "#888")
+            color = theme.COLORS[key]
             extra = []
-            if form:
+            if form and form in m.variant_equations:
                 extra = [html(f"<b>Form: {form}</b> <span class='cl-muted'>(Constraint settings)</span>",
-                              margin=(6, 5, 0, 5)), tex(LNN_FORMS[form])]
+                              margin=(6, 5, 0, 5)), tex(m.variant_equations[form])]
             card = pn.Card(tex(m.equation), *extra,
                            html(f"<p>{m.teaching_note}</p>", sizing_mode="stretch_width"),
                            title=f"{m.title}", collapsible=False, width=360,

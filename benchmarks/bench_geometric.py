@@ -13,7 +13,7 @@ thread, best of 3, the methods of a row group taking turns within each repeat:
   step: onto the energy (pendulum), onto energy, linear and angular momentum (n-body),
   with the system's closed-form gradients as the trainer uses them.
 
-The models have the width the trainer gives each system (``training.RECOMMENDED``: 64
+The models have the width the trainer gives each system (``System.recommended``: 64
 for the pendulum, 128 for n-body), depth 2: the fields a user's run rolls out at every
 evaluation. On the pendulum and n-body with N = 8 (state 32), in float32 and float64.
 The loop is :func:`~conserv_core.integrators.rollout`'s (one step, then the
@@ -53,7 +53,7 @@ PROJ_TOL = 1e-10
 
 def width(key: str) -> int:
     """The hidden width a run on ``key`` gets by default."""
-    return training.RECOMMENDED.get(key, {}).get("width", training.TrainConfig.param["width"].default)
+    return training.recommended(key).get("width", training.TrainConfig.param["width"].default)
 
 
 def untrained(arch: str, state_dim: int, dtype: torch.dtype, width: int, seed: int = 0) -> torch.nn.Module:

@@ -54,7 +54,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 #: the server: ``conserv serve`` (``python -m app`` is the same main())
 SERVER = [sys.executable, "-m", "conserv_core", "serve"]
-DEMO_STEPS = 600  # app.theme.DEMO_CONFIG["pendulum"]
+DEMO_STEPS = 600  # Pendulum.demo (the dashboard's live demo)
 
 #: instruments a page: timestamps of its first drift points and of "Done" (relative to its
 #: own Train press), and a loop of seed edits timed until the URL shows them

@@ -108,9 +108,15 @@ class Penalty:
 
     kind = "penalty"
     update_every = 0  # nothing to update
+    #: whether it learns multipliers the dashboard plots
+    has_multipliers = False
 
     def __init__(self, lam: float):
         self.lam = float(lam)
+
+    @classmethod
+    def from_config(cls, config) -> "Penalty":
+        return cls(config.lam)
 
     def loss(self, res: dict[str, Tensor], idx: Tensor | None = None) -> Tensor:
         return self.lam * sum(c.pow(2).mean() for c in res.values())
@@ -135,6 +141,7 @@ class AugmentedLagrangian:
     """
 
     kind = "auglag"
+    has_multipliers = True
 
     def __init__(self, mu: float, update_every: int = 50, mu_growth: float = 2.0,
                  mu_max: float = 1e4, stall_ratio: float = 0.8):
@@ -172,8 +179,18 @@ class AugmentedLagrangian:
         self._last_violation = v
         return True
 
+    @classmethod
+    def from_config(cls, config) -> "AugmentedLagrangian":
+        return cls(config.mu, update_every=config.update_every, mu_growth=config.mu_growth, mu_max=config.mu_max)
+
     def multipliers(self) -> dict[str, float]:
         """RMS multiplier per constrained quantity, and μ."""
         out = {n: float(l.pow(2).mean().sqrt()) for n, l in self.lam.items()}
         out["mu"] = self.mu
         return out
+
+
+#: soft constraint key (a :class:`~conserv_core.methods.Method`'s ``constraint``) -> class;
+#: each class builds itself from a ``TrainConfig`` (``from_config``) and says whether it
+#: learns multipliers (``has_multipliers``)
+CONSTRAINTS: dict[str, type] = {c.kind: c for c in (Penalty, AugmentedLagrangian)}

@@ -3,12 +3,20 @@
 A method is an architecture (the hard part) plus an optional soft constraint on the loss.
 ``ALL_METHODS`` is the shared registry: tests parametrize over every (system, method) pair
 that :func:`applies` allows, so a new method is tested by the existing tests.
+
+A method carries its own behaviour: it builds its model (:meth:`Method.build_model`) and
+its constraint (:meth:`Method.build_constraint`) from a run's ``TrainConfig``, and says
+what it can do (:meth:`Method.has_learned_energy`, :attr:`Method.has_multipliers`,
+:meth:`Method.coords`, ...). Code outside this module asks these, never a method's key,
+so a method added with :func:`register` is drawn, trained and listed like the others.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 
+from conserv_core import constraints, models
 from conserv_core.systems.base import ParameterError, System
 
 
@@ -34,11 +42,81 @@ class Method:
     #: checked by ``tests/test_sweep.py`` (two values of an undeclared field must train
     #: bit-identically, two of a declared one differently)
     reads: tuple[str, ...] = ()
+    #: a ``TrainConfig`` field that changes the method's equations (the LNN's form), and
+    #: the extra equation per value: the method's card shows the one in use
+    variant_field: str | None = None
+    variant_equations: dict[str, str] = field(default_factory=dict)
 
     def arch_for(self, system: System) -> str | None:
         if self.systems is not None and system.key not in self.systems:
             return None
         return self.arch_ode if system.kind == "ode" else self.arch_field
+
+    # -- what the method can do (ask these, not the key) --------------------------------
+    def model_class(self, system: System) -> type | None:
+        """The class of the model it trains on ``system`` (None: does not apply)."""
+        arch = self.arch_for(system)
+        return None if arch is None else models.ARCHITECTURES[arch]
+
+    def has_learned_energy(self, system: System) -> bool:
+        """Whether its model on ``system`` has an energy of its own (HNN, LNN, ...)."""
+        return bool(getattr(self.model_class(system), "has_learned_energy", False))
+
+    def has_gradient_form(self, system: System) -> bool:
+        """Whether its model is ``ż = (J − R)∇H`` with a scalar ``H`` in canonical
+        coordinates (hnn, phnn): what the discrete-gradient rollout needs."""
+        return hasattr(self.model_class(system), "gradient_form")
+
+    def any_bodies(self, system: System) -> bool:
+        """Whether one trained model runs on any number of bodies (the symmetric HNN)."""
+        return bool(getattr(self.model_class(system), "any_bodies", False))
+
+    def has_pair_potential(self, system: System) -> bool:
+        """Whether its model learns one pair function of distance (the symmetric n-body
+        HNN), which a view can draw against the true one."""
+        return hasattr(self.model_class(system), "pair_potential")
+
+    def coords(self, system: System) -> str | None:
+        """The state its model works in: ``"canonical"`` ``[q, p]``, ``"velocity"``
+        ``[q, q̇]`` or ``"field"`` (None: does not apply)."""
+        cls = self.model_class(system)
+        return None if cls is None else getattr(cls, "coords", "canonical")
+
+    @property
+    def has_multipliers(self) -> bool:
+        """Whether its constraint learns multipliers (the dashboard plots them)."""
+        return self.constraint is not None and constraints.CONSTRAINTS[self.constraint].has_multipliers
+
+    @property
+    def is_reference(self) -> bool:
+        """An unconstrained method: what the others are compared against."""
+        return self.kind == "none"
+
+    def variant(self, config) -> str | None:
+        """The value of :attr:`variant_field` in ``config`` (None: the method has no variants)."""
+        return None if self.variant_field is None else getattr(config, self.variant_field)
+
+    # -- building -----------------------------------------------------------------------
+    def build_model(self, system: System, config):
+        """A fresh, untrained model for ``system`` with ``config``'s width, depth and
+        activation, and what its architecture reads from the config (its
+        ``config_options(config, system)``, e.g. the LNN's form). Weights are PyTorch's
+        default draw: the trainer redraws them from the run's seed."""
+        arch = self.arch_for(system)
+        if arch is None:
+            raise ParameterError(f"method {self.key!r} does not apply to system {system.key!r}")
+        cls = models.ARCHITECTURES[arch]
+        kw = dict(width=config.width, depth=config.depth, activation=config.activation)
+        options = getattr(cls, "config_options", None)
+        if options is not None:
+            kw.update(options(config, system))
+        if system.kind == "ode":
+            return models.build(arch, state_dim=system.state_dim, dof=system.dof, **kw)
+        return models.build(arch, **kw)
+
+    def build_constraint(self, config):
+        """Its soft constraint built from ``config`` (None: hard or unconstrained)."""
+        return None if self.constraint is None else constraints.CONSTRAINTS[self.constraint].from_config(config)
 
 
 ALL_METHODS: dict[str, Method] = {
@@ -67,6 +145,12 @@ ALL_METHODS: dict[str, Method] = {
             "(Constraint settings): generic L(q, q̇), as in the paper, or mechanical "
             "½ q̇ᵀM(q)q̇ − V(q) with M positive definite, which learns faster and cannot run away.",
             reads=("lnn_form",),  # the lnn architecture's form (and its activation swap)
+            variant_field="lnn_form",
+            variant_equations={
+                "generic": r"L_\theta(q, \dot q) = \mathrm{MLP}_\theta(q, \dot q)",
+                "mechanical": (r"L_\theta = \tfrac12\,\dot q^\top M_\theta(q)\,\dot q - V_\theta(q),"
+                               r"\quad M_\theta = C C^\top + \varepsilon I \succ 0"),
+            },
         ),
         Method(
             "phnn", "Port-Hamiltonian NN (hard, dissipative)", "hard", "phnn", None, None,
@@ -117,17 +201,57 @@ ALL_METHODS: dict[str, Method] = {
 }
 
 
-#: ``TrainConfig`` fields read by some methods only (their soft constraint's settings, the
-#: LNN's form); every other field is read by every method. Fields such as ``n_colloc``
-#: and ``invariants`` are not here: the unconstrained methods read them too (the field
-#: system's probe points, every method's violation)
-METHOD_FIELDS: frozenset[str] = frozenset(f for m in ALL_METHODS.values() for f in m.reads)
+def method_fields() -> frozenset[str]:
+    """``TrainConfig`` fields read by some methods only (their soft constraint's settings,
+    the LNN's form); every other field is read by every method. Fields such as
+    ``n_colloc`` and ``invariants`` are not here: the unconstrained methods read them too
+    (the field system's probe points, every method's violation)."""
+    return frozenset(f for m in ALL_METHODS.values() for f in m.reads)
+
+
+#: the fields as the registry stood at import (:func:`method_fields` follows :func:`register`)
+METHOD_FIELDS: frozenset[str] = method_fields()
 
 
 def unread_fields(method: str | Method) -> frozenset[str]:
     """The ``TrainConfig`` fields that ``method`` never reads: its results do not depend on them."""
     m = get_method(method) if isinstance(method, str) else method
-    return METHOD_FIELDS - set(m.reads)
+    return method_fields() - set(m.reads)
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to :data:`ALL_METHODS` (at the end): from then on the trainer, the
+    CLI (``conserv methods``), sweeps and the dashboard offer it. Its architectures must
+    be registered in :data:`conserv_core.models.ARCHITECTURES`, its constraint in
+    :data:`conserv_core.constraints.CONSTRAINTS`. A key already taken is refused."""
+    if not isinstance(method, Method):
+        raise TypeError(f"register takes a Method; got {type(method).__name__}")
+    if method.key in ALL_METHODS:
+        raise ValueError(f"method key {method.key!r} is already registered")
+    for arch in (method.arch_ode, method.arch_field):
+        if arch is not None and arch not in models.ARCHITECTURES:
+            raise ValueError(f"method {method.key!r}: architecture {arch!r} is not in models.ARCHITECTURES")
+    if method.constraint is not None and method.constraint not in constraints.CONSTRAINTS:
+        raise ValueError(f"method {method.key!r}: constraint {method.constraint!r} is not in "
+                         f"constraints.CONSTRAINTS ({', '.join(constraints.CONSTRAINTS)})")
+    ALL_METHODS[method.key] = method
+    return method
+
+
+def unregister(key: str) -> None:
+    """Take a method added by :func:`register` out again."""
+    ALL_METHODS.pop(key, None)
+
+
+@contextlib.contextmanager
+def registered(method: Method):
+    """``with registered(m):`` the method is offered inside the block only (for tests and
+    notebooks that try a method out)."""
+    register(method)
+    try:
+        yield method
+    finally:
+        unregister(method.key)
 
 
 @dataclass(frozen=True)

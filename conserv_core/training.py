@@ -40,7 +40,7 @@ import param
 import torch
 
 from conserv_core import budget, constraints, integrators, leray, methods, metrics, models
-from conserv_core.devices import resolve_device
+from conserv_core.devices import DEVICES, resolve_device
 from conserv_core.systems.base import ParameterError, System, build
 
 Tensor = torch.Tensor
@@ -51,12 +51,16 @@ Stopped = integrators.Stopped
 # ---------------------------------------------------------------------------------------
 # configuration
 # ---------------------------------------------------------------------------------------
+#: optimiser key -> ``torch.optim`` class (its choices in :class:`TrainConfig`)
+OPTIMIZERS: dict[str, type] = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
 class TrainConfig(param.Parameterized):
     """Everything a run needs besides the system and the method. Declared once; the CLI
     and the dashboard build their inputs from these bounds."""
 
     steps = param.Integer(default=1000, bounds=(1, 200_000), doc="Optimisation steps.")
-    optimizer = param.Selector(default="adam", objects=["adam", "sgd"],
+    optimizer = param.Selector(default="adam", objects=list(OPTIMIZERS),
                                doc="Adam (robust) or plain SGD (diverges quickly when lr is too large).")
     lr = param.Number(default=3e-3, bounds=(1e-6, 1e3), doc="Learning rate.")
     weight_decay = param.Number(default=0.0, bounds=(0.0, 1.0), doc="Adam weight decay.")
@@ -64,13 +68,13 @@ class TrainConfig(param.Parameterized):
                                doc="Minibatch size (the whole set if larger).")
     width = param.Integer(default=64, bounds=(4, 1024), doc="Hidden units per layer.")
     depth = param.Integer(default=2, bounds=(1, 8), doc="Hidden layers.")
-    activation = param.Selector(default="tanh", objects=["tanh", "softplus", "silu", "sin", "gelu"],
+    activation = param.Selector(default="tanh", objects=list(models.ACTIVATIONS),
                                 doc="Hidden activation (the generic LNN uses softplus in place of tanh and silu).")
     lnn_form = param.Selector(default="generic", objects=["generic", "mechanical"], doc=(
         "LNN only. generic: any L(q, q̇), as in the LNN paper. mechanical: L = ½ q̇ᵀM(q)q̇ − V(q) "
         "with M positive definite, which trains faster and cannot run away. Both see angles as (cos, sin)."))
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Seed for data, weights and batches.")
-    device = param.Selector(default="auto", objects=["auto", "cpu", "cuda", "mps"],
+    device = param.Selector(default="auto", objects=list(DEVICES),
                             doc="auto: cuda, then mps, then cpu.")
     dtype = param.Selector(default="float32", objects=["float32", "float64"], doc="Floating point precision.")
     threads = param.Integer(default=1, bounds=(0, 256),
@@ -104,15 +108,14 @@ class TrainConfig(param.Parameterized):
                              doc="Collocation points per step for the soft constraints (drawn from a fixed pool).")
 
 
-#: defaults tuned for live teaching (see benchmarks/bench_training.py for the timings)
-RECOMMENDED: dict[str, dict] = {
-    "pendulum": dict(steps=1500, lr=3e-3, width=64),
-    "nbody": dict(steps=2000, lr=2e-3, width=128),
-    "flow": dict(steps=1500, lr=3e-3, width=64, n_colloc=256),
-    # the generic LNN learns this chaotic system too slowly for a live run (and its
-    # velocity Hessian can turn singular); the mechanical form learns it in ~1 000 steps
-    "double_pendulum": dict(lnn_form="mechanical", activation="gelu", batch_size=256),
-}
+def recommended(system: str) -> dict:
+    """The training settings runs on system ``system`` start from: what the system
+    declares (``System.recommended``, tuned for live teaching; timings in
+    ``benchmarks/bench_training.py``). ``{}`` for an unknown key."""
+    from conserv_core.systems import ALL_SYSTEMS
+
+    cls = ALL_SYSTEMS.get(system)
+    return dict(cls.recommended) if cls is not None else {}
 
 
 def warm_up() -> None:
@@ -127,7 +130,7 @@ def warm_up() -> None:
 
 def make_config(system: str | None = None, **overrides) -> TrainConfig:
     """A validated :class:`TrainConfig`: the system's recommended defaults, then overrides."""
-    values = dict(RECOMMENDED.get(system, {})) if system else {}
+    values = recommended(system) if system else {}
     values.update(overrides)
     return build(TrainConfig, **values)
 
@@ -220,7 +223,7 @@ def check_rollout(system: System, method_keys, config: TrainConfig) -> None:
             raise ParameterError(
                 f"integrator {config.integrator!r} applies to ODE systems with a scalar energy; the {system.key}'s "
                 f"parcels are not a Hamiltonian system: use rk4 (and projection for its mass)")
-        fit = [k for k in methods.valid_methods(system) if _has_gradient_form(methods.get_method(k), system)]
+        fit = [k for k in methods.valid_methods(system) if methods.get_method(k).has_gradient_form(system)]
         bad = [k for k in method_keys if k not in fit]
         if bad:
             raise ParameterError(
@@ -239,11 +242,6 @@ def check_rollout(system: System, method_keys, config: TrainConfig) -> None:
                 f"projection onto {', '.join(lost)} refused: the {system.key} with these parameters does not "
                 f"conserve it (projecting onto Q(0) would force a wrong law); choose invariants it conserves or "
                 f"turn projection off")
-
-
-def _has_gradient_form(method: methods.Method, system: System) -> bool:
-    arch = method.arch_for(system)
-    return arch is not None and hasattr(models.ARCHITECTURES[arch], "gradient_form")
 
 
 class _Coords:
@@ -344,36 +342,21 @@ class Trainer:
 
     def _build(self) -> None:
         cfg, sysm = self.config, self.system
-        arch = self.method.arch_for(sysm)
         # every draw from a generator of the run's own (never torch's global one, which the
         # threads of a server or a notebook share): the weights from seed, batches from seed + 1
         self._gen = torch.Generator().manual_seed(cfg.seed + 1)
-        generic_lnn = arch == "lnn" and cfg.lnn_form == "generic"
-        activation = "softplus" if generic_lnn and cfg.activation in ("tanh", "silu") else cfg.activation
-        kw = dict(width=cfg.width, depth=cfg.depth, activation=activation)
-        if arch == "lnn":
-            kw.update(form=cfg.lnn_form, angles=sysm.angle_coords)  # lnn applies to ODE systems only
-        if sysm.kind == "ode":
-            self.model = models.build(arch, state_dim=sysm.state_dim, dof=sysm.dof, **kw)
-        else:
-            self.model = models.build(arch, **kw)
+        self.model = self.method.build_model(sysm, cfg)
         models.init_weights(self.model, torch.Generator().manual_seed(cfg.seed))
         self.model.to(device=self.device, dtype=self.dtype)
         if sysm.kind == "ode":
             self._setup_ode()
         else:
             self._setup_field()
-        self._constraint = None
-        if self.method.constraint == "penalty":
-            self._constraint = constraints.Penalty(cfg.lam)
-        elif self.method.constraint == "auglag":
-            self._constraint = constraints.AugmentedLagrangian(
-                cfg.mu, update_every=cfg.update_every, mu_growth=cfg.mu_growth, mu_max=cfg.mu_max)
+        self._constraint = self.method.build_constraint(cfg)
         # the data loss is the MSE of targets scaled to unit rms per component, so it is
         # dimensionless like the constraint residuals and λ means the same on every system
         self.y_scale = self.y_train.pow(2).mean(0).sqrt().clamp_min(1e-12)
-        opt = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
-        self.optimizer = opt(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = OPTIMIZERS[cfg.optimizer](self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self._backup = [p.detach().clone() for p in self.model.parameters()]
         self._t_start: float | None = None
 
@@ -921,18 +904,16 @@ def check_on_bodies(system: System, method_keys, n_bodies: int) -> list[str]:
     """The methods of ``method_keys`` whose trained model can be rolled out on
     ``n_bodies`` bodies (a model with ``any_bodies``, the symmetric HNN), or a
     :class:`ParameterError` naming what is wrong, before any training."""
-    if system.key != "nbody":
-        raise ParameterError(f"rolling a model out on another number of bodies needs the nbody system; "
-                             f"got {system.key}")
+    if "n_bodies" not in type(system).param:
+        raise ParameterError(f"rolling a model out on another number of bodies needs the nbody system "
+                             f"(a system with n_bodies); got {system.key}")
     lo, hi = type(system).param["n_bodies"].bounds
     if isinstance(n_bodies, bool) or not isinstance(n_bodies, int) or not lo <= n_bodies <= hi:
         raise ParameterError(f"rollout bodies must be an integer in [{lo}, {hi}]; got {n_bodies!r}")
     if system.masses is not None:
         raise ParameterError("rollout bodies needs identical bodies (masses=None): a model of identical bodies "
                              "cannot say what an extra body's mass is")
-    able = [k for k in method_keys
-            if getattr(models.ARCHITECTURES.get(methods.get_method(k).arch_for(system) or "", object),
-                       "any_bodies", False)]
+    able = [k for k in method_keys if methods.get_method(k).any_bodies(system)]
     if not able:
         raise ParameterError(f"rollout bodies applies to methods whose model runs on any number of bodies "
                              f"(shnn); got {', '.join(method_keys)}")
@@ -1028,7 +1009,7 @@ class Comparison:
 
 
 __all__ = [
-    "Comparison", "Evaluation", "Finished", "Progress", "RECOMMENDED", "Stopped", "TrainConfig", "Trainer",
+    "Comparison", "Evaluation", "Finished", "Progress", "recommended", "Stopped", "TrainConfig", "Trainer",
     "check_on_bodies", "on_bodies",
     "load_checkpoint", "make_config", "truth_evaluation", "warm_up",
 ]

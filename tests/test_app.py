@@ -216,7 +216,7 @@ def test_changing_system_stops_the_run_cleanly(dash):
     assert run.finished.wait(timeout=5)
     assert s.data is None and not s.running
     assert s.status_kind == "warning" and "system changed" in s.status
-    assert s.methods == theme.DEFAULT_METHODS["nbody"]
+    assert s.methods == theme.default_methods("nbody") == ["baseline", "hnn", "penalty"]
 
 
 def test_two_dashboards_do_not_share_state():
@@ -227,7 +227,7 @@ def test_two_dashboards_do_not_share_state():
         a.controls._system_widgets["pendulum"][3].value = 0.3  # damping
         b.controls.methods.value = ["baseline"]
         assert b.session.config.seed == 0 and b.session.systems["pendulum"].damping == 0.0
-        assert a.session.methods == theme.DEFAULT_METHODS["pendulum"]
+        assert a.session.methods == theme.default_methods("pendulum")
         tiny(a)
         tiny(b)
         b.controls.config_widgets["steps"].value = 12
@@ -235,7 +235,7 @@ def test_two_dashboards_do_not_share_state():
         click(b.controls.train_button)
         drain_until(a, lambda: not a.session.running)
         drain_until(b, lambda: not b.session.running)
-        assert a.session.data.methods == theme.DEFAULT_METHODS["pendulum"]
+        assert a.session.data.methods == theme.default_methods("pendulum")
         assert b.session.data.methods == ["baseline"]
         assert b.session.data.progress["baseline"].step == 12
         assert a.session.data.progress["baseline"].step == 24

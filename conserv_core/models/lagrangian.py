@@ -160,6 +160,15 @@ class LagrangianNN(nn.Module):
     has_learned_energy: ClassVar[bool] = True
     conserves_learned_energy: ClassVar[bool] = True
     default_activation: ClassVar[str] = "softplus"
+    @staticmethod
+    def config_options(config, system) -> dict:
+        """What :func:`conserv_core.models.build` needs beyond width and depth, from a run's
+        ``TrainConfig``: the form, the system's angle coordinates, and softplus in place of
+        tanh and silu for the generic form (its dynamics uses second derivatives)."""
+        out = dict(form=config.lnn_form, angles=tuple(system.angle_coords))
+        if config.lnn_form == "generic" and config.activation in ("tanh", "silu"):
+            out["activation"] = "softplus"
+        return out
 
     def __init__(self, dof: int, width: int = 64, depth: int = 2, activation: str = "softplus",
                  lagrangian: Lagrangian | None = None, tikhonov: float | None = None,

@@ -6,6 +6,8 @@ system added here is checked by every generic test automatically.
 
 from __future__ import annotations
 
+import contextlib
+
 from conserv_core.systems.base import (
     Dataset,
     FieldSystem,
@@ -28,6 +30,34 @@ ALL_SYSTEMS: dict[str, type[System]] = {
     Spring.key: Spring,
     DoublePendulum.key: DoublePendulum,
 }
+
+
+def register(cls: type[System]) -> type[System]:
+    """Add the system class ``cls`` to :data:`ALL_SYSTEMS` under ``cls.key``: from then on
+    the trainer, the CLI, sweeps and the dashboard offer it (usable as a class decorator).
+    It must subclass :class:`ODESystem` or :class:`FieldSystem`; a key already taken is
+    refused."""
+    if not (isinstance(cls, type) and issubclass(cls, (ODESystem, FieldSystem))):
+        raise TypeError(f"register takes an ODESystem or FieldSystem subclass; got {cls!r}")
+    if not cls.key or cls.key in ALL_SYSTEMS:
+        raise ValueError(f"system key {cls.key!r} is empty or already registered")
+    ALL_SYSTEMS[cls.key] = cls
+    return cls
+
+
+def unregister(key: str) -> None:
+    """Take a system added by :func:`register` out again."""
+    ALL_SYSTEMS.pop(key, None)
+
+
+@contextlib.contextmanager
+def registered(cls: type[System]):
+    """``with registered(cls):`` the system is offered inside the block only."""
+    register(cls)
+    try:
+        yield cls
+    finally:
+        unregister(cls.key)
 
 
 def get_system(key: str, **params) -> System:
@@ -58,5 +88,8 @@ __all__ = [
     "System",
     "build",
     "describe_range",
+    "register",
+    "registered",
+    "unregister",
     "get_system",
 ]

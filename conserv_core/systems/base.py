@@ -166,6 +166,25 @@ class System(param.Parameterized):
     equations: ClassVar[dict[str, str]] = {}
     #: what a student should look for, one or two sentences
     teaching_note: ClassVar[str] = ""
+    #: the training settings a run on this system starts from (``TrainConfig`` fields:
+    #: :func:`conserv_core.training.make_config` applies them before a user's overrides)
+    recommended: ClassVar[dict] = {}
+    #: the same for a live demo in the dashboard, about 20 s on a busy 2-core machine
+    #: (empty: the dashboard's 600 steps at width 48)
+    demo: ClassVar[dict] = {}
+    #: what the dashboard's system view draws: ``"phase"`` (a phase portrait, or the path
+    #: in the plane of the first two coordinates), ``"bodies"`` (orbits of planar bodies:
+    #: the state is ``[x_1, y_1, ..., p_x1, p_y1, ...]``) or ``"field"`` (a velocity field
+    #: with dye, :class:`FieldSystem`)
+    view_family: ClassVar[str] = ""
+    #: the time axis of rollouts, with units
+    time_label: ClassVar[str] = "time t"
+    #: the first line above the plots: what a student should look at first (empty: the
+    #: teaching note)
+    look_for: ClassVar[str] = ""
+    #: the parameters a dashboard shows as controls, in order (None: every number and
+    #: choice the class itself declares)
+    controls: ClassVar[tuple[str, ...] | None] = None
 
     __abstract = True
 
@@ -188,6 +207,9 @@ class ODESystem(System):
     """
 
     kind: ClassVar[str] = "ode"
+    view_family: ClassVar[str] = "phase"
+    #: axis labels of the phase portrait (None: ``q``, ``p`` or ``q1``, ``q2``)
+    portrait_axes: ClassVar[tuple[str, str] | None] = None
     separable: ClassVar[bool] = True
     #: which coordinates ``q_i`` are angles (2π-periodic); models that know it feed them
     #: to their networks as ``(cos q_i, sin q_i)``
@@ -354,7 +376,58 @@ class ODESystem(System):
 
 
 class FieldSystem(System):
-    """A system whose model learns a velocity field ``u(x, y, t)`` (see ``flow.py``)."""
+    """A system whose model learns a velocity field ``u(x, y, t)`` on the periodic square
+    ``[0, 2π)²`` (see ``flow.py``). Conservation is read off parcels of dye carried
+    through a field: the trainer, the evaluation and the views use exactly the methods
+    below, which a subclass implements.
+
+    The dye/parcel contract: :meth:`dye_patch` gives parcels ``(n, 2)``; :meth:`carry`
+    moves them through a velocity and integrates its divergence along each path (the
+    log of the Jacobian ``J``); :meth:`mass` turns ``log J`` into the dye's mass, which
+    stays 1 exactly when ``∇·u = 0`` along the paths.
+    """
 
     kind: ClassVar[str] = "field"
+    view_family: ClassVar[str] = "field"
     __abstract = True
+
+    def velocity(self, xy: Tensor, t) -> Tensor:
+        """The true velocity at points, ``(B, 2), t -> (B, 2)``."""
+        raise NotImplementedError
+
+    def divergence(self, xy: Tensor, t) -> Tensor:
+        """``∇·u`` of the true field at points, ``(B, 2) -> (B,)``."""
+        raise NotImplementedError
+
+    def divergence_scale(self) -> float:
+        """A scale for ``|∇·u|`` (the drift view's compressibility is relative to it)."""
+        raise NotImplementedError
+
+    def grid_points(self, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
+        """The points where fields are drawn, ``(n², 2)``."""
+        raise NotImplementedError
+
+    def grid_invariants(self, u: Tensor) -> dict[str, Tensor]:
+        """Invariants of velocity grids ``u (..., 2, n, n)``, each ``(...)``."""
+        raise NotImplementedError
+
+    def dye_patch(self, n: int | None = None, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
+        """Parcels covering the dye patch, ``(n, 2)``."""
+        raise NotImplementedError
+
+    def carry(self, velocity=None, divergence=None, xy0: Tensor | None = None, t0: float = 0.0,
+              horizon: float | None = None, dt: float | None = None,
+              method: str = "rk4") -> tuple[Tensor, Tensor, Tensor]:
+        """Carry parcels ``xy0`` (default :meth:`dye_patch`) through ``velocity`` (default
+        the true one) from ``t0`` for ``horizon``: ``t (T,)``, ``xy (T, B, 2)``,
+        ``log J (T, B)``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def mass(log_j: Tensor) -> Tensor:
+        """The dye's mass from the parcels' ``log J (T, B)``: ``(T,)``, 1 at ``t = 0``."""
+        raise NotImplementedError
+
+    def sample_data(self, seed: int = 0, dtype: torch.dtype = torch.float32, device=None, n: int | None = None):
+        """Seeded training data: points ``(x, y, t)`` and the true velocity there."""
+        raise NotImplementedError

@@ -58,6 +58,12 @@ class DoublePendulum(ODESystem):
         "path for long. Energy is still conserved, and that is what a Lagrangian or "
         "Hamiltonian network can keep while an unconstrained one drifts."
     )
+    # the generic LNN learns this chaotic system too slowly for a live run (and its
+    # velocity Hessian can turn singular); the mechanical form learns it in ~1 000 steps
+    recommended: ClassVar[dict] = dict(lnn_form="mechanical", activation="gelu", batch_size=256)
+    time_label: ClassVar[str] = "time t (s)"
+    portrait_axes: ClassVar[tuple[str, str] | None] = ("angle of the first rod q1 (rad)",
+                                                        "angle of the second rod q2 (rad)")
     # RK4 at 4e-3 keeps the energy to 2e-7 relative per time unit at the default training
     # energies (worst of 400 starts; the typical start 1e-9), far below any model's error,
     # and generates the default data in ~0.2 s (tests/test_double_pendulum.py fits the order)

@@ -108,6 +108,16 @@ class NBody(ODESystem):
         "learns translation symmetry; watch the centre of mass, which starts at rest, "
         "walk away under an unconstrained network."
     )
+    recommended: ClassVar[dict] = dict(steps=2000, lr=2e-3, width=128)
+    demo: ClassVar[dict] = dict(steps=800, width=64, lr=3e-3)
+    view_family: ClassVar[str] = "bodies"
+    time_label: ClassVar[str] = "time t (units with G = m = 1)"
+    look_for: ClassVar[str] = (
+        "Look at the three drift plots: a Hamiltonian network holds its energy but can still leak "
+        "momentum; the symmetric HNN's momentum lines sit at the floor, kept by symmetry (Noether). In "
+        "the orbit view, watch the learned bodies leave the true paths."
+    )
+    controls: ClassVar[tuple[str, ...] | None] = ("n_bodies", "preset", "G", "softening")
     reference_dt: ClassVar[float] = 5e-3
 
     n_bodies = param.Integer(default=2, bounds=(2, 64), doc=(

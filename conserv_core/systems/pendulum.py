@@ -38,6 +38,15 @@ class Pendulum(ODESystem):
         "in or out in the phase portrait; a Hamiltonian network's stay closed. Turn on "
         "damping and the hard constraint becomes wrong: it cannot lose energy."
     )
+    recommended: ClassVar[dict] = dict(steps=1500, lr=3e-3, width=64)
+    demo: ClassVar[dict] = dict(steps=600, width=48, lr=5e-3)
+    time_label: ClassVar[str] = "time t (s)"
+    portrait_axes: ClassVar[tuple[str, str] | None] = ("angle q (rad)", "angular momentum p (kg·m²/s)")
+    look_for: ClassVar[str] = (
+        "Look at the energy-drift plot: the baseline's line climbs over time, the HNN stays close to "
+        "the truth; in the phase portrait the baseline's orbits spiral while the HNN's stay closed."
+    )
+    controls: ClassVar[tuple[str, ...] | None] = ("mass", "length", "gravity", "damping")
     # RK4 at dt = 0.01 is accurate to ~1e-9 here; the data are sampled every 0.2
     reference_dt: ClassVar[float] = 1e-2
 

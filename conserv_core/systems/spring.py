@@ -44,6 +44,8 @@ class Spring(ODESystem):
         "an unconstrained network's orbits spiral slowly in or out over long rollouts, "
         "while a Hamiltonian network's stay closed (HNN paper, task 1)."
     )
+    time_label: ClassVar[str] = "time t (s)"
+    portrait_axes: ClassVar[tuple[str, str] | None] = ("displacement q (m)", "momentum p (kg·m/s)")
 
     mass = param.Number(default=1.0, bounds=(1e-3, 1e3), doc="Mass m.")
     k = param.Number(default=1.0, bounds=(1e-3, 1e3), doc="Spring constant k.")

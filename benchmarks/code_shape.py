@@ -1,0 +1,94 @@
+"""How the code is shaped: the figures issue 14 (one file per addition) is measured by.
+
+Prints, for ``conserv_core/`` and ``app/``:
+
+* the longest classes and functions (lines, from ``ast``);
+* the lines per file;
+* the method, architecture and system key literals outside their registries: string
+  constants (not docstrings) equal to a registered key, in code other than the file that
+  registers the key. Each is a place a new method or system would have to be added by
+  hand. ``--list`` prints where they are.
+
+No assertions: it prints figures for the issue note.
+
+Usage::
+
+    python benchmarks/code_shape.py
+    python benchmarks/code_shape.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("conserv_core", "app")
+
+
+def registered_keys() -> dict[str, str]:
+    """key -> the file (relative to the root) that registers it."""
+    from conserv_core import methods, models
+    from conserv_core.systems import ALL_SYSTEMS
+
+    keys: dict[str, str] = {}
+    for k in methods.ALL_METHODS:
+        keys[k] = "conserv_core/methods.py"
+    for k in models.ARCHITECTURES:
+        keys.setdefault(k, "conserv_core/models/__init__.py")
+    for k, cls in ALL_SYSTEMS.items():
+        keys[k] = str(Path(__import__(cls.__module__, fromlist=["x"]).__file__).resolve().relative_to(ROOT))
+    return keys
+
+
+def docstring_nodes(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = getattr(node, "body", [])
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                ids.add(id(body[0].value))
+    return ids
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--list", action="store_true", help="print every key literal outside its registry")
+    ap.add_argument("--top", type=int, default=5, help="how many of the longest classes/functions")
+    args = ap.parse_args()
+
+    keys = registered_keys()
+    files = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+    classes, functions, sizes, literals = [], [], [], []
+    for path in files:
+        rel = str(path.relative_to(ROOT))
+        text = path.read_text()
+        sizes.append((len(text.splitlines()), rel))
+        tree = ast.parse(text)
+        docs = docstring_nodes(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                classes.append((node.end_lineno - node.lineno + 1, f"{rel}:{node.name}"))
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                functions.append((node.end_lineno - node.lineno + 1, f"{rel}:{node.name}"))
+            elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in keys
+                  and id(node) not in docs and keys[node.value] != rel):
+                literals.append((rel, node.lineno, node.value))
+
+    print("longest classes:   " + "; ".join(f"{n} {w}" for n, w in sorted(classes, reverse=True)[: args.top]))
+    print("longest functions: " + "; ".join(f"{n} {w}" for n, w in sorted(functions, reverse=True)[: args.top]))
+    for pkg in PACKAGES:
+        rows = sorted((n, f) for n, f in sizes if f.startswith(pkg + "/"))
+        total = sum(n for n, _ in rows)
+        print(f"{pkg}/: {len(rows)} files, {total} lines, largest " + ", ".join(f"{f} {n}" for n, f in rows[::-1][:4]))
+    by_pkg = {pkg: sum(1 for f, _, _ in literals if f.startswith(pkg + "/")) for pkg in PACKAGES}
+    print(f"key literals outside their registries: {len(literals)} "
+          f"({', '.join(f'{p}/ {n}' for p, n in by_pkg.items())})")
+    if args.list:
+        for f, line, k in literals:
+            print(f"  {f}:{line}  {k!r}")
+
+
+if __name__ == "__main__":
+    main()
