@@ -19,6 +19,21 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    """``CONSERV_TEST_REGISTER=path/to/file.py``: import that file and call its
+    ``register_all()`` before collection, so the generic tests, which parametrize over the
+    registries as they stand at collection, also cover what it adds
+    (``tests/test_one_file_additions.py`` runs the suite's generic files this way)."""
+    path = os.environ.get("CONSERV_TEST_REGISTER")
+    if path:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("conserv_test_registrations", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.register_all()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

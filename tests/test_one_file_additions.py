@@ -1,0 +1,230 @@
+"""A new method and a new system are one file each: this one.
+
+It defines, here and nowhere else, a method (a copy of the baseline under a new key) and
+an ODE system (a harmonic oscillator whose parameter is a frequency ``omega``, a name no
+other system uses). Registered at runtime, with nothing in ``app/`` or the engine touched:
+
+* the generic system, model and training tests, and the dashboard's every-system test,
+  collect and pass for them (a pytest run with ``CONSERV_TEST_REGISTER`` naming this
+  file, which ``conftest.py`` registers before collection);
+* ``conserv methods`` and ``conserv systems`` list them;
+* a headless dashboard session trains them and draws every view.
+
+Each check fails if a key check creeps back in: an ``if key == "baseline"`` in the
+trainer, a ``theme.COLORS[k]`` without a fallback, a system view chosen by key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+import panel as pn
+import param
+import pytest
+import torch
+
+import app
+from app import theme
+from conserv_core import cli, methods, systems, training
+from conserv_core.systems import ODESystem
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(300)
+
+
+class Oscillator(ODESystem):
+    """``H = (p² + ω² q²) / 2``: the exact solution is a rotation at frequency ω."""
+
+    key: ClassVar[str] = "oscillator"
+    title: ClassVar[str] = "Harmonic oscillator (test)"
+    equations: ClassVar[dict[str, str]] = {"Hamiltonian": r"H = \tfrac12 (p^2 + \omega^2 q^2)"}
+    teaching_note: ClassVar[str] = "Circles in the (ωq, p) plane; the energy is their radius squared."
+
+    omega = param.Number(default=1.5, bounds=(0.1, 10.0), doc="Angular frequency ω (1/s).")
+
+    @property
+    def dof(self) -> int:
+        return 1
+
+    def vector_field(self, z, t=None):
+        return torch.cat([z[..., 1:], -self.omega**2 * z[..., :1]], -1)
+
+    def energy(self, z):
+        return 0.5 * (z[..., 1] ** 2 + self.omega**2 * z[..., 0] ** 2)
+
+    def lagrangian(self, q, qdot):
+        return (0.5 * qdot**2 - 0.5 * self.omega**2 * q**2).sum(-1)
+
+    def momentum(self, q, qdot):
+        return qdot
+
+    def exact(self, z0, t):
+        wt = (self.omega * t.to(z0.dtype)).reshape(-1, 1)
+        q0, p0 = z0[:, 0], z0[:, 1]
+        q = q0 * torch.cos(wt) + p0 / self.omega * torch.sin(wt)
+        p = p0 * torch.cos(wt) - self.omega * q0 * torch.sin(wt)
+        return torch.stack([q, p], -1)
+
+    def reference_rollout(self, z0, t):
+        return self.exact(z0, t)
+
+    def sample_initial(self, n, seed=0, scale=1.0, dtype=torch.float64, device=None):
+        g = torch.Generator().manual_seed(seed)
+        r = (0.3 + 0.7 * torch.rand(n, generator=g, dtype=torch.float64)) * scale  # sqrt(2H) in [0.3, 1] × scale
+        phase = 2 * math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+        z = torch.stack([r * torch.cos(phase) / self.omega, r * torch.sin(phase)], -1)
+        return z.to(dtype=dtype, device=device)
+
+
+#: the baseline under another key: same architecture, no constraint, no style of its own
+COPY = dataclasses.replace(methods.get_method("baseline"), key="baseline_copy", title="Baseline, copied in a test")
+
+
+def register_all() -> None:
+    """What ``conftest.py`` calls when ``CONSERV_TEST_REGISTER`` names this file."""
+    methods.register(COPY)
+    systems.register(Oscillator)
+
+
+@pytest.fixture
+def added():
+    with methods.registered(COPY), systems.registered(Oscillator):
+        yield
+
+
+def test_the_oscillator_is_a_true_system():
+    """The test system itself is right: its exact solution is the flow of its field and
+    keeps its energy (else the checks below would prove nothing)."""
+    osc = Oscillator()
+    z0 = osc.sample_initial(8, seed=1)
+    t = torch.linspace(0, 3, 31, dtype=torch.float64)
+    from conserv_core import integrators
+
+    rk4 = integrators.solve(osc.vector_field, z0, t, method="rk4", max_dt=1e-3)
+    assert torch.allclose(rk4, osc.exact(z0, t), atol=1e-10)
+    e = osc.energy(osc.exact(z0, t).reshape(-1, 2)).reshape(31, 8)
+    assert torch.allclose(e, e[:1].expand_as(e), rtol=1e-12)
+
+
+def test_generic_tests_collect_and_pass_for_the_added_method_and_system():
+    env = dict(os.environ, CONSERV_TEST_REGISTER=str(Path(__file__).resolve()))
+    files = ["tests/test_systems.py", "tests/test_geometric.py", "tests/test_models.py", "tests/test_training.py",
+             "tests/test_app.py"]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files,
+                           "-k", "oscillator or baseline_copy"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    tail = proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, tail
+    summary = proc.stdout.strip().splitlines()[-1]
+    passed = int(re.search(r"(\d+) passed", summary).group(1))
+    # every generic system test (about 20), the pairs of the copy with every system, and
+    # the oscillator with every method that applies: far more than a handful
+    assert passed >= 60, tail
+    assert "skipped" not in summary and "deselected" in summary, tail
+
+
+def test_conserv_methods_and_systems_list_them(added):
+    out = io.StringIO()
+    assert cli.main(["methods"], out=out) == 0
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("baseline_copy"))
+    assert "oscillator" in line and "pendulum" in line
+    hnn = next(x for x in out.getvalue().splitlines() if x.startswith("hnn "))
+    assert "oscillator" in hnn
+    out = io.StringIO()
+    assert cli.main(["systems"], out=out) == 0
+    assert "oscillator" in out.getvalue() and "omega" in out.getvalue()
+    assert cli.main(["methods"], out=io.StringIO()) == 0
+
+
+def test_they_leave_the_registries_when_the_block_ends():
+    with methods.registered(COPY), systems.registered(Oscillator):
+        assert "baseline_copy" in methods.ALL_METHODS and "oscillator" in systems.ALL_SYSTEMS
+    assert "baseline_copy" not in methods.ALL_METHODS and "oscillator" not in systems.ALL_SYSTEMS
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register(methods.get_method("hnn"))
+    with pytest.raises(ValueError, match="architecture 'nope'"):
+        methods.register(dataclasses.replace(COPY, arch_ode="nope"))
+
+
+def test_a_method_without_a_style_gets_one_of_its_own(added):
+    s = theme.style("baseline_copy")
+    assert s.color not in {theme.STYLES[k].color for k in theme.STYLES}
+    assert s.short == "baseline_copy (no constraint)"
+    assert theme.COLORS["baseline_copy"] == s.color and theme.SHORT["baseline_copy"] == s.short
+    assert theme.COLORS["never_registered"] == "#888888"
+
+
+def test_the_copy_trains_bit_identically_to_the_baseline(added):
+    """Behaviour comes from the method record, not its key: the copy is the baseline."""
+    osc = Oscillator()
+    cfg = dict(steps=5, width=16, eval_every=5, n_test=3, horizon=1.0)
+    a = training.Trainer(osc, "baseline", training.make_config("oscillator", **cfg)).run()
+    b = training.Trainer(osc, "baseline_copy", training.make_config("oscillator", **cfg)).run()
+    assert [p.loss for p in a.history] == [p.loss for p in b.history]
+    assert a.last_eval.drift["energy"].rel == b.last_eval.drift["energy"].rel
+
+
+def _drain_until(dash, cond, timeout=120.0):
+    import time
+
+    t0 = time.perf_counter()
+    while not cond():
+        dash.drain()
+        assert time.perf_counter() - t0 < timeout, dash.session.status
+        time.sleep(0.02)
+    dash.drain()
+
+
+def test_a_headless_dashboard_trains_them_and_draws_every_view(added):
+    from bokeh.models import ColumnDataSource
+
+    dash = app.Dashboard(autodrain=False)
+    try:
+        dash.controls.system.value = "oscillator"
+        s = dash.session
+        assert "baseline_copy" in s.valid_methods()
+        wanted = ["baseline_copy", "hnn", "auglag"]
+        dash.controls.methods.value = wanted
+        assert s.methods == [m for m in methods.ALL_METHODS if m in wanted]  # the registry's order
+        w = dash.controls.config_widgets
+        w["steps"].value, w["width"].value, w["horizon"].value = 12, 8, 2.0
+        s.evals_per_run = 2
+        root = pn.panel(dash).get_root()
+        dash.controls.train_button.clicks += 1
+        _drain_until(dash, lambda: not s.running)
+        assert s.status_kind == "success", s.status
+        assert not s.errors, s.errors
+        assert set(s.data.latest_eval) == set(wanted)
+        assert theme.SHORT["baseline_copy"] in s.status  # the verdict names it
+
+        def lengths(column):
+            return [len(m.data[column]) for m in root.select({"type": ColumnDataSource}) if column in m.data]
+
+        assert max(lengths("loss")) > 0 and max(lengths("violation")) > 0
+        assert max(lengths("drift")) > 0
+        assert max(lengths("value")) > 0  # the augmented Lagrangian's multipliers
+        # the system view: a phase portrait (the family the oscillator inherits), with the
+        # HNN's energy contours, not the placeholder
+        assert isinstance(dash.system_view._box.objects[0], pn.Column)
+        assert "hnn:levels" in s.streams.views.data or any("hnn" in k for k in s.data.latest_eval)
+        # the teaching cards: the system's and one per method, in the methods' colours
+        cards = [c for c in dash.teaching_view._box.objects if isinstance(c, pn.Card)]
+        titles = [c.title for c in cards]
+        assert "System: Harmonic oscillator (test)" in titles and COPY.title in titles
+        copy_card = cards[titles.index(COPY.title)]
+        assert copy_card.header_background == theme.COLORS["baseline_copy"]
+        for view in (dash.controls, dash.status_view, dash.drift_view, dash.loss_view, dash.system_view,
+                     dash.multiplier_view, dash.teaching_view):
+            assert pn.panel(view).get_root() is not None
+        # the downloads carry them too
+        assert "baseline_copy" in set(app.export.curves_frame(s.data)["method"])
+    finally:
+        dash.close()
