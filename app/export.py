@@ -34,34 +34,16 @@ def curves_frame(data) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 def summary(data) -> dict:
-    """The comparison's summary, in the shape of ``conserv compare --json``."""
-    out = {
-        "system": data.system_key,
-        "system_params": training._plain_params(data.system),
-        "config": training._plain_params(data.config),
-        "truth": {k: v.to_dict() for k, v in data.truth.drift.items()} if data.truth else {},
-        "methods": [],
-    }
+    """The comparison's summary, in the shape of ``conserv compare --json``
+    (:func:`conserv_core.training.comparison_summary`); a method still training says
+    ``"running"``."""
+    rows = []
     for m in data.methods:
-        ev = data.latest_eval.get(m)
-        fin = data.finished.get(m)
-        prog = data.progress.get(m)
-        d = {
-            "method": m,
-            "status": fin.status if fin else "running",
-            "message": fin.message if fin else "",
-            "train_seconds": prog.elapsed if prog else 0.0,
-            "steps": prog.step if prog else 0,
-            "test_mse": ev.test_mse if ev else None,
-            "drift": {k: v.to_dict() for k, v in ev.drift.items()} if ev else {},
-        }
-        if ev is not None:
-            d["drift_ood"] = {k: v.to_dict() for k, v in ev.drift_ood.items()}
-            d["learned_drift"] = {k: v.to_dict() for k, v in ev.learned_drift.items()}
-            d["violation"] = ev.violation
-            d["violation_ood"] = ev.violation_ood
-        out["methods"].append(d)
-    return out
+        fin, prog = data.finished.get(m), data.progress.get(m)
+        rows.append(training.method_summary(m, fin.status if fin else "running", fin.message if fin else "",
+                                            prog.elapsed if prog else 0.0, prog.step if prog else 0,
+                                            data.latest_eval.get(m)))
+    return training.comparison_summary(data.system, data.config, data.truth, rows)
 
 
 def results_csv(data) -> io.StringIO:

@@ -76,11 +76,7 @@ def plot_drift(curve) -> dict:
 
 def multiplier_names(system: System, config: training.TrainConfig) -> list[str]:
     """What the augmented Lagrangian reports: one multiplier per constrained invariant, and μ."""
-    if system.kind == "field":
-        inv = ["divergence"]
-    else:
-        inv = list(config.invariants) or [n for n in system.invariant_names() if system.is_conserved(n)] \
-            or list(system.invariant_names())
+    inv = ["divergence"] if system.kind == "field" else training.constrained_invariants(system, config)
     return [*inv, "mu"]
 
 

@@ -330,7 +330,7 @@ class SweepView(pn.viewable.Viewer):
         if not qs:
             from conserv_core import training
 
-            qs = list(training._default_invariants(self.session.current_system))
+            qs = list(training.default_invariants(self.session.current_system))
         self.param.quantity.objects = qs
         if self.quantity not in qs:
             self.quantity = qs[0] if qs else None

@@ -50,7 +50,8 @@ def style(key: str) -> MethodStyle:
     if m is None:
         return MethodStyle("#888888", key)
     unstyled = [k for k in methods.ALL_METHODS if k not in STYLES]
-    return MethodStyle(SPARE_COLORS[unstyled.index(key) % len(SPARE_COLORS)], f"{key} ({_KIND_WORD.get(m.kind, m.kind)})")
+    color = SPARE_COLORS[unstyled.index(key) % len(SPARE_COLORS)]
+    return MethodStyle(color, f"{key} ({_KIND_WORD.get(m.kind, m.kind)})")
 
 
 class _StyleColumn(Mapping):

@@ -101,21 +101,9 @@ def _styled(obj, framewise: bool = True, overlay: str = "Overlay", **kw):
 # ------------------------------------------------------------------------------------------
 # controls
 # ------------------------------------------------------------------------------------------
-#: slider ranges that suit a class (the engine's bounds stay the hard limits)
+#: slider ranges and labels for the training settings (the engine's bounds stay the hard
+#: limits); a system declares its own on its parameters (``softbounds``, ``step``, ``label``)
 SOFT: dict[tuple[str, str], dict] = {
-    ("pendulum", "mass"): dict(start=0.1, end=5.0, step=0.1, label="Bob mass m (kg)"),
-    ("pendulum", "length"): dict(start=0.2, end=5.0, step=0.1, label="Rod length l (m)"),
-    ("pendulum", "gravity"): dict(start=1.0, end=25.0, step=0.1, label="Gravity g (m/s²)"),
-    ("pendulum", "damping"): dict(start=0.0, end=1.0, step=0.01, label="Damping b (1/s)"),
-    ("nbody", "n_bodies"): dict(start=2, end=8, label="Bodies N"),
-    ("nbody", "preset"): dict(label="Initial conditions"),
-    ("nbody", "G"): dict(start=0.1, end=5.0, step=0.1, label="Gravitational constant G"),
-    ("nbody", "softening"): dict(start=0.0, end=0.5, step=0.01, label="Softening ε"),
-    ("nbody", "trap"): dict(start=0.0, end=3.0, step=0.1, label="Trap k (breaks momentum)"),
-    ("flow", "grid"): dict(start=32, end=128, step=16, label="Solver grid (points per side)"),
-    ("flow", "viscosity"): dict(start=0.0, end=0.1, step=0.001, label="Viscosity ν"),
-    ("flow", "initial"): dict(label="Initial field"),
-    ("flow", "field_seed"): dict(label="Initial-field seed"),
     ("config", "steps"): dict(step=100, label="Training steps (per method)"),
     ("config", "lr"): dict(step=1e-3, label="Learning rate"),
     ("config", "width"): dict(start=8, end=256, step=8, label="Hidden units per layer"),
@@ -145,6 +133,12 @@ def param_widget(obj: param.Parameterized, name: str, owner: str,
     """
     p = obj.param[name]
     kw = dict(SOFT.get((owner, name), {}))
+    if "start" not in kw and getattr(p, "softbounds", None) is not None:
+        kw["start"], kw["end"] = p.softbounds
+    if "step" not in kw and getattr(p, "step", None) is not None:
+        kw["step"] = p.step
+    if "label" not in kw and getattr(p, "_label", None):  # declared, not param's name-derived one
+        kw["label"] = p._label
     kw.update(extra)
     whole = "start" in kw and (kw["start"], kw["end"]) == tuple(getattr(p, "bounds", None) or (None, None))
     if isinstance(p, param.Boolean):

@@ -201,26 +201,9 @@ def _fmt(x: float) -> str:
 
 
 def _results(comp: training.Comparison, truth: training.Evaluation | None) -> dict:
-    sysm = comp.system
-    out = {
-        "system": sysm.key,
-        "system_params": training._plain_params(sysm),
-        "config": training._plain_params(comp.config),
-        "truth": {k: v.to_dict() for k, v in truth.drift.items()} if truth else {},
-        "methods": [],
-    }
-    for key, tr in comp.trainers.items():
-        d = tr.summary().to_dict()
-        ev = tr.last_eval
-        d["message"] = tr.message
-        if ev is not None:
-            d["drift_ood"] = {k: v.to_dict() for k, v in ev.drift_ood.items()}
-            d["learned_drift"] = {k: v.to_dict() for k, v in ev.learned_drift.items()}
-            d["violation"] = ev.violation
-            d["violation_ood"] = ev.violation_ood
-            d["trajectory_error"] = ev.trajectory_error.to_dict() if ev.trajectory_error else None
-        out["methods"].append(d)
-    return out
+    rows = [training.method_summary(key, tr.status, tr.message, tr.elapsed, tr.step_count, tr.last_eval)
+            for key, tr in comp.trainers.items()]
+    return training.comparison_summary(comp.system, comp.config, truth, rows)
 
 
 def _table(res: dict, out) -> None:

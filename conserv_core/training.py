@@ -203,10 +203,20 @@ def _along(fn, z: Tensor, state_dim: int) -> Tensor:
     return q.reshape(z.shape[0], z.shape[1], *q.shape[1:])
 
 
-def _default_invariants(system: System) -> list[str]:
+def default_invariants(system: System) -> list[str]:
+    """The invariants a run constrains and projects onto when ``TrainConfig.invariants``
+    is empty: the flow's divergence; an ODE system's conserved ones (all of them if it
+    conserves none with its parameters)."""
     if system.kind == "field":
         return ["divergence"]
     return [n for n in system.invariant_names() if system.is_conserved(n)] or list(system.invariant_names())
+
+
+def constrained_invariants(system: System, config: TrainConfig) -> list[str]:
+    """The invariants a run with ``config`` constrains: ``config.invariants``, else
+    :func:`default_invariants` (what the soft constraints act on, the projection holds
+    and the augmented Lagrangian keeps a multiplier for)."""
+    return list(config.invariants) or default_invariants(system)
 
 
 def check_rollout(system: System, method_keys, config: TrainConfig) -> None:
@@ -231,7 +241,7 @@ def check_rollout(system: System, method_keys, config: TrainConfig) -> None:
                 f"{', '.join(fit) or 'no method'} (and the true system), not to {', '.join(bad)}: choose rk4 or "
                 f"implicit_midpoint for those (projection then holds their invariants)")
     if config.projection and system.kind == "ode":
-        names = list(config.invariants) or _default_invariants(system)
+        names = constrained_invariants(system, config)
         unknown = [n for n in names if n not in system.invariant_names()]
         if unknown:
             raise ParameterError(f"projection: invariants must be among {', '.join(system.invariant_names())}; "
@@ -317,7 +327,7 @@ class Trainer:
         self.last_eval: Evaluation | None = None
         self.history: list[Progress] = []
         self.evaluations: list[Evaluation] = []
-        self.inv_names = list(cfg.invariants) or _default_invariants(system)
+        self.inv_names = constrained_invariants(system, cfg)
         if system.kind == "ode":
             bad = [n for n in self.inv_names if n not in system.invariant_names()]
             if bad:
@@ -854,6 +864,36 @@ class Trainer:
         }, path)
 
 
+def method_summary(method: str, status: str, message: str, train_seconds: float, steps: int,
+                   ev: Evaluation | None) -> dict:
+    """One method's result as plain JSON: its headline numbers (:class:`metrics.Summary`)
+    and, once evaluated, every curve of its latest evaluation. What ``conserv compare
+    --json`` and the dashboard's download both write."""
+    d = metrics.Summary(method=method, train_seconds=train_seconds, steps=steps,
+                        test_mse=ev.test_mse if ev else float("nan"), drift=dict(ev.drift) if ev else {},
+                        status=status).to_dict()
+    d["message"] = message
+    if ev is not None:
+        d["drift_ood"] = {k: v.to_dict() for k, v in ev.drift_ood.items()}
+        d["learned_drift"] = {k: v.to_dict() for k, v in ev.learned_drift.items()}
+        d["violation"] = ev.violation
+        d["violation_ood"] = ev.violation_ood
+        d["trajectory_error"] = ev.trajectory_error.to_dict() if ev.trajectory_error else None
+    return d
+
+
+def comparison_summary(system: System, config: TrainConfig, truth: Evaluation | None, methods: list[dict]) -> dict:
+    """A comparison as plain JSON: the settings, the truth's drift and each method's
+    :func:`method_summary`."""
+    return {
+        "system": system.key,
+        "system_params": _plain_params(system),
+        "config": _plain_params(config),
+        "truth": {k: v.to_dict() for k, v in truth.drift.items()} if truth else {},
+        "methods": methods,
+    }
+
+
 def _plain_params(obj: param.Parameterized) -> dict:
     out = {}
     for k, v in obj.param.values().items():
@@ -1004,13 +1044,11 @@ class Comparison:
                     active.pop(k, None)
         return self
 
-    def summaries(self) -> list[metrics.Summary]:
-        return [tr.summary() for tr in self.trainers.values()]
-
 
 __all__ = [
     "Comparison", "Evaluation", "Finished", "Progress", "recommended", "Stopped", "TrainConfig", "Trainer",
-    "check_on_bodies", "on_bodies",
+    "check_on_bodies", "comparison_summary", "constrained_invariants", "default_invariants", "method_summary",
+    "on_bodies",
     "load_checkpoint", "make_config", "truth_evaluation", "warm_up",
 ]
 

@@ -388,12 +388,15 @@ class Flow(FieldSystem):
     )
     controls: ClassVar[tuple[str, ...] | None] = ("grid", "viscosity", "initial", "field_seed")
 
-    grid = _EvenInteger(default=64, bounds=(32, 256), doc="Solver grid points per side (even).")
-    viscosity = param.Number(default=0.01, bounds=(0.0, 1.0),
+    grid = _EvenInteger(softbounds=(32, 128), step=16, label="Solver grid (points per side)",
+                        default=64, bounds=(32, 256), doc="Solver grid points per side (even).")
+    viscosity = param.Number(softbounds=(0.0, 0.1), step=0.001, label="Viscosity ν",
+                             default=0.01, bounds=(0.0, 1.0),
                              doc="Kinematic viscosity ν ≥ 0 (0: inviscid, energy and enstrophy conserved).")
-    initial = param.Selector(default="random", objects=["taylor_green", "random"],
+    initial = param.Selector(label="Initial field", default="random", objects=["taylor_green", "random"],
                              doc="Initial vorticity: the exact decaying Taylor–Green vortex, or a seeded random field.")
-    field_seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Seed of the random initial field.")
+    field_seed = param.Integer(label="Initial-field seed",
+                               default=0, bounds=(0, 2**31 - 1), doc="Seed of the random initial field.")
     t_end = param.Number(default=2.0, bounds=(0.05, 20.0), doc="Training data cover t in [0, t_end].")
     n_snapshots = param.Integer(default=41, bounds=(2, 1001),
                                 doc="Solver snapshots on [0, t_end]; the field is interpolated linearly between them.")

@@ -120,11 +120,12 @@ class NBody(ODESystem):
     controls: ClassVar[tuple[str, ...] | None] = ("n_bodies", "preset", "G", "softening")
     reference_dt: ClassVar[float] = 5e-3
 
-    n_bodies = param.Integer(default=2, bounds=(2, 64), doc=(
+    n_bodies = param.Integer(softbounds=(2, 8), label="Bodies N", default=2, bounds=(2, 64), doc=(
         "Number of bodies N. A preset other than 'random' sets it (2 for "
         "'two_body_circular', 3 for 'figure_eight'); changing it away from the preset's N "
         "switches the preset back to 'random'."))
-    G = param.Number(default=1.0, bounds=(1e-3, 1e3), doc="Gravitational constant G.")
+    G = param.Number(softbounds=(0.1, 5.0), step=0.1, label="Gravitational constant G",
+                     default=1.0, bounds=(1e-3, 1e3), doc="Gravitational constant G.")
     # Why 0.2 (lengths here are ~1): with three or more bodies, chaotic encounters form
     # tight binaries whose size is limited only by ε. Measured over the default horizon,
     # 64 random configurations per N: at ε = 0.05 the truth's own RK4 relative energy
@@ -132,13 +133,15 @@ class NBody(ODESystem):
     # dt = 0.005); at ε = 0.2 and dt = 0.01 it stayed at or below 2e-4 for every
     # N = 2..8. ε also caps the pair force at 2 G m_i m_j / (3√3 ε²) ≈ 9.6 G m_i m_j,
     # so training targets stay bounded.
-    softening = param.Number(default=0.2, bounds=(0.0, 1.0), doc=(
+    softening = param.Number(softbounds=(0.0, 0.5), step=0.01, label="Softening ε",
+                             default=0.2, bounds=(0.0, 1.0), doc=(
         "Plummer softening length ε ≥ 0: the pair potential is −G m_i m_j / sqrt(r² + ε²). "
         "ε > 0 bounds the force in close encounters, which keeps the reference solution "
         "accurate at the default step and the training targets bounded. The "
         "'figure_eight' preset sets ε = 0 (it is a periodic orbit only there); leaving "
         "that preset restores the default."))
-    trap = param.Number(default=0.0, bounds=(0.0, 10.0), doc=(
+    trap = param.Number(softbounds=(0.0, 3.0), step=0.1, label="Trap k (breaks momentum)",
+                        default=0.0, bounds=(0.0, 10.0), doc=(
         "Strength k ≥ 0 of a harmonic trap about the origin, potential (k/2) Σ m_i |q_i|² "
         "(a symmetry breaker): it pulls every body towards a fixed point, so space is no "
         "longer the same everywhere and total momentum is not conserved (angular momentum "
@@ -147,7 +150,8 @@ class NBody(ODESystem):
     masses = param.List(default=None, allow_None=True, doc=(
         "Optional per-body masses, one positive number per body within the bounds of "
         "'mass'; None gives every body 'mass'."))
-    preset = param.Selector(default="random", objects=["random", "two_body_circular", "figure_eight"], doc=(
+    preset = param.Selector(label="Initial conditions",
+                            default="random", objects=["random", "two_body_circular", "figure_eight"], doc=(
         "Initial conditions: 'random' bound configurations with zero total momentum; "
         "'two_body_circular' exact circular orbits (sets n_bodies = 2); 'figure_eight' "
         "the Chenciner–Montgomery choreography (sets n_bodies = 3 and softening = 0, "

@@ -50,10 +50,14 @@ class Pendulum(ODESystem):
     # RK4 at dt = 0.01 is accurate to ~1e-9 here; the data are sampled every 0.2
     reference_dt: ClassVar[float] = 1e-2
 
-    mass = param.Number(default=1.0, bounds=(1e-3, 1e3), inclusive_bounds=(True, True), doc="Bob mass m.")
-    length = param.Number(default=1.0, bounds=(1e-2, 1e2), doc="Rod length l.")
-    gravity = param.Number(default=9.81, bounds=(1e-2, 1e3), doc="Gravitational acceleration g.")
-    damping = param.Number(default=0.0, bounds=(0.0, 10.0),
+    mass = param.Number(softbounds=(0.1, 5.0), step=0.1, label="Bob mass m (kg)",
+                        default=1.0, bounds=(1e-3, 1e3), inclusive_bounds=(True, True), doc="Bob mass m.")
+    length = param.Number(softbounds=(0.2, 5.0), step=0.1, label="Rod length l (m)",
+                          default=1.0, bounds=(1e-2, 1e2), doc="Rod length l.")
+    gravity = param.Number(softbounds=(1.0, 25.0), step=0.1, label="Gravity g (m/s²)",
+                           default=9.81, bounds=(1e-2, 1e3), doc="Gravitational acceleration g.")
+    damping = param.Number(softbounds=(0.0, 1.0), step=0.01, label="Damping b (1/s)",
+                           default=0.0, bounds=(0.0, 10.0),
                            doc="Linear damping b ≥ 0 on the momentum (0: energy is conserved).")
     noise = param.Number(default=0.05, bounds=(0.0, 10.0),
                          doc="Std of Gaussian noise added to training states (measurement noise).")
