@@ -56,6 +56,10 @@ PROGRESS_EVERY_S = 0.5
 EVALS_PER_RUN = 6
 
 
+#: the system a new session opens on
+DEFAULT_SYSTEM = "pendulum"
+
+
 class LabSession(param.Parameterized):
     """What one browser tab (or notebook) trains, and what it has seen.
 
@@ -65,10 +69,10 @@ class LabSession(param.Parameterized):
     handlers, on the session's thread.
     """
 
-    system = param.Selector(default="pendulum", objects=list(ALL_SYSTEMS), doc="The physical system.")
-    methods = param.ListSelector(default=theme.default_methods("pendulum"),
+    system = param.Selector(default=DEFAULT_SYSTEM, objects=list(ALL_SYSTEMS), doc="The physical system.")
+    methods = param.ListSelector(default=theme.default_methods(DEFAULT_SYSTEM),
                                  objects=list(cmethods.ALL_METHODS), doc="Methods to train side by side.")
-    methods_text = param.String(default=",".join(theme.default_methods("pendulum")),
+    methods_text = param.String(default=",".join(theme.default_methods(DEFAULT_SYSTEM)),
                                 doc="The methods as 'a,b,c' (how the URL carries them).")
     preset = param.Selector(default="", objects=["", *presets.PRESETS], doc="The last preset applied.")
     ood = param.Boolean(default=False, doc="Show drift on the out-of-distribution test set.")
@@ -93,7 +97,7 @@ class LabSession(param.Parameterized):
         self.systems: dict[str, System] = {k: get_system(k) for k in ALL_SYSTEMS}
         # cpu by default, not the engine's "auto": these models are small, and on an H200 the
         # pendulum demo took 17 s on cuda against 5 s on one CPU thread (cuda stays offered)
-        self.config = training.make_config("pendulum", device="cpu", **theme.demo_config("pendulum"))
+        self.config = training.make_config(DEFAULT_SYSTEM, device="cpu", **theme.demo_config(DEFAULT_SYSTEM))
         super().__init__(**params)
         self.threads = server_threads() if threads is None else threads
         #: where runs go (default: the process's :func:`executor`)

@@ -5,9 +5,12 @@ Prints, for ``conserv_core/`` and ``app/``:
 * the longest classes and functions (lines, from ``ast``);
 * the lines per file;
 * the method, architecture and system key literals outside their registries: string
-  constants (not docstrings) equal to a registered key, in code other than the file that
-  registers the key. Each is a place a new method or system would have to be added by
-  hand. ``--list`` prints where they are.
+  constants (not docstrings) equal to a registered key, in code other than the registry
+  files (``methods.py``, ``models/__init__.py``, ``constraints.py``, each system's own
+  file, and ``app/theme.py``'s style records). Each is a place where code asks for a key
+  by name. ``presets.py`` (named experiments: which methods on which system) and
+  ``papers.py`` (the reproductions' protocols) are data and are counted apart.
+  ``--list`` prints where they are.
 
 No assertions: it prints figures for the issue note.
 
@@ -27,18 +30,23 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("conserv_core", "app")
 
 
-def registered_keys() -> dict[str, str]:
-    """key -> the file (relative to the root) that registers it."""
-    from conserv_core import methods, models
+REGISTRIES = {"conserv_core/methods.py", "conserv_core/models/__init__.py", "conserv_core/constraints.py",
+              "app/theme.py"}
+DATA = {"conserv_core/presets.py", "conserv_core/papers.py"}
+
+
+def registered_keys() -> dict[str, set[str]]:
+    """key -> the files (relative to the root) that may name it: the registries, and for a
+    system its own file."""
+    from conserv_core import constraints, methods, models
     from conserv_core.systems import ALL_SYSTEMS
 
-    keys: dict[str, str] = {}
-    for k in methods.ALL_METHODS:
-        keys[k] = "conserv_core/methods.py"
-    for k in models.ARCHITECTURES:
-        keys.setdefault(k, "conserv_core/models/__init__.py")
+    keys: dict[str, set[str]] = {}
+    for k in [*methods.ALL_METHODS, *models.ARCHITECTURES, *constraints.CONSTRAINTS]:
+        keys.setdefault(k, set()).update(REGISTRIES)
     for k, cls in ALL_SYSTEMS.items():
-        keys[k] = str(Path(__import__(cls.__module__, fromlist=["x"]).__file__).resolve().relative_to(ROOT))
+        own = str(Path(__import__(cls.__module__, fromlist=["x"]).__file__).resolve().relative_to(ROOT))
+        keys.setdefault(k, set()).update({own, "conserv_core/methods.py"})  # a method may name its systems
     return keys
 
 
@@ -73,7 +81,7 @@ def main() -> None:
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 functions.append((node.end_lineno - node.lineno + 1, f"{rel}:{node.name}"))
             elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in keys
-                  and id(node) not in docs and keys[node.value] != rel):
+                  and id(node) not in docs and rel not in keys[node.value]):
                 literals.append((rel, node.lineno, node.value))
 
     print("longest classes:   " + "; ".join(f"{n} {w}" for n, w in sorted(classes, reverse=True)[: args.top]))
@@ -82,11 +90,13 @@ def main() -> None:
         rows = sorted((n, f) for n, f in sizes if f.startswith(pkg + "/"))
         total = sum(n for n, _ in rows)
         print(f"{pkg}/: {len(rows)} files, {total} lines, largest " + ", ".join(f"{f} {n}" for n, f in rows[::-1][:4]))
-    by_pkg = {pkg: sum(1 for f, _, _ in literals if f.startswith(pkg + "/")) for pkg in PACKAGES}
-    print(f"key literals outside their registries: {len(literals)} "
-          f"({', '.join(f'{p}/ {n}' for p, n in by_pkg.items())})")
+    code = [x for x in literals if x[0] not in DATA]
+    by_pkg = {pkg: sum(1 for f, _, _ in code if f.startswith(pkg + "/")) for pkg in PACKAGES}
+    print(f"key literals outside the registries: {len(code)} in code "
+          f"({', '.join(f'{p}/ {n}' for p, n in by_pkg.items())}), "
+          f"{len(literals) - len(code)} in data ({', '.join(sorted(DATA))})")
     if args.list:
-        for f, line, k in literals:
+        for f, line, k in sorted(literals):
             print(f"  {f}:{line}  {k!r}")
 
 

@@ -133,9 +133,9 @@ def estimate(system: System, method_keys: list[str] | tuple[str, ...], config) -
     :class:`~conserv_core.training.Comparison` does) on ``system`` with ``config``,
     largest part first. Reads parameters only: nothing is built or solved.
     """
-    keys = list(dict.fromkeys(method_keys)) or ["baseline"]
+    keys = list(dict.fromkeys(method_keys)) or [next(k for k, m in methods.ALL_METHODS.items() if m.is_reference)]
     n_methods = len(keys)
-    n_constrained = sum(methods.get_method(k).constraint in ("penalty", "auglag") for k in keys)
+    n_constrained = sum(methods.get_method(k).constraint is not None for k in keys)  # a soft constraint's work
     n_evals = _n_evaluations(config)
     # every evaluation of every method, and the truth once
     rollouts = n_methods * n_evals * _rollout_factor(config) + 1
