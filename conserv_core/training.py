@@ -39,7 +39,9 @@ from typing import Callable
 import param
 import torch
 
-from conserv_core import budget, constraints, integrators, leray, methods, metrics, models
+from conserv_core import budget, constraints, integrators, methods, metrics, models, problems
+from conserv_core.problems import Fit, Problem
+from conserv_core.records import Evaluation, Finished, Listener, Progress, Record
 from conserv_core.devices import DEVICES, resolve_device
 from conserv_core.systems.base import ParameterError, System, build
 
@@ -136,71 +138,9 @@ def make_config(system: str | None = None, **overrides) -> TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------
-# records
-# ---------------------------------------------------------------------------------------
-@dataclass
-class Progress:
-    method: str
-    step: int
-    total_steps: int
-    loss: float
-    data_loss: float
-    constraint_loss: float
-    #: rms of the (normalised) true constraint residual on the collocation points
-    violation: float
-    multipliers: dict[str, float]
-    steps_per_s: float
-    elapsed: float
-
-
-@dataclass
-class Evaluation:
-    method: str
-    step: int
-    elapsed: float
-    #: true invariants along rollouts from the test initial conditions
-    drift: dict[str, metrics.Curve]
-    #: the same from the out-of-distribution initial conditions
-    drift_ood: dict[str, metrics.Curve]
-    #: the model's own conserved quantity (hnn, lnn), in and out of distribution
-    learned_drift: dict[str, metrics.Curve]
-    trajectory_error: metrics.Curve | None
-    test_mse: float
-    violation: float
-    violation_ood: float
-    #: small numpy arrays for the system view (trajectories, fields, dye)
-    view: dict = field(default_factory=dict)
-    #: with ``projection`` on: the same curves along the plain (unprojected) rollout,
-    #: keyed like ``drift`` (``"<name>"``, ``"<name>_ood"``, and ``"trajectory"``), so a
-    #: view can show what the projection fixed and what it did not
-    unprojected: dict[str, metrics.Curve] = field(default_factory=dict)
-
-
-@dataclass
-class Finished:
-    method: str
-    status: str  # "done", "stopped", "diverged", "error"
-    message: str
-    step: int
-    elapsed: float
-
-
-Record = Progress | Evaluation | Finished
-Listener = Callable[[Record], None]
-
-
-# ---------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-#: size of a field system's collocation pool (random points in space and time)
-FIELD_POOL = 4096
-
-
-def _along(fn, z: Tensor, state_dim: int) -> Tensor:
-    """An invariant along rollouts ``z (T, B, D)``: ``(T, B)`` or ``(T, B, k)``."""
-    q = fn(z.reshape(-1, state_dim))
-    return q.reshape(z.shape[0], z.shape[1], *q.shape[1:])
 
 
 def default_invariants(system: System) -> list[str]:
@@ -254,35 +194,6 @@ def check_rollout(system: System, method_keys, config: TrainConfig) -> None:
                 f"turn projection off")
 
 
-class _Coords:
-    """Conversion between the system's canonical state ``z = [q, p]`` and a model's."""
-
-    def __init__(self, system: System, model_coords: str):
-        self.system = system
-        self.velocity = model_coords == "velocity"
-
-    def from_canonical(self, z: Tensor) -> Tensor:
-        if not self.velocity:
-            return z
-        q = z[..., : self.system.dof]
-        return torch.cat([q, self.system.velocity(z)], -1)
-
-    def to_canonical(self, s: Tensor) -> Tensor:
-        if not self.velocity:
-            return s
-        q, qd = s[..., : self.system.dof], s[..., self.system.dof:]
-        return torch.cat([q, self.system.momentum(q, qd)], -1)
-
-    def targets(self, z: Tensor, dzdt: Tensor) -> Tensor:
-        """``ds/dt`` from ``dz/dt`` by the chain rule (a Jacobian–vector product)."""
-        if not self.velocity:
-            return dzdt
-        # reverse-mode (double-backward) JVP: torch.func.jvp's forward AD loads JIT
-        # decompositions on first use (~2 s and a deprecation warning)
-        _, ds = torch.autograd.functional.jvp(self.from_canonical, z, dzdt)
-        return ds.detach()
-
-
 # ---------------------------------------------------------------------------------------
 # the trainer
 # ---------------------------------------------------------------------------------------
@@ -295,9 +206,10 @@ class Trainer:
         config: a :class:`TrainConfig` (default: the system's recommended one).
         listener: called with every record, on the training thread.
         stop_event: a shared event; setting it ends the run within one step.
-        shared: a dict that trainers of the same system and config share (what
-            :class:`Comparison` passes): the data, the test starts and the true rollouts
-            are built by the first trainer and reused by the others.
+        problem: the :class:`~conserv_core.problems.Problem` to train on, shared by the
+            trainers of a :class:`Comparison` (built once: the data, the test starts and
+            the true rollouts); default: built here. It must have been built for this
+            system and the same settings (refused otherwise).
         max_work: the work limit in state-steps (default: :func:`budget.max_work`).
 
     Raises:
@@ -308,9 +220,8 @@ class Trainer:
 
     def __init__(self, system: System, method: str, config: TrainConfig | None = None,
                  listener: Listener | None = None, stop_event: threading.Event | None = None,
-                 shared: dict | None = None, max_work: float | None = None):
+                 problem: Problem | None = None, max_work: float | None = None):
         self.system = system
-        self._shared = shared
         self.method = methods.check_applies(method, system)
         self.config = config if config is not None else make_config(system.key)
         self.listener = listener
@@ -337,20 +248,10 @@ class Trainer:
         budget.check(system, [self.method.key], cfg, max_work)
         # the data and the truth rollout are the long loops of set-up: let a stop end them
         with integrators.stopping(self.stop_event.is_set):
-            self._build()
+            self._build(problem)
 
     # -- set-up -------------------------------------------------------------------------
-    def _once(self, key: str, make: Callable[[], object]):
-        """``make()``, or the value a trainer sharing this one's ``shared`` dict already
-        made: the data and the truth do not depend on the method, and building them once
-        is most of a comparison's set-up time. Shared tensors are only read."""
-        if self._shared is None:
-            return make()
-        if key not in self._shared:
-            self._shared[key] = make()
-        return self._shared[key]
-
-    def _build(self) -> None:
+    def _build(self, problem: Problem | None) -> None:
         cfg, sysm = self.config, self.system
         # every draw from a generator of the run's own (never torch's global one, which the
         # threads of a server or a notebook share): the weights from seed, batches from seed + 1
@@ -358,116 +259,20 @@ class Trainer:
         self.model = self.method.build_model(sysm, cfg)
         models.init_weights(self.model, torch.Generator().manual_seed(cfg.seed))
         self.model.to(device=self.device, dtype=self.dtype)
-        if sysm.kind == "ode":
-            self._setup_ode()
+        if problem is None:
+            problem = problems.build(sysm, cfg, self.device, self.dtype)
         else:
-            self._setup_field()
+            problem.check_shares(sysm, cfg)
+        self.problem = problem
+        #: the data in the model's coordinates, the constraint's residual and probes
+        self.fit: Fit = problem.fit(self.model, self.inv_names)
         self._constraint = self.method.build_constraint(cfg)
         # the data loss is the MSE of targets scaled to unit rms per component, so it is
         # dimensionless like the constraint residuals and λ means the same on every system
-        self.y_scale = self.y_train.pow(2).mean(0).sqrt().clamp_min(1e-12)
+        self.y_scale = self.fit.y_train.pow(2).mean(0).sqrt().clamp_min(1e-12)
         self.optimizer = OPTIMIZERS[cfg.optimizer](self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self._backup = [p.detach().clone() for p in self.model.parameters()]
-        self._t_start: float | None = None
-
-    def _setup_ode(self) -> None:
-        cfg, sysm, dev, dt = self.config, self.system, self.device, self.dtype
-        self.coords = _Coords(sysm, getattr(self.model, "coords", "canonical"))
-        data = self._once("data", lambda: sysm.sample_data(seed=cfg.seed, dtype=torch.float64))
-        x, dxdt = data.x, data.dxdt
-        s, dsdt = self.coords.from_canonical(x), self.coords.targets(x, dxdt)
-        g = torch.Generator().manual_seed(cfg.seed + 2)
-        perm = torch.randperm(s.shape[0], generator=g)
-        n_train = max(1, int(0.8 * s.shape[0]))
-        tr, te = perm[:n_train], perm[n_train:] if s.shape[0] > n_train else perm[:1]
-        to = dict(device=dev, dtype=dt)
-        self.x_train, self.y_train = s[tr].to(**to), dsdt[tr].to(**to)
-        self.x_test, self.y_test = s[te].to(**to), dsdt[te].to(**to)
-        if hasattr(self.model, "set_scales"):
-            self.model.set_scales(self.x_train, self.y_train)
-        # collocation pool for the soft constraints: every training input
-        self.colloc = self.x_train
-        self.residual = constraints.InvariantRates(sysm, self.inv_names, self.coords.to_canonical,
-                                                   self.x_train, self.y_train)
-        self._colloc_grads = self.residual._grads(self.colloc)
-        # evaluation: fixed test ICs in and out of distribution, rolled out together
-        self.eval_dt = cfg.dt if cfg.dt is not None else sysm.dt
-        horizon = cfg.horizon if cfg.horizon is not None else sysm.horizon
-        self.eval_steps = max(1, int(round(horizon / self.eval_dt)))
-        self.eval_every_save = max(1, self.eval_steps // 200)
-        self.z0_eval, t, z_true = self._once("truth", lambda: self._true_rollouts(to))
-        self.t_eval, self.z_true = t, z_true  # (T,), (T, 2n, D)
-        # states far along the OOD true trajectories, where the soft constraint was never trained
-        n = cfg.n_test
-        self.ood_points = self.coords.from_canonical(z_true[:, n:].reshape(-1, sysm.state_dim))
-        self.ood_points = self.ood_points[torch.isfinite(self.ood_points).all(-1)][:: max(1, z_true.shape[0] // 16)]
-        self._ood_grads = self.residual._grads(self.ood_points)
-        self.in_points = self.x_test
-        self._in_grads = self.residual._grads(self.in_points)
-
-    def _true_rollouts(self, to: dict) -> tuple[Tensor, Tensor, Tensor]:
-        """The fixed test starts, in and out of distribution ``(2 n_test, D)``, and the
-        truth rolled out from them: ``(z0, t (T,), z (T, 2 n_test, D))``."""
-        cfg, sysm = self.config, self.system
-        z_in = sysm.sample_initial(cfg.n_test, seed=10_000 + cfg.seed, dtype=torch.float64)
-        z_ood = sysm.sample_initial(cfg.n_test, seed=20_000 + cfg.seed, scale=cfg.ood_factor, dtype=torch.float64)
-        z0 = torch.cat([z_in, z_ood]).to(**to)
-        try:
-            field = sysm.gradient_form if cfg.integrator in integrators.NEEDS_ENERGY else sysm.vector_field
-            with torch.no_grad():
-                t, z = integrators.rollout(field, z0, self.eval_dt,
-                                           self.eval_steps, method=cfg.integrator, every=self.eval_every_save)
-        except RuntimeError as err:
-            raise ParameterError(f"dt={self.eval_dt:g} is too large for a {cfg.integrator} rollout of the true "
-                                 f"{sysm.key}: {err}") from None
-        return z0, t, z
-
-    def _setup_field(self) -> None:
-        cfg, sysm, dev, dt = self.config, self.system, self.device, self.dtype
-        self.coords = None
-        data = self._once("data", lambda: sysm.sample_data(seed=cfg.seed, dtype=torch.float64))
-        g = torch.Generator().manual_seed(cfg.seed + 2)
-        n = data.xyt.shape[0]
-        perm = torch.randperm(n, generator=g)
-        n_train = max(1, int(0.8 * n))
-        tr, te = perm[:n_train], perm[n_train:]
-        to = dict(device=dev, dtype=dt)
-        self.x_train, self.y_train = data.xyt[tr].to(**to), data.u[tr].to(**to)
-        self.x_test, self.y_test = data.xyt[te].to(**to), data.u[te].to(**to)
-        t_end = float(data.xyt[:, 2].max())
-        self.t_end = t_end
-        # collocation pool: uniform in the periodic square, times in the training window
-        m = cfg.n_colloc
-        pool = FIELD_POOL
-        xy = 2 * math.pi * torch.rand(pool, 2, generator=g, dtype=torch.float64)
-        tt = t_end * torch.rand(pool, 1, generator=g, dtype=torch.float64)
-        self.colloc = torch.cat([xy, tt], -1).to(**to)
-        self.residual = constraints.Divergence(models.divergence, self.y_train)
-        self._colloc_grads = None
-        # OOD: the same square at later times than any training sample
-        xy = 2 * math.pi * torch.rand(m, 2, generator=g, dtype=torch.float64)
-        tt = t_end * (1 + (cfg.ood_factor - 1) * torch.rand(m, 1, generator=g, dtype=torch.float64))
-        self.ood_points = torch.cat([xy, tt], -1).to(**to)
-        self.in_points = self.x_test[: m]
-        self._ood_grads = self._in_grads = None
-        self.eval_dt = cfg.dt if cfg.dt is not None else sysm.dt
-        horizon = cfg.horizon if cfg.horizon is not None else sysm.horizon
-        self.eval_steps = max(1, int(round(horizon / self.eval_dt)))
-        self.eval_every_save = max(1, self.eval_steps // 200)
-        self.patch0 = sysm.dye_patch().to(**to)
-
-        def carry_truth():
-            with torch.no_grad():
-                return sysm.carry(sysm.velocity, sysm.divergence, self.patch0, 0.0, self.eval_dt * self.eval_steps,
-                                  self.eval_dt, method=self._field_integrator())
-
-        self.t_eval, xy_true, logj_true = self._once("truth", carry_truth)
-        self.dye_true = xy_true[:: self.eval_every_save]
-        self.mass_true = sysm.mass(logj_true)
-
-    def _field_integrator(self) -> str:
-        # parcels are not a Hamiltonian system: leapfrog's q/p split would be meaningless
-        return "rk4" if self.config.integrator == "leapfrog" else self.config.integrator
+        self._probe_violation = float("nan")
 
     # -- control ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -484,47 +289,41 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------
     def _batch(self) -> tuple[Tensor, Tensor]:
-        n = self.x_train.shape[0]
-        if self.config.batch_size >= n:
-            return self.x_train, self.y_train
-        idx = torch.randint(0, n, (self.config.batch_size,), generator=self._gen).to(self.device)
-        return self.x_train[idx], self.y_train[idx]
+        x, y = self.fit.x_train, self.fit.y_train
+        if self.config.batch_size >= x.shape[0]:
+            return x, y
+        idx = torch.randint(0, x.shape[0], (self.config.batch_size,), generator=self._gen).to(self.device)
+        return x[idx], y[idx]
 
-    def _predict(self, x: Tensor) -> Tensor:
-        if self.system.kind == "field":
-            return self.model(x[:, :2], x[:, 2])
-        return self.model(x)
+    def _constraint_loss(self) -> tuple[Tensor, float]:
+        """The soft constraint's loss on a draw from the collocation pool, and the rms
+        residual there; ``(0, nan)`` without a soft constraint."""
+        fit = self.fit
+        if self._constraint is None:
+            return torch.zeros((), device=self.device, dtype=self.dtype), float("nan")
+        pts, grads, idx = fit.colloc, fit.colloc_grads, None
+        if self.config.n_colloc < pts.shape[0]:
+            idx = torch.randint(0, pts.shape[0], (self.config.n_colloc,), generator=self._gen).to(self.device)
+            pts = pts[idx]
+            grads = {k: v[idx] for k, v in grads.items()} if grads is not None else None
+        res = fit.residual(self.model, pts, grads)
+        return self._constraint.loss(res, idx), constraints.rms(res)
 
     def step(self) -> Progress:
         """One optimisation step. Raises :class:`FloatingPointError` on a non-finite loss
         (after restoring the weights from before the step)."""
-        if self._t_start is None:
-            self._t_start = time.perf_counter()
         t0 = time.perf_counter()
         self.model.train()
         xb, yb = self._batch()
-        data_loss = (((self._predict(xb) - yb) / self.y_scale) ** 2).mean()
-        loss = data_loss
-        c_loss = torch.zeros((), device=self.device, dtype=self.dtype)
-        if self._constraint is not None:
-            pool = self.colloc.shape[0]
-            idx = None
-            pts, grads = self.colloc, self._colloc_grads
-            if self.config.n_colloc < pool:
-                idx = torch.randint(0, pool, (self.config.n_colloc,), generator=self._gen).to(self.device)
-                pts = pts[idx]
-                grads = {k: v[idx] for k, v in grads.items()} if grads is not None else None
-            res = self.residual(self.model, pts, grads)
-            c_loss = self._constraint.loss(res, idx)
-            loss = loss + c_loss
-            violation = constraints.rms(res)
-        else:
-            violation = float("nan")
+        data_loss = (((self.fit.predict(self.model, xb) - yb) / self.y_scale) ** 2).mean()
+        c_loss, violation = self._constraint_loss()
+        loss = data_loss + c_loss
         if not torch.isfinite(loss):
             self._restore()
             raise FloatingPointError(
-                f"training diverged: loss became {float(loss.detach())} (NaN/inf) at step {self.step_count + 1} (lr={self.config.lr:g}); "
-                f"kept the weights from step {self.step_count} and every curve so far — lower the learning rate")
+                f"training diverged: loss became {float(loss.detach())} (NaN/inf) at step {self.step_count + 1} "
+                f"(lr={self.config.lr:g}); kept the weights from step {self.step_count} and every curve so far — "
+                f"lower the learning rate")
         for b, p in zip(self._backup, self.model.parameters()):
             b.copy_(p.detach())
         self.optimizer.zero_grad(set_to_none=True)
@@ -532,23 +331,11 @@ class Trainer:
         self.optimizer.step()
         self.step_count += 1
         every = getattr(self._constraint, "update_every", 0)
-        if self._constraint is not None and every and self.step_count % every == 0:
-            with torch.no_grad():
-                res_now = self.residual(self.model, self.colloc, self._colloc_grads) \
-                    if self.system.kind == "ode" else None
-            if res_now is None:  # divergence needs autograd through the model
-                res_now = {k: v.detach() for k, v in self.residual(self.model, self.colloc).items()}
-            self._constraint.update(self.step_count, res_now)
+        if every and self.step_count % every == 0:
+            self._constraint.update(self.step_count, self.fit.residuals_everywhere(self.model))
         if not math.isfinite(violation):
-            # unconstrained: measured on a fixed probe set every 10 steps (it costs a
-            # forward pass, which for an LNN is most of a step)
-            if self.step_count % 10 == 1 or not self.history:
-                m = min(256, self.colloc.shape[0])
-                grads = {k: v[:m] for k, v in self._colloc_grads.items()} if self._colloc_grads is not None else None
-                self._probe_violation = self._violation(self.colloc[:m], grads)
-            violation = self._probe_violation
-        dt_step = time.perf_counter() - t0
-        self.elapsed += dt_step
+            violation = self._probe()
+        self.elapsed += time.perf_counter() - t0
         rec = Progress(
             method=self.method.key, step=self.step_count, total_steps=self.config.steps,
             loss=float(loss.detach()), data_loss=float(data_loss.detach()), constraint_loss=float(c_loss.detach()),
@@ -558,19 +345,20 @@ class Trainer:
         self.history.append(rec)
         return rec
 
+    def _probe(self) -> float:
+        """An unconstrained run's violation, measured on a fixed probe set every 10 steps
+        (it costs a forward pass, which for an LNN is most of a step)."""
+        if self.step_count % 10 == 1 or not self.history:
+            fit = self.fit
+            m = min(256, fit.colloc.shape[0])
+            grads = {k: v[:m] for k, v in fit.colloc_grads.items()} if fit.colloc_grads is not None else None
+            self._probe_violation = fit.violation(self.model, fit.colloc[:m], grads)
+        return self._probe_violation
+
     def _restore(self) -> None:
         with torch.no_grad():
             for b, p in zip(self._backup, self.model.parameters()):
                 p.copy_(b)
-
-    def _violation(self, points: Tensor, grads) -> float:
-        if self.system.kind == "field":
-            with torch.enable_grad():
-                res = self.residual(self.model, points)
-        else:
-            with torch.no_grad():
-                res = self.residual(self.model, points, grads)
-        return constraints.rms(res)
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self) -> Evaluation:
@@ -580,7 +368,7 @@ class Trainer:
         try:
             # a long rollout ends within one integrator step of a stop (raises Stopped)
             with integrators.stopping(self.stop_event.is_set):
-                ev = self._evaluate_ode() if self.system.kind == "ode" else self._evaluate_field()
+                ev = self.problem.evaluate(self.model, self.fit, self.method.key, self.step_count, self.inv_names)
         finally:
             self.model.train()
             self.elapsed += time.perf_counter() - t0
@@ -588,209 +376,6 @@ class Trainer:
         self.last_eval = ev
         self.evaluations.append(ev)
         return ev
-
-    def _model_rollout(self, s0: Tensor, method: str, project: bool) -> tuple[Tensor, Tensor]:
-        """The model rolled out from ``s0`` (its own coordinates) with ``method``, projected
-        after every step onto the chosen invariants if ``project``: ``t (T,)``, ``s (T, B, D)``."""
-        field = self.model.gradient_form if method in integrators.NEEDS_ENERGY else (lambda z, t: self.model(z, t))
-        proj, scales = None, None
-        if project:
-            sysm, to_z = self.system, self.coords.to_canonical
-            fns = sysm.invariants()
-            # canonical models get the invariants' closed-form gradients; velocity ones autograd
-            evaluate = None if self.coords.velocity else sysm.invariants_and_gradients(self.inv_names)
-            proj = integrators.Projection({k: (lambda s, f=fns[k]: f(to_z(s))) for k in self.inv_names},
-                                          tol=self.config.projection_tol, evaluate=evaluate)
-            scales = {k: sysm.invariant_scale(k, self.z0_eval) for k in self.inv_names}
-        return integrators.rollout(field, s0, self.eval_dt, self.eval_steps, method=method,
-                                   every=self.eval_every_save, project=proj, project_scales=scales)
-
-    def _invariant_drift(self, z: Tensor, t: Tensor) -> tuple[dict, dict]:
-        """Drift curves of every true invariant along canonical rollouts ``z (T, 2n, D)``,
-        in and out of distribution. A quantity the system does not conserve with its
-        parameters (a damped pendulum's energy) is compared with the truth's own
-        ``Q(t)`` instead of ``Q(0)``: ``|Q(t) − Q_true(t)| / s``."""
-        sysm, n = self.system, self.config.n_test
-        drift, drift_ood = {}, {}
-        for name, fn in sysm.invariants().items():
-            q = _along(fn, z, sysm.state_dim)
-            if not sysm.is_conserved(name):
-                q = q - _along(fn, self.z_true, sysm.state_dim)  # zero at t = 0: the same starts
-            scale = sysm.invariant_scale(name, self.z0_eval)
-            drift[name] = metrics.drift_curve(q[:, :n], scale[:n], t)
-            drift_ood[name] = metrics.drift_curve(q[:, n:], scale[n:], t)
-        return drift, drift_ood
-
-    def _power(self) -> dict:
-        """How fast each field drains the *true* energy, ``−dE/dt = −∇E·f``, averaged over
-        the states of the in-distribution true orbits: the model's (``"power"``) and the
-        truth's (``"power_true"``, ``∇EᵀR∇E``). What a damped system's view compares."""
-        sysm, n = self.system, self.config.n_test
-        zt = self.z_true[:, :n].reshape(-1, sysm.state_dim)
-        zt = zt[torch.isfinite(zt).all(-1)]
-        form = sysm.gradient_form
-        grad = form.gradient(zt)
-        with torch.no_grad():
-            f_model = self.model(zt)  # canonical models only (the caller checks)
-        power = float(-(grad * f_model).sum(-1).mean())
-        power_true = float(-(grad * form(zt)).sum(-1).mean())
-        return {"power": power, "power_true": power_true}
-
-    def _learned_drift(self, s: Tensor, t: Tensor, suffix: str = "") -> dict:
-        n = self.config.n_test
-        e = self.model.learned_energy(s.reshape(-1, s.shape[-1])).reshape(s.shape[0], s.shape[1]).detach()
-        scale = e[0].abs().clamp_min(1e-12)
-        return {f"energy{suffix}": metrics.drift_curve(e[:, :n], scale[:n], t),
-                f"energy{suffix}_ood": metrics.drift_curve(e[:, n:], scale[n:], t)}
-
-    def _evaluate_ode(self) -> Evaluation:
-        sysm, cfg, n = self.system, self.config, self.config.n_test
-        has_energy = getattr(self.model, "has_learned_energy", False)
-        with torch.no_grad():
-            s0 = self.coords.from_canonical(self.z0_eval)
-            t, s = self._model_rollout(s0, cfg.integrator, cfg.projection)
-            z = self.coords.to_canonical(s)
-            test_mse = metrics.mse(self.model(self.x_test), self.y_test)
-        drift, drift_ood = self._invariant_drift(z, t)
-        learned = self._learned_drift(s, t) if has_energy else {}
-        traj = metrics.trajectory_error(z[:, :n], self.z_true[:, :n], t)
-        unprojected = {}
-        if cfg.projection:
-            # the same rollout without the projection: what it fixed, and what it did not
-            with torch.no_grad():
-                _, s_plain = self._model_rollout(s0, cfg.integrator, False)
-                z_plain = self.coords.to_canonical(s_plain)
-            plain, plain_ood = self._invariant_drift(z_plain, t)
-            unprojected = {**plain, **{f"{k}_ood": v for k, v in plain_ood.items()},
-                           "trajectory": metrics.trajectory_error(z_plain[:, :n], self.z_true[:, :n], t)}
-        if has_energy and cfg.integrator in integrators.NEEDS_ENERGY:
-            # the learned energy under RK4 too: exact in continuous time is not exact in
-            # what a rollout shows
-            with torch.no_grad():
-                _, s_rk4 = self._model_rollout(s0, "rk4", cfg.projection)
-            learned.update(self._learned_drift(s_rk4, t, "_rk4"))
-        view = {
-            "t": t.cpu().numpy(),
-            "true": self.z_true[:, :4].detach().cpu().double().numpy(),
-            "model": z[:, :4].detach().cpu().double().numpy(),
-        }
-        if "energy" in sysm.invariant_names() and not sysm.is_conserved("energy") and not self.coords.velocity:
-            view.update(self._power())
-        if getattr(self.model, "has_learned_energy", False) and sysm.dof == 1:
-            view["energy_grid"] = self._energy_grid()
-        if hasattr(self.model, "pair_potential") and hasattr(sysm, "pair_potential"):
-            view.update(self._pair_potential())
-        return Evaluation(
-            method=self.method.key, step=self.step_count, elapsed=0.0, drift=drift, drift_ood=drift_ood,
-            learned_drift=learned, trajectory_error=traj, test_mse=test_mse,
-            violation=self._violation(self.in_points, self._in_grads),
-            violation_ood=self._violation(self.ood_points, self._ood_grads), view=view, unprojected=unprojected,
-        )
-
-    def _pair_potential(self, n: int = 60) -> dict:
-        """The learned pair term against the true one (symmetric n-body model), from half
-        the closest pass in the training data to its widest separation: ``r``, ``learned``
-        and ``true`` (None for unequal masses), as float64 arrays."""
-        q, _ = models.symmetric._bodies(self.x_train.double())
-        r_data = models.symmetric._pair_distance2(q).sqrt()
-        r = torch.linspace(0.5 * float(r_data.min()), float(r_data.max()), n, dtype=torch.float64)
-        learned = self.model.pair_potential(r.to(dtype=self.dtype, device=self.device))
-        true = self.system.pair_potential(r)
-        return {"pair_potential": {"r": r.numpy(), "learned": learned.detach().cpu().double().numpy(),
-                                   "true": None if true is None else true.numpy(),
-                                   "data_range": (float(r_data.min()), float(r_data.max()))}}
-
-    def _energy_grid(self, n: int = 41) -> dict:
-        zt = self.z_true[:, : self.config.n_test].reshape(-1, self.system.state_dim)
-        zt = zt[torch.isfinite(zt).all(-1)]
-        qmax = float(zt[:, 0].abs().max()) * 1.2 + 1e-6
-        pmax = float(zt[:, 1].abs().max()) * 1.2 + 1e-6
-        qs = torch.linspace(-qmax, qmax, n, dtype=self.dtype, device=self.device)
-        ps = torch.linspace(-pmax, pmax, n, dtype=self.dtype, device=self.device)
-        Q, P = torch.meshgrid(qs, ps, indexing="xy")
-        z = torch.stack([Q.reshape(-1), P.reshape(-1)], -1)
-        with torch.no_grad():
-            e = self.model.learned_energy(self.coords.from_canonical(z)).reshape(n, n)
-        return {"q": qs.cpu().double().numpy(), "p": ps.cpu().double().numpy(), "H": e.cpu().double().numpy()}
-
-    def _evaluate_field(self) -> Evaluation:
-        sysm, cfg = self.system, self.config
-        model = self.model
-
-        def vel(xy, t):
-            with torch.no_grad():
-                return model(xy, t)
-
-        def div(xy, t):
-            return models.divergence(model, xy, t).detach()
-
-        horizon = self.eval_dt * self.eval_steps
-        ones = torch.ones(1, dtype=self.dtype, device=self.device)
-        unprojected, extra = {}, {}
-        if cfg.projection:
-            # hard at inference: the parcels ride the Leray projection of the learned field
-            lf = leray.LerayField(model, sysm, dtype=self.dtype, device=self.device)
-            t, xy, logj = sysm.carry(lf.velocity, lf.divergence, self.patch0, 0.0, horizon, self.eval_dt,
-                                     method=self._field_integrator())
-            _, _, logj_plain = sysm.carry(vel, div, self.patch0, 0.0, horizon, self.eval_dt,
-                                          method=self._field_integrator())
-            unprojected["mass"] = metrics.drift_curve(sysm.mass(logj_plain).unsqueeze(1), ones, t)
-            extra = self._velocity_errors(vel, lf)
-        else:
-            t, xy, logj = sysm.carry(vel, div, self.patch0, 0.0, horizon, self.eval_dt,
-                                     method=self._field_integrator())
-        mass = sysm.mass(logj)  # (T,)
-        drift = {"mass": metrics.drift_curve(mass.unsqueeze(1), ones, t)}
-        with torch.no_grad():
-            test_mse = metrics.mse(self._predict(self.x_test), self.y_test)
-        # divergence along time, a 'drift' view of the local constraint
-        n_t = 24
-        times = torch.linspace(0, float(t[-1]), n_t, dtype=self.dtype, device=self.device)
-        g = torch.Generator().manual_seed(123)
-        xy_probe = (2 * math.pi * torch.rand(256, 2, generator=g, dtype=torch.float64)).to(self.device, self.dtype)
-        u_scale = float(self.residual.scales["divergence"])
-        div_t = [float(div(xy_probe, float(tt)).pow(2).mean().sqrt()) / u_scale for tt in times]
-        drift["divergence"] = metrics.Curve(times.double().cpu().tolist(), div_t)
-        view = {
-            "t": t[:: self.eval_every_save].cpu().numpy(),
-            "dye_model": xy[:: self.eval_every_save].detach().cpu().double().numpy(),
-            "dye_true": self.dye_true.detach().cpu().double().numpy(),
-            "mass": mass.detach().cpu().double().numpy(),
-            "mass_true": self.mass_true.detach().cpu().double().numpy(),
-        }
-        view.update(self._field_view(div))
-        view.update(extra)
-        return Evaluation(
-            method=self.method.key, step=self.step_count, elapsed=0.0, drift=drift, drift_ood={},
-            learned_drift={}, trajectory_error=None, test_mse=test_mse,
-            violation=self._violation(self.in_points, None),
-            violation_ood=self._violation(self.ood_points, None), view=view, unprojected=unprojected,
-        )
-
-    def _velocity_errors(self, vel, lf, n_times: int = 3) -> dict:
-        """The rms velocity error against the truth on the solver's grid, of the network's
-        own field and of its Leray projection, relative to the true field's rms, at
-        ``n_times`` times across the training window. On the grid the projection cannot
-        raise it (the truth is divergence-free and P is an orthogonal projection); what it
-        changes is the field the parcels ride, and its smoothness between grid points."""
-        sysm = self.system
-        pts = sysm.grid_points(dtype=self.dtype, device=self.device)
-        plain, proj = [], []
-        for tt in torch.linspace(0.0, self.t_end, n_times).tolist():
-            true = sysm.velocity(pts, tt)
-            ref = float(true.pow(2).sum(-1).mean().sqrt().clamp_min(1e-300))
-            plain.append(float((vel(pts, tt) - true).pow(2).sum(-1).mean().sqrt()) / ref)
-            proj.append(float((lf.velocity(pts, tt) - true).pow(2).sum(-1).mean().sqrt()) / ref)
-        return {"velocity_error": sum(plain) / n_times, "velocity_error_projected": sum(proj) / n_times}
-
-    def _field_view(self, div, n: int = 24) -> dict:
-        xs = torch.linspace(0, 2 * math.pi, n + 1, dtype=self.dtype, device=self.device)[:-1]
-        X, Y = torch.meshgrid(xs, xs, indexing="xy")
-        xy = torch.stack([X.reshape(-1), Y.reshape(-1)], -1)
-        with torch.no_grad():
-            u = self.model(xy, 0.0).reshape(n, n, 2)
-        d = div(xy, 0.0).reshape(n, n)
-        return {"grid": xs.cpu().double().numpy(), "u": u.cpu().double().numpy(), "div": d.cpu().double().numpy()}
 
     # -- running ------------------------------------------------------------------------
     def run(self) -> "Trainer":
@@ -919,25 +504,8 @@ def load_checkpoint(path) -> Trainer:
 
 
 def truth_evaluation(trainer: Trainer) -> Evaluation:
-    """Drift of the true system under the run's rollout integrator: the floor every
-    model's curve should be read against (it separates integrator error from model error)."""
-    sysm, n = trainer.system, trainer.config.n_test
-    if sysm.kind == "field":
-        ones = torch.ones(1, dtype=trainer.mass_true.dtype, device=trainer.mass_true.device)
-        mass = trainer.mass_true
-        t = torch.linspace(0, trainer.eval_dt * trainer.eval_steps, mass.shape[0], dtype=mass.dtype)
-        drift = {"mass": metrics.drift_curve(mass.unsqueeze(1), ones, t)}
-        return Evaluation("truth", 0, 0.0, drift, {}, {}, None, 0.0, 0.0, 0.0, {})
-    z, t = trainer.z_true, trainer.t_eval
-    drift, drift_ood = {}, {}
-    for name, fn in sysm.invariants().items():
-        if not sysm.is_conserved(name):
-            continue  # its curves measure each model against the truth's own Q(t)
-        q = _along(fn, z, sysm.state_dim)
-        scale = sysm.invariant_scale(name, trainer.z0_eval)
-        drift[name] = metrics.drift_curve(q[:, :n], scale[:n], t)
-        drift_ood[name] = metrics.drift_curve(q[:, n:], scale[n:], t)
-    return Evaluation("truth", 0, 0.0, drift, drift_ood, {}, None, 0.0, 0.0, 0.0, {})
+    """The truth's own drift on ``trainer``'s problem (the floor the curves are read against)."""
+    return trainer.problem.truth()
 
 
 def check_on_bodies(system: System, method_keys, n_bodies: int) -> list[str]:
@@ -1010,9 +578,11 @@ class Comparison:
                 seen.append(k)
         check_rollout(system, seen, self.config)
         budget.check(system, seen, self.config, max_work)
-        shared: dict = {}  # the data and the truth, built by the first trainer
-        self.trainers = {k: Trainer(system, k, self.config, None, self.stop_event, shared, max_work)
-                         for k in seen}
+        self.trainers: dict[str, Trainer] = {}
+        problem = None  # the data and the truth, built with the first trainer, shared by the rest
+        for k in seen:
+            self.trainers[k] = tr = Trainer(system, k, self.config, None, self.stop_event, problem, max_work)
+            problem = tr.problem
 
     def stop(self) -> None:
         self.stop_event.set()

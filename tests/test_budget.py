@@ -72,7 +72,7 @@ def test_a_normal_default_run_is_accepted_and_a_lower_limit_refuses_it():
     sysm = get_system("pendulum")
     cfg = training.make_config("pendulum", steps=2, n_test=2)
     tr = training.Trainer(sysm, "baseline", cfg)  # builds data and truth: the limit let it through
-    assert tr.z_true.shape[1] == 4
+    assert tr.problem.z_true.shape[1] == 4
     with pytest.raises(ParameterError, match="limit is 1.0e\\+03"):
         training.Trainer(sysm, "baseline", cfg, max_work=1e3)
 

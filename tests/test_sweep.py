@@ -85,14 +85,16 @@ def test_methods_declare_exactly_the_fields_they_read():
     method-specific field must train bit-identically where undeclared, differently where
     declared (steps of 8, multipliers updated every step so μ's growth and cap act)."""
     sysm = get_system("pendulum")
-    shared: dict = {}
+    shared: list = []  # the problem (data and truth), built by the first trainer
     base = dict(steps=8, width=8, eval_every=8, n_test=2, horizon=0.5, device="cpu", update_every=1)
     two = dict(lam=(1.0, 100.0), mu=(1.0, 100.0), mu_growth=(1.0, 10.0), mu_max=(11.0, 1e6),
                update_every=(1, 1000), lnn_form=("generic", "mechanical"))
     assert set(two) == set(methods.METHOD_FIELDS)
 
     def weights(method, **kw):
-        tr = training.Trainer(sysm, method, training.make_config("pendulum", **{**base, **kw}), shared=shared)
+        tr = training.Trainer(sysm, method, training.make_config("pendulum", **{**base, **kw}),
+                              problem=shared[0] if shared else None)
+        shared[:] = [tr.problem]
         for _ in range(tr.config.steps):
             tr.step()
         return [p.detach().clone() for p in tr.model.parameters()]

@@ -164,7 +164,7 @@ def test_stop_during_an_evaluation_ends_the_run_as_stopped_keeping_records():
     records = [next(gen)]  # the first evaluation, at the normal horizon
     # later evaluations roll out 30 000 steps (several seconds each without the check);
     # the truth stays short, so set-up stayed cheap
-    tr.eval_steps, tr.eval_every_save = 30_000, 1000
+    tr.problem.eval_steps, tr.problem.eval_every_save = 30_000, 1000
     ev = tr.stop_event
     timer = threading.Timer(STOP_AFTER, ev.set)
     t0 = time.perf_counter()
