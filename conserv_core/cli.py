@@ -161,39 +161,42 @@ def _cmd_methods(args, out) -> None:
 
 
 class _ProgressBar:
-    """Progress on stderr: one line redrawn on a terminal, occasional lines otherwise."""
+    """Progress on stderr. On a terminal, tqdm's bar over every method's steps with each
+    method's rate; elsewhere (a log file, CI) a line per tenth of the work, since tqdm
+    redraws with carriage returns that a log keeps. A method's end gets a line of its own."""
 
     def __init__(self, total: int, stream=sys.stderr, enabled: bool = True):
-        self.total, self.stream, self.enabled = total, stream, enabled
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.last = 0.0
+        from tqdm import tqdm
+
+        self.stream, self.total = stream, max(total, 1)
+        tty = hasattr(stream, "isatty") and stream.isatty()
+        self.bar = tqdm(total=total, file=stream, disable=not (enabled and tty), unit="step", dynamic_ncols=True,
+                        mininterval=0.1)
+        self.lines = enabled and not tty
         self.done: dict[str, int] = {}
         self.rate: dict[str, float] = {}
-        self.last_pct = -1
+        self.last_tenth = 0
 
     def __call__(self, rec) -> None:
-        if not self.enabled:
-            return
         if isinstance(rec, training.Progress):
-            self.done[rec.method] = rec.step
-            self.rate[rec.method] = rec.steps_per_s
+            delta = rec.step - self.done.get(rec.method, 0)
+            self.done[rec.method], self.rate[rec.method] = rec.step, rec.steps_per_s
+            if not self.bar.disable:
+                self.bar.set_postfix_str(" ".join(f"{k}:{v:.0f}/s" for k, v in self.rate.items()), refresh=False)
+                self.bar.update(delta)
+            tenth = 10 * sum(self.done.values()) // self.total
+            if self.lines and tenth > self.last_tenth:
+                self.stream.write(f"{10 * tenth}%\n")
+                self.last_tenth = tenth
         elif isinstance(rec, training.Finished):
-            self.stream.write(("\n" if self.tty else "") + f"{rec.method}: {rec.status}: {rec.message}\n")
-            return
-        else:
-            return
-        now = time.perf_counter()
-        frac = sum(self.done.values()) / max(self.total, 1)
-        pct = int(frac * 100)
-        if self.tty and now - self.last > 0.1:
-            bar = "#" * int(frac * 30)
-            rates = " ".join(f"{k}:{v:.0f}/s" for k, v in self.rate.items())
-            self.stream.write(f"\r[{bar:<30}] {pct:3d}%  {rates}   ")
-            self.stream.flush()
-            self.last = now
-        elif not self.tty and pct // 10 != self.last_pct // 10:
-            self.stream.write(f"{pct}%\n")
-            self.last_pct = pct
+            line = f"{rec.method}: {rec.status}: {rec.message}"
+            if not self.bar.disable:
+                self.bar.write(line, file=self.stream)
+            elif self.lines:
+                self.stream.write(line + "\n")
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _fmt(x: float) -> str:
@@ -337,6 +340,8 @@ def _cmd_train(args, out) -> int:
     except KeyboardInterrupt:
         comp.stop()
         sys.stderr.write("interrupted; reporting what was computed\n")
+    finally:
+        bar.close()
     res = _results(comp, truth_box[0] if truth_box else None)
     _table(res, out)
     if movable:

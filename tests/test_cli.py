@@ -141,3 +141,30 @@ def test_max_work_raises_or_lowers_the_limit(capsys, monkeypatch):
     assert rc == 2 and "max_work must be a positive" in capsys.readouterr().err
     rc, out = run_cli("run", "--system", "pendulum", "--method", "baseline", "--max-work", "1e6", *TINY)
     assert rc == 0 and "baseline" in out
+
+
+def test_progress_is_tqdms_bar_on_a_terminal_and_tenths_in_a_log():
+    """On a terminal tqdm draws the bar with every method's rate; a log gets one line per
+    tenth of the work (no carriage returns) and each method's end on a line of its own."""
+    from conserv_core import cli, training
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def feed(stream, enabled=True):
+        bar = cli._ProgressBar(20, stream=stream, enabled=enabled)
+        for i in range(1, 11):
+            for m, rate in (("baseline", 300.0), ("hnn", 90.0)):
+                bar(training.Progress(m, i, 10, 1.0, 1.0, 0.0, 0.0, {}, rate, 0.1))
+        bar(training.Finished("hnn", "done", "finished 10 steps", 10, 0.1))
+        bar.close()
+        return stream.getvalue()
+
+    log = feed(io.StringIO())
+    assert "\r" not in log
+    assert log.splitlines() == [f"{p}%" for p in range(10, 101, 10)] + ["hnn: done: finished 10 steps"]
+    term = feed(Terminal())
+    assert "\r" in term and "20/20" in term and "baseline:300/s hnn:90/s" in term
+    assert "hnn: done: finished 10 steps\n" in term
+    assert feed(io.StringIO(), enabled=False) == feed(Terminal(), enabled=False) == ""  # --quiet
