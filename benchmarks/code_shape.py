@@ -8,8 +8,9 @@ Prints, for ``conserv_core/`` and ``app/``:
   constants (not docstrings) equal to a registered key, in code other than the registry
   files (``methods.py``, ``models/__init__.py``, ``constraints.py``, each system's own
   file, and ``app/theme.py``'s style records). Each is a place where code asks for a key
-  by name. ``presets.py`` (named experiments: which methods on which system) and
-  ``papers.py`` (the reproductions' protocols) are data and are counted apart.
+  by name. ``presets.py`` (named experiments: which methods on which system) is data and
+  is counted apart (so were the reproductions' protocols while they lived in the engine,
+  before they moved to ``reproductions/``).
   ``--list`` prints where they are.
 
 No assertions: it prints figures for the issue note.

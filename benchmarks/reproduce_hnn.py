@@ -2,7 +2,7 @@
 NeurIPS 2019) on this engine: ideal mass-spring, ideal pendulum and two-body problem,
 baseline MLP vs HNN, printed next to the paper's numbers.
 
-The settings are the paper's and its public code's (``conserv_core/papers.py`` holds
+The settings are the paper's and its public code's (``reproductions/papers.py`` holds
 them, with the reasons for every difference): 50 noisy trajectories and 2 000 full-batch
 Adam steps for the 1-D tasks, 1 000 orbits and 10 000 steps of 200 for the two-body task,
 MLP 200-200 tanh, energy MSE along 15 long rollouts. Every number is the mean ± the
@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from conserv_core import papers
+from reproductions import papers
 
 METHODS = ("baseline", "hnn")
 ROWS = [

@@ -3,7 +3,7 @@ Greydanus, Hoyer, Battaglia, Spergel, Ho, ICLR 2020 workshop) on this engine: ba
 LNN, the energy error ``|E(t = 100) − E(0)|`` over the largest potential energy, averaged
 over 40 starts from rest at random angles, printed next to the paper's numbers.
 
-The protocol is the paper's (``conserv_core/papers.py``: random states as training data,
+The protocol is the paper's (``reproductions/papers.py``: random states as training data,
 the true accelerations as targets, the paper's test starts and score); the training budget
 is not: the paper trained a 600-wide network for 600 000 steps of 512 states on a GPU,
 this script trains a smaller one for a few thousand steps on two CPU cores (see
@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from conserv_core import papers
+from reproductions import papers
 
 #: column titles: the paper's two models, then the mechanical form (ours, not in the paper)
 TITLES = {"baseline": "baseline", "lnn": "LNN", "lnn_mechanical": "LNN mech."}

@@ -47,7 +47,7 @@ PRESETS: dict[str, Preset] = {
         Preset("flow-mass", "Incompressible flow: is mass conserved?", "flow", ("baseline", "divfree", "penalty"),
                description="A divergence-free field keeps the dye patch's mass exactly; an unconstrained one does not."),
         # The published experiments at live size (full size: benchmarks/reproduce_*.py, whose
-        # settings live in conserv_core/papers.py). Data as in the papers; fewer steps.
+        # settings live in reproductions/papers.py). Data as in the papers; fewer steps.
         Preset("hnn-table1-spring", "HNN paper, Table 1: ideal mass-spring", "spring", ("baseline", "hnn"),
                system_params={"k": 2.0, "mass": 0.5, "radius_band": (0.1, 1.0), "n_traj": 50, "t_span": 3.0,
                               "n_points": 30, "noise": 0.1},

@@ -432,9 +432,10 @@ def test_threads_is_a_server_setting(monkeypatch):
         d.close()
 
 
-def test_engine_never_imports_the_ui():
-    code = ("import sys, conserv_core, conserv_core.training, conserv_core.cli, conserv_core.presets;"
-            "bad = [m for m in ('panel', 'holoviews', 'bokeh', 'app') if m in sys.modules];"
+def test_engine_never_imports_the_ui_or_the_reproductions():
+    code = ("import sys, conserv_core, conserv_core.training, conserv_core.cli, conserv_core.presets,"
+            " conserv_core.sweeps, conserv_core.runs, conserv_core.problems;"
+            "bad = [m for m in ('panel', 'holoviews', 'bokeh', 'app', 'reproductions') if m in sys.modules];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 

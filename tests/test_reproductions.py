@@ -3,7 +3,7 @@ pendulum point the same way as the papers, by a clear margin; the papers' data a
 built as the papers built them; the presets that offer these experiments load and run.
 
 Full size: ``benchmarks/reproduce_hnn.py`` and ``benchmarks/reproduce_lnn.py`` (results
-in ``benchmarks/RESULTS.md``). Settings and protocols: ``conserv_core/papers.py``.
+in ``benchmarks/RESULTS.md``). Settings and protocols: ``reproductions/papers.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import math
 import pytest
 import torch
 
-from conserv_core import cli, get_system, papers
+from conserv_core import cli, get_system
+from reproductions import papers
 from conserv_core.presets import PRESETS
 
 #: the spring task at reduced size: 300 full-batch steps (the paper: 2000) of a 64-64 MLP

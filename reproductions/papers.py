@@ -12,8 +12,8 @@ and their public code, run on this engine's systems, models and integrators:
 
 ``benchmarks/reproduce_hnn.py`` and ``benchmarks/reproduce_lnn.py`` run them at full size
 and print ours next to the papers' (:data:`HNN_REPORTED`, :data:`LNN_REPORTED`);
-``tests/test_reproductions.py`` runs them at reduced size; ``presets.py`` offers live-size
-versions through the ordinary trainer.
+``tests/test_reproductions.py`` runs them at reduced size; ``conserv_core/presets.py``
+offers live-size versions through the ordinary trainer.
 
 These protocols do not use :class:`~conserv_core.training.Trainer`: the papers train on
 their own data layouts (a split by trajectory, fresh random states every step), with the
