@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import io
-import math
 import threading
 import time
 

@@ -154,15 +154,16 @@ def method_title(key: str) -> str:
     return methods.ALL_METHODS[key].title if key in methods.ALL_METHODS else key
 
 
-def chip(key: str, text: str | None = None, line: str = "solid") -> str:
+def chip(key: str, text: str | None = None, line: str | None = None) -> str:
     """HTML for a coloured legend chip (``line``: solid, dashed, dotted, or the plots'
-    dotdash / dashdot, drawn thinner) and a name."""
-    color = COLORS.get(key, "#888")
+    dotdash / dashdot, drawn thinner; default the method's own) and a name."""
+    color = COLORS[key]
+    line = style(key).dash if line is None else line
     css = {"dotdash": "dotted", "dashdot": "dashed"}.get(line, line)
     px = 2 if css != line else 3
-    style = f"border-top: {px}px {css} {color}; width: 22px; display: inline-block;" \
-            " vertical-align: middle; margin-right: 6px"
-    return f'<span style="white-space: nowrap"><span style="{style}"></span>{text or SHORT.get(key, key)}</span>'
+    rule = f"border-top: {px}px {css} {color}; width: 22px; display: inline-block;" \
+           " vertical-align: middle; margin-right: 6px"
+    return f'<span style="white-space: nowrap"><span style="{rule}"></span>{text or SHORT[key]}</span>'
 
 
 CSS = """

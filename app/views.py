@@ -414,7 +414,7 @@ class StatusView(pn.viewable.Viewer):
     def _update_legend(self, *events) -> None:
         s = self.session
         keys = s.data.methods if s.data is not None else s.methods
-        chips = [theme.chip(k) for k in keys] + [theme.chip("truth", line="dashed")]
+        chips = [theme.chip(k) for k in keys] + [theme.chip("truth")]
         cfg, sysm = s.config, s.current_system
         if sysm.kind == "ode":
             own = [k for k in keys if has_learned_energy(k, sysm)]
@@ -486,7 +486,7 @@ def _series_styles(keys: list[str]) -> hv.Options:
         base = key.split(":")[0]
         color.append(theme.COLORS.get(base, "#888"))
         kind = key.split(":")[1] if ":" in key else ""
-        dash.append(_DASH.get(kind, "dashed" if base == "truth" else "solid"))
+        dash.append(_DASH.get(kind, theme.style(base).dash))
         width.append(1.5 if base == "truth" else _WIDTH.get(kind, 2.5))
     return hv.opts.Curve(color=hv.Cycle(color), line_dash=hv.Cycle(dash), line_width=hv.Cycle(width))
 
@@ -693,7 +693,8 @@ class SystemView(_PlotView):
         styles = hv.opts.Curve(color=hv.Cycle(colors),
                                alpha=hv.Cycle([0.35] * len(contoured) + [0.85] * len(order) + [1.0]),
                                line_width=hv.Cycle([1.0] * len(contoured) + [1.5] * len(order) + [1.5]),
-                               line_dash=hv.Cycle(["solid"] * (len(contoured) + len(order)) + ["dashed"]))
+                               line_dash=hv.Cycle(["solid"] * len(contoured)
+                                                  + [theme.style(m).dash for m in [*order, "truth"]]))
         xlabel, ylabel = streams.system.portrait_axes or (dims[0], dims[1])
         title = ("Phase portrait: 4 test orbits, true (dashed) and learned" if dof == 1 else
                  "First two coordinates along 4 test rollouts, true (dashed) and learned")
@@ -745,7 +746,7 @@ class SystemView(_PlotView):
         colors = [theme.COLORS[m] for m in methods]
         styles = [hv.opts.Curve(color=hv.Cycle(colors + [theme.COLORS["truth"]]),
                                 line_width=hv.Cycle([2.0] * len(methods) + [1.5]),
-                                line_dash=hv.Cycle(["solid"] * len(methods) + ["dashed"])),
+                                line_dash=hv.Cycle([theme.style(m).dash for m in [*methods, "truth"]])),
                   hv.opts.Points(color=hv.Cycle(colors + ["#000"]), size=hv.Cycle([8] * len(methods) + [1]),
                                  alpha=hv.Cycle([1.0] * len(methods) + [0.0]))]
 
@@ -787,7 +788,7 @@ class SystemView(_PlotView):
 
         styles = hv.opts.Curve(color=hv.Cycle([theme.COLORS[m] for m in paired] + [theme.COLORS["truth"]]),
                                line_width=hv.Cycle([2.5] * len(paired) + [1.5]),
-                               line_dash=hv.Cycle(["solid"] * len(paired) + ["dashed"]))
+                               line_dash=hv.Cycle([theme.style(m).dash for m in [*paired, "truth"]]))
 
         def element():
             return _styled(hv.Overlay([hv.Curve([], *rv) for _ in keys]).opts(styles),
@@ -854,7 +855,7 @@ class SystemView(_PlotView):
                 if arr is None or len(arr) == 0:
                     continue
                 k = int(round(self.frame * (len(arr) - 1)))
-                parts.append(f"{theme.chip(key, label, 'dashed' if key == 'truth' else 'solid')} "
+                parts.append(f"{theme.chip(key, label)} "
                              f"<b>{float(arr[k]):.4f}</b>")
             t = ref.get("t") if ref else None
             when_t = f" at t = {float(t[-1]) * self.frame:.2g}" if t is not None and len(t) else ""

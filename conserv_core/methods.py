@@ -45,7 +45,7 @@ class Method:
     #: a ``TrainConfig`` field that changes the method's equations (the LNN's form), and
     #: the extra equation per value: the method's card shows the one in use
     variant_field: str | None = None
-    variant_equations: dict[str, str] = field(default_factory=dict)
+    variant_equations: dict[str, str] = field(default_factory=dict, hash=False)
 
     def arch_for(self, system: System) -> str | None:
         if self.systems is not None and system.key not in self.systems:

@@ -29,12 +29,14 @@ import torch
 
 from conserv_core import constraints, integrators, leray, metrics, models
 from conserv_core.records import Evaluation
-from conserv_core.systems.base import ParameterError, System
+from conserv_core.systems.base import ParameterError, System, split_indices
 
 Tensor = torch.Tensor
 
 #: size of a field system's collocation pool (random points in space and time)
 FIELD_POOL = 4096
+#: the share of the data a run trains on (the rest is its test set)
+TRAIN_FRACTION = 0.8
 #: the settings a problem is built from: trainers may share one only if these agree
 PROBLEM_FIELDS = ("seed", "n_test", "ood_factor", "dt", "horizon", "integrator", "projection", "projection_tol",
                   "n_colloc", "dtype", "device")
@@ -176,10 +178,8 @@ class ODEProblem(Problem):
     def __init__(self, system, config, device, dtype):
         super().__init__(system, config, device, dtype)
         self.data = system.sample_data(seed=config.seed, dtype=torch.float64)
-        n_all = self.data.x.shape[0]
-        perm = torch.randperm(n_all, generator=torch.Generator().manual_seed(config.seed + 2))
-        n_train = max(1, int(0.8 * n_all))
-        self.train_idx, self.test_idx = perm[:n_train], perm[n_train:] if n_all > n_train else perm[:1]
+        self.train_idx, self.test_idx = split_indices(self.data.x.shape[0], TRAIN_FRACTION,
+                                                      torch.Generator().manual_seed(config.seed + 2))
         self.z0_eval, self.t_eval, self.z_true = self._true_rollouts()  # (2n, D), (T,), (T, 2n, D)
 
     def _true_rollouts(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -373,11 +373,8 @@ class FieldProblem(Problem):
         super().__init__(system, config, device, dtype)
         to = self.to
         data = system.sample_data(seed=config.seed, dtype=torch.float64)
-        g = torch.Generator().manual_seed(config.seed + 2)
-        n = data.xyt.shape[0]
-        perm = torch.randperm(n, generator=g)
-        n_train = max(1, int(0.8 * n))
-        tr, te = perm[:n_train], perm[n_train:]
+        g = torch.Generator().manual_seed(config.seed + 2)  # the split, then the pool and the probes
+        tr, te = split_indices(data.xyt.shape[0], TRAIN_FRACTION, g)
         self.x_train, self.y_train = data.xyt[tr].to(**to), data.u[tr].to(**to)
         self.x_test, self.y_test = data.xyt[te].to(**to), data.u[te].to(**to)
         self.t_end = t_end = float(data.xyt[:, 2].max())

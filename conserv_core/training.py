@@ -26,6 +26,11 @@ step are restored and every record already sent stays valid.
 
 :class:`Comparison` trains several methods round-robin on the same data, so a comparison
 of k methods costs k single runs and all curves grow together.
+
+What does not depend on the method (the data, the test starts, the truth) and the
+evaluation of a model against it live in :mod:`conserv_core.problems`, built once per
+comparison; the records in :mod:`conserv_core.records`. The trainer is the step, the
+loop, stopping and divergence.
 """
 
 from __future__ import annotations
@@ -33,16 +38,14 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable
 
 import param
 import torch
 
 from conserv_core import budget, constraints, integrators, methods, metrics, models, problems
 from conserv_core.problems import Fit, Problem
-from conserv_core.records import Evaluation, Finished, Listener, Progress, Record
 from conserv_core.devices import DEVICES, resolve_device
+from conserv_core.records import Evaluation, Finished, Listener, Progress, Record
 from conserv_core.systems.base import ParameterError, System, build
 
 Tensor = torch.Tensor

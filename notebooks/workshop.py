@@ -16,12 +16,13 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 
-from app.theme import COLORS, INVARIANTS, SHORT
+from app.rundata import DRIFT_FLOOR, plot_drift
+from app.theme import COLORS, INVARIANTS, SHORT, style
 from conserv_core import metrics, training
 from conserv_core.systems import System
 
-#: drift values below this are drawn at it (a log axis has no zero)
-FLOOR = 1e-12
+#: drift values below this are drawn at it (a log axis has no zero): the dashboard's floor
+FLOOR = DRIFT_FLOOR
 WIDTH, HEIGHT = 420, 300
 #: plot size with the legend outside on the right (so that it never hides a curve)
 LEGEND_RIGHT = dict(width=WIDTH + 200, height=HEIGHT, legend_position="right")
@@ -66,11 +67,10 @@ def table(evals: dict[str, training.Evaluation], ood: bool = True):
 
 
 def curve(c: metrics.Curve, label: str, color: str, dash: str = "solid", ylabel: str = "drift") -> hv.Curve:
-    """A drift curve for a log axis: t = 0 dropped (every drift is 0 there), zeros floored."""
-    t = np.asarray(c.t, dtype=float)[1:]
-    y = np.asarray(c.rel, dtype=float)[1:]
-    y = np.where(np.isfinite(y), np.maximum(y, FLOOR), np.nan)
-    return hv.Curve((t, y), "t", ylabel, label=label).opts(color=color, line_dash=dash)
+    """A drift curve for a log axis, prepared as the dashboard's (:func:`app.rundata.plot_drift`:
+    t = 0 dropped, every drift is 0 there; zeros floored)."""
+    d = plot_drift(c)
+    return hv.Curve((d["t"], d["drift"]), "t", ylabel, label=label).opts(color=color, line_dash=dash)
 
 
 def drift_plot(evals: dict[str, training.Evaluation], quantity: str, ood: bool = False,
@@ -83,8 +83,7 @@ def drift_plot(evals: dict[str, training.Evaluation], quantity: str, ood: bool =
     for key, ev in evals.items():
         source = ev.drift_ood if ood else ev.drift
         if quantity in source:
-            items.append(curve(source[quantity], SHORT.get(key, key), COLORS.get(key, "gray"),
-                               "dashed" if key == "truth" else "solid", ylabel))
+            items.append(curve(source[quantity], SHORT[key], COLORS[key], style(key).dash, ylabel))
         learned = ev.learned_drift.get("energy_ood" if ood else "energy")
         if own and learned is not None:
             items.append(curve(learned, f"{SHORT[key]}: own energy", COLORS[key], "dotted", ylabel))

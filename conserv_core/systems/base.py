@@ -125,6 +125,15 @@ def build(cls: type[param.Parameterized], **params) -> param.Parameterized:
     return obj
 
 
+def split_indices(n: int, frac: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The one train/test rule: a permutation of ``n`` pairs drawn from ``generator``, its
+    first ``int(frac·n)`` (at least one) for training and the rest for testing (the first
+    training pair when nothing is left, so neither part is empty)."""
+    perm = torch.randperm(n, generator=generator)
+    k = max(1, int(frac * n))
+    return perm[:k], perm[k:] if n > k else perm[:1]
+
+
 @dataclass
 class Dataset:
     """Supervised pairs for an ODE system: noisy states ``x`` and their time derivatives.
@@ -145,11 +154,9 @@ class Dataset:
         return Dataset(*(v.to(device=device, dtype=dtype) for v in (self.x, self.dxdt, self.z0, self.t)))
 
     def split(self, frac: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
-        """Random split of the pairs (``z0``/``t`` are shared by both halves)."""
-        g = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(self.x.shape[0], generator=g).to(self.x.device)
-        k = int(round(frac * self.x.shape[0]))
-        a, b = perm[:k], perm[k:]
+        """Random split of the pairs by :func:`split_indices` (``z0``/``t`` are shared by
+        both halves)."""
+        a, b = (i.to(self.x.device) for i in split_indices(self.x.shape[0], frac, torch.Generator().manual_seed(seed)))
         return (Dataset(self.x[a], self.dxdt[a], self.z0, self.t), Dataset(self.x[b], self.dxdt[b], self.z0, self.t))
 
 

@@ -40,7 +40,7 @@ import param
 import torch
 
 from conserv_core import integrators
-from conserv_core.systems.base import FieldSystem, Tensor
+from conserv_core.systems.base import FieldSystem, Tensor, split_indices
 
 TWO_PI = 2.0 * math.pi
 #: Courant number of the solver's step, ``dt = CFL · dx / max(|u| + |v|)``
@@ -307,11 +307,8 @@ class FieldDataset:
         return FieldDataset(self.xyt.to(device=device, dtype=dtype), self.u.to(device=device, dtype=dtype))
 
     def split(self, frac: float, seed: int = 0) -> tuple["FieldDataset", "FieldDataset"]:
-        """Random split into a ``frac`` part and the rest."""
-        g = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(len(self), generator=g).to(self.xyt.device)
-        k = int(round(frac * len(self)))
-        a, b = perm[:k], perm[k:]
+        """Random split into a ``frac`` part and the rest (:func:`~conserv_core.systems.base.split_indices`)."""
+        a, b = (i.to(self.xyt.device) for i in split_indices(len(self), frac, torch.Generator().manual_seed(seed)))
         return FieldDataset(self.xyt[a], self.u[a]), FieldDataset(self.xyt[b], self.u[b])
 
 
