@@ -13,8 +13,14 @@ The engine never imports this package; the dashboard learns about training only 
 the trainer's records.
 """
 
-from app.dashboard import Dashboard, create_app, extension
-from app.session import LabSession
-from app.theme import COLORS
+from conserv_core import plugins as _plugins
+
+# your own methods and systems, named in $CONSERV_PLUGINS (conserv serve --plugin sets it):
+# loaded before any session is built, so the menus offer them
+_plugins.load_all()
+
+from app.dashboard import Dashboard, create_app, extension  # noqa: E402
+from app.session import LabSession  # noqa: E402
+from app.theme import COLORS  # noqa: E402
 
 __all__ = ["COLORS", "Dashboard", "LabSession", "create_app", "extension"]

@@ -71,6 +71,9 @@ def make_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="the largest run a link may ask for (see conserv_core.budget; raise it for a trusted room)")
     p.add_argument("--num-procs", type=_int_in("--num-procs", 1, 64), default=1,
                    help="server processes (each holds its own sessions; all share the cluster)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE.py",
+                   help="load your own methods and systems (a module that registers them on import; "
+                        "repeatable; also $CONSERV_PLUGINS): the server and every worker load it")
     p.add_argument("--show", action="store_true", help="open a browser tab")
     p.add_argument("--unused-session-lifetime", type=_int_in("--unused-session-lifetime", 1), default=15_000,
                    metavar="MS", help="a closed tab's session (and its run) is dropped this long after it "
@@ -95,6 +98,13 @@ def _stop_children(keep: set[int]) -> None:
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = make_parser(prog).parse_args(argv)
+    from conserv_core import plugins
+
+    try:  # before any session or worker: both offer what the plugins register
+        plugins.load_all(args.plugin)
+    except ValueError as err:
+        sys.stderr.write(f"{prog}: error: {err}\n")
+        return 2
     if args.max_work is not None:
         os.environ["CONSERV_MAX_WORK"] = repr(args.max_work)
     # read by every session (and by forked server processes with --num-procs)

@@ -28,7 +28,7 @@ import time
 
 import param
 
-from conserv_core import budget, methods, runs, training
+from conserv_core import budget, methods, plugins, runs, training
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, describe_range, get_system
 from conserv_core.presets import PRESETS, get_preset
 
@@ -122,7 +122,9 @@ def _common(p: argparse.ArgumentParser, methods_flag: str) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="conserv", description="Conservation Lab: train neural networks that respect "
-                "(or ignore) conservation laws and compare their drift.")
+                "(or ignore) conservation laws and compare their drift.",
+                epilog="--plugin MODULE_OR_FILE.py (before or after the command, repeatable) loads your own "
+                       f"methods and systems first; so does ${plugins.ENV}.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     sub.add_parser("systems", help="list systems with their parameters and ranges")
     m = sub.add_parser("methods", help="list methods")
@@ -587,11 +589,34 @@ def _cmd_serve(argv: list[str]) -> int:
     return serve(argv, prog="conserv serve")
 
 
+def _take_plugins(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``argv`` without its ``--plugin SPEC`` options (anywhere), and the specs: plugins
+    are loaded before the parser is built, whose choices and help list the registries."""
+    rest, specs, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--plugin":
+            if i + 1 >= len(argv):
+                raise UsageError("--plugin needs a module name or a .py file")
+            specs.append(argv[i + 1])
+            i += 2
+            continue
+        if a.startswith("--plugin="):
+            specs.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+        i += 1
+    return rest, specs
+
+
 def main(argv: list[str] | None = None, out=None) -> int:
     out = out if out is not None else sys.stdout
-    parser = make_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        # your own methods and systems (conserv_core.plugins): --plugin, or $CONSERV_PLUGINS
+        argv, specs = _take_plugins(argv)
+        plugins.load_all(specs)
+        parser = make_parser()
         if argv[:1] == ["serve"]:
             return _cmd_serve(argv[1:])
         args = parser.parse_args(argv)

@@ -527,20 +527,25 @@ except ImportError:  # pragma: no cover - the [app]/[test] extras install it
 
 
 class WorkerSetup(_WorkerPlugin):
-    """A Dask worker plugin: one torch intra-op thread per worker process, and torch's
+    """A Dask worker plugin: one torch intra-op thread per worker process, the user's
+    plugins (:mod:`conserv_core.plugins`: their methods and systems) loaded, and torch's
     lazy imports paid before the first run arrives."""
 
     name = "conserv-worker-setup"
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, plugins: tuple[str, ...] = ()):
         self.threads = threads
+        self.plugins = tuple(plugins)
 
     def setup(self, worker) -> None:
         import torch
 
+        from conserv_core import plugins
+
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         _fix_malloc()
+        plugins.load(self.plugins)  # raises ParameterError, which register_plugin reports
         training.warm_up()
 
 
@@ -551,12 +556,17 @@ class DaskExecutor(Executor):
         client: a ``distributed.Client`` (synchronous). Its workers need this package
             installed; :class:`WorkerSetup` is registered on them.
         threads: torch intra-op threads per worker.
+        plugins: the plugin specs the workers load (:mod:`conserv_core.plugins`; default:
+            those loaded in this process).
     """
 
-    def __init__(self, client, threads: int = 1):
+    def __init__(self, client, threads: int = 1, plugins: list[str] | None = None):
+        from conserv_core import plugins as plugins_mod
+
         super().__init__()
         self.client = client
-        client.register_plugin(WorkerSetup(threads))
+        # the plugins this process loaded (or those given) go to every worker, before any run
+        client.register_plugin(WorkerSetup(threads, plugins_mod.loaded() if plugins is None else plugins))
         # one run per worker thread at a time: the rest wait at the scheduler, where the
         # priorities keep arrival order (the default, 1.1, lets a worker hold a second run
         # back from a worker that frees up sooner). Said in the README for shared clusters.
@@ -575,11 +585,12 @@ class DaskExecutor(Executor):
         return ex
 
     @classmethod
-    def connect(cls, address: str, threads: int = 1, timeout: float = 10.0) -> "DaskExecutor":
+    def connect(cls, address: str, threads: int = 1, timeout: float = 10.0,
+                plugins: list[str] | None = None) -> "DaskExecutor":
         """An existing cluster's scheduler, e.g. ``tcp://10.0.0.5:8786``."""
         from distributed import Client
 
-        return cls(Client(address, timeout=timeout), threads=threads)
+        return cls(Client(address, timeout=timeout), threads=threads, plugins=plugins)
 
     @property
     def dashboard_link(self) -> str:

@@ -46,7 +46,7 @@ from typing import Callable
 import param
 
 from conserv_core import methods as methods_mod
-from conserv_core import runs, training
+from conserv_core import plugins, runs, training
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, get_system
 
 #: a grid with more distinct runs than this is refused unless ``allow_many=True`` (``--yes``)
@@ -572,7 +572,7 @@ def _run_dask(todo, client, scheduler, workers, finish, stop_event, priority, st
             status.dashboard_link = client.dashboard_link or ""
         except Exception:
             status.dashboard_link = ""
-        client.register_plugin(runs.WorkerSetup(1))
+        client.register_plugin(runs.WorkerSetup(1, plugins.loaded()))
         try:  # one task per worker thread: a queued sweep task never sits in a worker's own queue
             client.run_on_scheduler(runs._one_task_per_thread)
         except Exception:  # a scheduler that refuses run_on_scheduler keeps Dask's default

@@ -144,6 +144,55 @@ def test_conserv_methods_and_systems_list_them(added):
     assert cli.main(["methods"], out=io.StringIO()) == 0
 
 
+PLUGIN = Path(__file__).with_name("oscillator_plugin.py")
+
+
+def test_a_plugin_file_adds_them_to_the_cli():
+    """``conserv --plugin FILE`` (before or after the command) and ``CONSERV_PLUGINS`` load
+    a user's file before anything else; a broken one is refused in one line."""
+    env = dict(os.environ)
+    env.pop("CONSERV_PLUGINS", None)
+    run = lambda *argv, **kw: subprocess.run([sys.executable, "-m", "conserv_core", *argv], cwd=ROOT,  # noqa: E731
+                                             capture_output=True, text=True, timeout=300, env={**env, **kw})
+    proc = run("methods", "--plugin", str(PLUGIN))
+    assert proc.returncode == 0 and "baseline_copy" in proc.stdout and "oscillator" in proc.stdout, proc.stderr
+    proc = run("--plugin=" + str(PLUGIN), "run", "--system", "oscillator", "--method", "baseline_copy",
+               "--steps", "20", "--width", "8", "--horizon", "1", "--quiet")
+    assert proc.returncode == 0 and "baseline_copy" in proc.stdout, proc.stderr
+    assert run("systems", CONSERV_PLUGINS=str(PLUGIN)).stdout.count("omega") == 1
+    bad = run("methods", "--plugin", "no_such_module_here")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "plugin 'no_such_module_here' could not be loaded" in bad.stderr, bad.stderr
+
+
+def test_a_plugin_trains_on_a_cluster_of_separate_processes(cluster):
+    """Served on a cluster, the server passes its plugins to every worker: a run of the
+    added method on the added system, on scheduler and workers started as their own
+    processes, ends like the same run in process, bit for bit."""
+    from conserv_core import runs
+
+    cfg = dict(steps=12, width=8, eval_every=6, n_test=3, horizon=1.0, device="cpu")
+    spec = runs.RunSpec("oscillator", {"omega": 2.0}, ("baseline_copy", "hnn"), cfg)
+    with methods.registered(COPY), systems.registered(Oscillator):  # the server's side knows them
+        lone = runs.InProcessExecutor(threads=1).submit(spec)
+        assert lone.finished.wait(120)
+        ex = runs.DaskExecutor.connect(cluster, plugins=[str(PLUGIN)])
+        try:
+            h = ex.submit(spec)
+            assert h.finished.wait(180)
+        finally:
+            ex.close()
+    assert h.where.startswith("tcp://")
+    failed = [r for r in h.queue if isinstance(r, runs.Failed)]
+    assert not failed, failed
+
+    def numbers(handle):
+        return [(r.method, r.step, r.test_mse, tuple(r.drift["energy"].rel)) for r in handle.queue
+                if isinstance(r, training.Evaluation) and r.method != "truth"]
+
+    assert numbers(h) == numbers(lone) and len(numbers(h)) == 6
+
+
 def test_they_leave_the_registries_when_the_block_ends():
     with methods.registered(COPY), systems.registered(Oscillator):
         assert "baseline_copy" in methods.ALL_METHODS and "oscillator" in systems.ALL_SYSTEMS
