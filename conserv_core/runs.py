@@ -545,7 +545,8 @@ class WorkerSetup(_WorkerPlugin):
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         _fix_malloc()
-        plugins.load(self.plugins)  # raises ParameterError, which register_plugin reports
+        # getattr: a setup pickled by an older server has no plugins
+        plugins.load(getattr(self, "plugins", ()))  # raises ParameterError, which register_plugin reports
         training.warm_up()
 
 
