@@ -6,6 +6,7 @@ serialise without the engine's objects."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -61,3 +62,56 @@ class Finished:
 
 Record = Progress | Evaluation | Finished
 Listener = Callable[[Record], None]
+
+
+# ---------------------------------------------------------------------------------------
+# plain data: what crosses a process boundary
+# ---------------------------------------------------------------------------------------
+#: record classes by name: the trainer's, and those other modules add (:func:`kind`)
+KINDS: dict[str, type] = {}
+
+
+def kind(cls: type) -> type:
+    """Register a record dataclass for :func:`to_dict` / :func:`from_dict` (a decorator)."""
+    KINDS[cls.__name__] = cls
+    return cls
+
+
+for _cls in (Progress, Evaluation, Finished):
+    kind(_cls)
+
+
+def _plain(v):
+    if isinstance(v, metrics.Curve):
+        return {"__curve__": True, "t": v.t, "rel": v.rel}
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _back(v):
+    if isinstance(v, dict):
+        if v.get("__curve__") is True:
+            return metrics.Curve(v["t"], v["rel"])
+        return {k: _back(x) for k, x in v.items()}
+    return v
+
+
+def to_dict(rec) -> dict:
+    """A record as plain data: its kind under ``"record"``, then its fields as numbers,
+    strings, lists, dicts and (an evaluation's view) numpy arrays; curves as ``t``/``rel``
+    lists. No engine class is needed to read it: this is what the run service's workers
+    send (:mod:`conserv_core.runs`), so a server and workers of another version still
+    understand each other's records."""
+    out = {"record": type(rec).__name__}
+    for f in dataclasses.fields(rec):
+        out[f.name] = _plain(getattr(rec, f.name))
+    return out
+
+
+def from_dict(d: dict):
+    """The record :func:`to_dict` made (equal field for field). Fields a newer sender
+    added are dropped; ones an older sender lacked take their defaults."""
+    cls = KINDS[d["record"]]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: _back(v) for k, v in d.items() if k in names})

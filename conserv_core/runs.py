@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from conserv_core import budget as _budget
-from conserv_core import methods, training
+from conserv_core import methods, records, training
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, System, get_system
 
 #: at most this many progress records per method leave a run (the newest one always does)
@@ -145,24 +145,28 @@ def _plain(obj) -> dict:
 # ---------------------------------------------------------------------------------------
 # records besides the trainer's
 # ---------------------------------------------------------------------------------------
+@records.kind
 @dataclass
 class Started:
     """The run left the queue and began on ``where`` (a worker's address, or ``"local"``)."""
     where: str
 
 
+@records.kind
 @dataclass
 class SetupDone:
     """The comparison is built (data generated, models initialised, truth rolled out)."""
     seconds: float
 
 
+@records.kind
 @dataclass
 class Failed:
     """The run could not be built or carried on; records already sent stay valid."""
     message: str
 
 
+@records.kind
 @dataclass
 class Ended:
     """The last record of every run."""
@@ -252,7 +256,7 @@ class RunHandle:
         #: schedules a drain on its next tick
         self.wake: Callable[[], None] | None = None
 
-    def deliver(self, records: list, latest: dict | None = None) -> None:
+    def deliver(self, batch: list, latest: dict | None = None) -> None:
         """Take a batch from the run (any thread; the run's end may also come from this
         side, so batches are taken one at a time and nothing follows :class:`Ended`)."""
         urgent = False
@@ -261,7 +265,7 @@ class RunHandle:
                 return
             if latest:
                 self.latest.update(latest)
-            for rec in records:
+            for rec in batch:
                 if isinstance(rec, Started):
                     self.phase, self.where, self.started_at = "running", rec.where, time.monotonic()
                 self.queue.append(rec)
@@ -451,8 +455,10 @@ def run_on_worker(spec_dict: dict, run_id: str) -> str:
     watcher = threading.Thread(target=watch_stop, name=f"stop-{run_id}", daemon=True)
     watcher.start()
 
-    def send(records, latest):
-        worker.log_event(topic, pickle.dumps((records, latest), protocol=pickle.HIGHEST_PROTOCOL))
+    def send(batch, latest):
+        # plain data on the wire (records.to_dict): no engine class crosses it
+        payload = ([records.to_dict(r) for r in batch], {m: records.to_dict(p) for m, p in latest.items()})
+        worker.log_event(topic, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
 
     batcher = _Batcher(send, spec.steps)
     try:
@@ -605,8 +611,10 @@ class DaskExecutor(Executor):
 
         def on_event(event):
             _, payload = event
-            records, latest = pickle.loads(payload)
-            handle.deliver(records, latest)
+            batch, latest = pickle.loads(payload)
+            batch = [records.from_dict(d) for d in batch]
+            latest = {m: records.from_dict(d) for m, d in latest.items()}
+            handle.deliver(batch, latest)
             if handle.finished.is_set():
                 self._forget(handle)
 

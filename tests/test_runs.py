@@ -321,3 +321,28 @@ def test_dask_runs_wait_at_the_scheduler_even_in_a_small_room(dask_ex):
     assert waiting.where == long[0].where
     long[1].stop()
     assert long[1].finished.wait(30)
+
+
+def test_records_cross_the_wire_as_plain_data_and_come_back_equal():
+    """What a worker sends is plain data (records.to_dict): every record kind of a real
+    run round-trips field for field, curves and view arrays included."""
+    import numpy as np
+
+    from conserv_core import records
+
+    h = runs.InProcessExecutor(threads=1).submit(small_spec(steps=6, eval_every=3))
+    assert h.finished.wait(120)
+    assert {type(r).__name__ for r in h.queue} >= {"Started", "SetupDone", "Progress", "Evaluation",
+                                                   "Finished", "Ended"}
+    for rec in h.queue:
+        d = records.to_dict(rec)
+        assert not any(isinstance(v, training.metrics.Curve) for v in d.values())
+        back = records.from_dict(d)
+        assert type(back) is type(rec)
+        for f in rec.__dataclass_fields__:
+            a, b = getattr(rec, f), getattr(back, f)
+            if f == "view":
+                assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a
+                                                     if isinstance(a[k], np.ndarray))
+            else:
+                assert a == b, f
