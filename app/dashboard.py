@@ -18,6 +18,7 @@ import panel as pn
 import param
 
 from app.serving import prepare_document, release_memory
+from app.lesson_views import LessonMenu, LessonView, SharePanel
 from app.session import LabSession
 from app.settings import URL_CONFIG_FIELDS, url_system_fields
 from app.sweep_view import SweepView
@@ -69,11 +70,16 @@ class Dashboard(pn.viewable.Viewer):
         self.system_view = SystemView(session=s)
         self.teaching_view = TeachingView(session=s)
         self.sweep_view = SweepView(session=s)
+        self.lesson_view = LessonView(session=s)
+        self.lesson_menu = LessonMenu()
+        self.share_panel = SharePanel(session=s, controls=self.controls)
+        s.lesson.param.watch(guarded(s, lambda *e: self.controls.hide(s.lesson.hidden())), ["hide", "show_all"])
         if sync_url:
             served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
             loc = location if location is not None else (pn.state.location if served else None)
             if loc is not None:
                 self._sync_url(loc)
+                self.share_panel._update()  # the page's address is known now
         # empty plots, titled and labelled (and again for each system chosen): Train then
         # only fills them. Served, they are built once the page is up, so that the page is
         # usable first.
@@ -146,6 +152,7 @@ class Dashboard(pn.viewable.Viewer):
         self._read_link(loc.search)
         write = lambda *events: self._write_link()  # noqa: E731
         s.param.watch(write, ["system", "methods", "preset"])
+        s.lesson.param.watch(write, ["title", "tries", "hide"])
         s.config.param.watch(write, URL_CONFIG_FIELDS)
         for key, sysm in s.systems.items():
             sysm.param.watch(write, url_system_fields(key))
@@ -159,7 +166,11 @@ class Dashboard(pn.viewable.Viewer):
         refused: list[str] = []
         self._reading = True
         try:
-            refused = s.apply_link(parse_qsl(search[1:], keep_blank_values=True))
+            # the lesson's keys first (app.lesson), then the settings; which controls exist
+            # to hide depends on the system the link names
+            pairs, refused = s.lesson.read(parse_qsl(search[1:], keep_blank_values=True), s.system)
+            refused = s.apply_link(pairs) + refused
+            refused += s.lesson.check_hide(s.system)
         except Exception as err:  # a bad link must still open the page
             s.report_error(err)
         finally:
@@ -172,11 +183,9 @@ class Dashboard(pn.viewable.Viewer):
         if self._reading:
             return
         s = self.session
-        query = {}
-        if s.preset:
-            query["preset"] = s.preset
-        query.update(parse_qsl(s.query_string()))
-        search = "?" + urlencode(query)
+        pairs = [("preset", s.preset)] if s.preset else []
+        pairs += parse_qsl(s.query_string()) + s.lesson.query_pairs()
+        search = "?" + urlencode(pairs)
         if search != self._location.search:
             self._written = search
             self._location.search = search
@@ -191,7 +200,7 @@ class Dashboard(pn.viewable.Viewer):
     def _build_main(self) -> list:
         h = html
         return [
-            pn.Column(self.status_view, sizing_mode="stretch_width"),
+            pn.Column(self.lesson_view, self.status_view, sizing_mode="stretch_width"),
             pn.Column(h("<h3 style='margin:4px 0'>Is the invariant kept? Drift along rollouts (log scale)</h3>"),
                       self.drift_view, sizing_mode="stretch_width"),
             pn.Row(
@@ -212,14 +221,14 @@ class Dashboard(pn.viewable.Viewer):
         # workshop without internet loads as fast as one with it
         return pn.template.BootstrapTemplate(
             title=TITLE,
-            sidebar=[self.controls],
+            sidebar=[self.lesson_menu, self.controls, self.share_panel],
             main=self.main(),
             sidebar_width=370,
             header_background="#0b3d62",
         )
 
     def __panel__(self):
-        return pn.Row(pn.Column(self.controls, width=340), pn.Column(*self.main(), sizing_mode="stretch_width"),
+        return pn.Row(pn.Column(self.lesson_menu, self.controls, self.share_panel, width=340), pn.Column(*self.main(), sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
 
 

@@ -36,6 +36,7 @@ from conserv_core.systems import ALL_SYSTEMS, ParameterError, System, get_system
 
 from app import export, settings, theme, verdict
 from app.executor import executor, server_threads
+from app.lesson import Lesson
 from app.phases import ACTIVE, ENDED, PHASES, TRANSITIONS
 from app.rundata import LiveData, StreamSet
 from app.settings import KEEP_ON_SYSTEM_CHANGE, URL_CONFIG_FIELDS, url_system_fields
@@ -114,6 +115,8 @@ class LabSession(param.Parameterized):
         #: the page's URL (set by the dashboard when served), for the JSON download
         self.location = None
         self._applying_preset = False
+        #: the lesson this page shows (a link's title, things to try, hidden controls)
+        self.lesson = Lesson()
         self._apply_system_defaults()
         self.param.watch(self._system_changed, "system")
         self.param.watch(self._preset_chosen, "preset")

@@ -175,5 +175,9 @@ CSS = """
 .cl-status.danger { background: #fdecea; color: #7a1a12; }
 .cl-legend { font-size: 13px; display: flex; flex-wrap: wrap; gap: 14px; align-items: center; }
 .cl-look { font-size: 14px; color: #333; }
+.cl-lesson { background: #f4f1fb; border-left: 4px solid #5b3f9e; padding: 8px 14px; border-radius: 4px;
+             font-size: 14px; color: #222; }
+.cl-lesson-title { font-size: 18px; font-weight: 600; color: #3b2870; margin-bottom: 4px; }
+.cl-lesson ol { margin: 2px 0 2px 0; padding-left: 22px; }
 .cl-muted { color: #666; font-size: 12px; }
 """

@@ -27,7 +27,7 @@ from conserv_core.devices import available_devices
 from conserv_core.presets import PRESETS
 from conserv_core.systems import ALL_SYSTEMS
 
-from app import settings, theme
+from app import lesson, settings, theme
 from app.live import LivePlot
 from app.rundata import DRIFT_FLOOR, Channel, StreamSet, has_learned_energy, has_pair_potential
 from app.session import LabSession
@@ -290,18 +290,15 @@ class Controls(pn.viewable.Viewer):
         w = self.config_widgets
         head = html
         buttons = pn.Row(self.train_button, self.stop_button, self.reset_button, sizing_mode="stretch_width")
-        return pn.Column(
-            buttons,
-            self.preset,
-            self.system,
-            self.system_params,
-            head("<b>Methods to compare</b> <span class='cl-muted'>(colour = line colour)</span>"),
-            self.methods,
+        methods_head = head("<b>Methods to compare</b> <span class='cl-muted'>(colour = line colour)</span>")
+        invariants_head = head("<span class='cl-muted'>Invariants the soft constraints act on</span>")
+        downloads = pn.Column(head("<b>Download results</b>"), pn.Row(self.csv, self.json, sizing_mode="stretch_width"),
+                              sizing_mode="stretch_width")
+        self._cards = [
             pn.Card(w["steps"], w["lr"], w["width"], w["seed"], w["device"], title="Training",
                     collapsed=False, sizing_mode="stretch_width"),
-            pn.Card(w["lam"], w["mu"], w["mu_growth"], w["update_every"], w["lnn_form"],
-                    head("<span class='cl-muted'>Invariants the soft constraints act on</span>"), self.invariants,
-                    title="Constraint settings", collapsed=True, sizing_mode="stretch_width"),
+            pn.Card(w["lam"], w["mu"], w["mu_growth"], w["update_every"], w["lnn_form"], invariants_head,
+                    self.invariants, title="Constraint settings", collapsed=True, sizing_mode="stretch_width"),
             pn.Card(w["integrator"], w["projection"],
                     head("<span class='cl-muted'>discrete_gradient holds a learned energy exactly in every step "
                          "(truth, HNN, port-Hamiltonian). Projection pulls every model's rollout back onto the chosen "
@@ -309,12 +306,45 @@ class Controls(pn.viewable.Viewer):
                          "trajectory.</span>"),
                     w["horizon"], w["ood_factor"], title="Rollout and test",
                     collapsed=True, sizing_mode="stretch_width"),
-            head("<b>Download results</b>"),
-            pn.Row(self.csv, self.json, sizing_mode="stretch_width"),
+        ]
+        # what a lesson may hide, by the link's own names (app.lesson)
+        self._hideable = {"preset": [self.preset], "system": [self.system], "methods": [methods_head, self.methods],
+                          "downloads": [downloads], "invariants": [invariants_head, self.invariants],
+                          **{n: [wid] for n, wid in w.items()}}
+        for k, col in self._system_widgets.items():
+            for n, wid in zip(system_fields(k), col.objects):
+                self._hideable[f"{k}.{n}"] = [wid]
+        return pn.Column(
+            buttons,
+            self.preset,
+            self.system,
+            self.system_params,
+            methods_head,
+            self.methods,
+            *self._cards,
+            downloads,
             head("<span class='cl-muted'>The address bar records your settings, the seed included: "
                  "share it to reproduce this run.</span>"),
             sizing_mode="stretch_width",
         )
+
+    def hideable(self) -> dict[str, str]:
+        """The controls a lesson may hide: link name -> the label a leader reads."""
+        names = {}
+        for n, objs in self._hideable.items():
+            label = getattr(objs[-1], "label", "") if n not in ("methods", "downloads", "invariants") else ""
+            names[n] = label or lesson.control_label(n)
+        return names
+
+    def hide(self, names) -> None:
+        """Hide exactly the controls ``names`` (link names; unknown ones are ignored) and
+        show every other; a card whose every control is hidden goes too."""
+        names = set(names)
+        for n, objs in self._hideable.items():
+            for o in objs:
+                o.visible = n not in names
+        for card in self._cards:
+            card.visible = any(o.visible for o in card.objects if not isinstance(o, pn.pane.HTML))
 
     def __panel__(self):
         return self._layout
