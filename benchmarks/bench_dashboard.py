@@ -12,6 +12,8 @@ pendulum demo (baseline + HNN + penalty):
   < 200 ms);
 * Stop: from the click to "Stopped" in the status line (target < 1 s);
 * the demo's length: from Train to "Done" (aim: about 20 s on a busy 2-core box);
+* a lesson link (preset, title, five things to try, hidden controls): to its title and an
+  enabled Train button (target < 3 s, as any page);
 * several sessions training at once: first drift points in each;
 * server memory (RSS) before, at the peak and after those sessions closed and the server
   dropped them (target: back to the baseline).
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from urllib.parse import urlencode
 
 from playwright.sync_api import sync_playwright
 
@@ -63,6 +66,12 @@ ROUND_TRIP = """async (value) => {
   }
   return performance.now() - t0;
 }"""
+
+
+#: a lesson link as a leader's share panel writes it (app/lesson.py)
+LESSON_QUERY = urlencode([("preset", "ood-leakage"), ("lesson", "Bench lesson title"),
+                          *[("try", f"Thing to try number {i}.") for i in range(5)],
+                          ("hide", "lr,seed,width,methods,downloads")])
 
 
 def free_port() -> int:
@@ -165,6 +174,20 @@ def main(argv=None) -> int:
                             "< 3 s", t_load < 3))
             results.append(("page with its empty plots drawn (median)", f"{statistics.median(drawn):.2f} s", "-",
                             None))
+            # a lesson link: a preset, a title, five lines and hidden controls, until the
+            # title shows above the plots and Train can be clicked
+            lesson_loads = []
+            for _ in range(args.repeats):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                t0 = time.perf_counter()
+                page.goto(url + "?" + LESSON_QUERY, wait_until="commit", timeout=60_000)
+                page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
+                page.get_by_text("Bench lesson title").first.wait_for(timeout=60_000)
+                lesson_loads.append(time.perf_counter() - t0)
+                page.close()
+            t_lesson = statistics.median(lesson_loads)
+            results.append(("lesson link: title shown and Train clickable (median)", f"{t_lesson:.2f} s", "< 3 s",
+                            t_lesson < 3))
 
             # the default demo
             page, _, _ = open_page(browser, url)
