@@ -71,7 +71,8 @@ class Dashboard(pn.viewable.Viewer):
         self.teaching_view = TeachingView(session=s)
         self.sweep_view = SweepView(session=s)
         self.lesson_view = LessonView(session=s)
-        self.lesson_menu = LessonMenu()
+        served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+        self.lesson_menu = LessonMenu(session=s, served=served or location is not None)
         self.share_panel = SharePanel(session=s, controls=self.controls)
         s.lesson.param.watch(guarded(s, lambda *e: self.controls.hide(s.lesson.hidden())), ["hide", "show_all"])
         if sync_url:

@@ -135,12 +135,26 @@ class SharePanel(pn.viewable.Viewer):
 
 
 class LessonMenu(pn.viewable.Viewer):
-    """The failure-mode lessons, as links (each opens the dashboard on that lesson)."""
+    """The failure-mode lessons: links on a served page (each opens the dashboard on that
+    lesson), buttons that apply the preset in a notebook (which has no address to link)."""
+
+    session = param.ClassSelector(class_=LabSession)
+    served = param.Boolean(default=True)
 
     def __panel__(self):
-        items = "".join(f'<li><a href="{_html.escape(link, quote=True)}">{_html.escape(line)}</a></li>'
-                        for line, link in failure_links())
-        return pn.Card(html(f"<div class='cl-muted'>Each link opens a preset with its things to try.</div>"
-                            f"<ol style='margin:4px 0 0 0;padding-left:20px'>{items}</ol>",
-                            sizing_mode="stretch_width"),
-                       title="Lessons: how constraints fail", collapsed=True, sizing_mode="stretch_width")
+        head = html("<div class='cl-muted'>Each opens a preset with its things to try.</div>",
+                    sizing_mode="stretch_width")
+        if self.served:
+            items = "".join(f'<li><a href="{_html.escape(link, quote=True)}">{_html.escape(line)}</a></li>'
+                            for line, link in failure_links())
+            body = [head, html(f"<ol style='margin:4px 0 0 0;padding-left:20px'>{items}</ol>",
+                               sizing_mode="stretch_width")]
+        else:
+            s = self.session
+            body = [head]
+            for k in FAILURE_MODES:
+                b = pn.widgets.Button(label=FAILURE_LINES.get(k, PRESETS[k].title), button_type="light",
+                                      sizing_mode="stretch_width")
+                b.on_click(guarded(s, lambda e, k=k: s.apply_preset(k)))
+                body.append(b)
+        return pn.Card(*body, title="Lessons: how constraints fail", collapsed=True, sizing_mode="stretch_width")

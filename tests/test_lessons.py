@@ -155,9 +155,21 @@ def test_the_readme_and_the_menu_link_every_failure_mode():
     readme = (ROOT / "README.md").read_text()
     linked = re.findall(r"`\?preset=([a-z0-9-]+)`", readme.split("**Failure-mode lessons**", 1)[1][:3000])
     assert linked == list(presets.FAILURE_MODES)
-    menu = app.lesson_views.LessonMenu().__panel__()
-    text = menu.objects[0].object
+    menu = app.lesson_views.LessonMenu(session=app.Dashboard(autodrain=False).session).__panel__()
+    text = menu.objects[1].object
     assert all(f'href="?preset={k}"' in text for k in presets.FAILURE_MODES)
+
+
+def test_in_a_notebook_the_lesson_menu_applies_the_preset():
+    d = app.Dashboard(autodrain=False)  # no page address: buttons, not links
+    try:
+        buttons = d.lesson_menu.__panel__().objects[1:]
+        assert len(buttons) == len(presets.FAILURE_MODES)
+        buttons[3].clicks += 1
+        assert d.session.preset == presets.FAILURE_MODES[3] and d.session.config.integrator == "euler"
+        assert d.lesson_view.box.visible
+    finally:
+        d.close()
 
 
 # -- the lessons say what they show: the cheap ones checked on a real (small) run ----------------
