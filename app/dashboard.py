@@ -70,13 +70,13 @@ class Dashboard(pn.viewable.Viewer):
         self.system_view = SystemView(session=s)
         self.teaching_view = TeachingView(session=s)
         self.sweep_view = SweepView(session=s)
-        self.lesson_view = LessonView(session=s)
         served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+        self.lesson_view = LessonView(session=s)
+        # a notebook has no address for the lessons' links: its menu applies the presets
         self.lesson_menu = LessonMenu(session=s, served=served or location is not None)
         self.share_panel = SharePanel(session=s, controls=self.controls)
         s.lesson.param.watch(guarded(s, lambda *e: self.controls.hide(s.lesson.hidden())), ["hide", "show_all"])
         if sync_url:
-            served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
             loc = location if location is not None else (pn.state.location if served else None)
             if loc is not None:
                 self._sync_url(loc)
@@ -229,8 +229,8 @@ class Dashboard(pn.viewable.Viewer):
         )
 
     def __panel__(self):
-        return pn.Row(pn.Column(self.lesson_menu, self.controls, self.share_panel, width=340), pn.Column(*self.main(), sizing_mode="stretch_width"),
-                      sizing_mode="stretch_width")
+        sidebar = pn.Column(self.lesson_menu, self.controls, self.share_panel, width=340)
+        return pn.Row(sidebar, pn.Column(*self.main(), sizing_mode="stretch_width"), sizing_mode="stretch_width")
 
 
 def create_app() -> pn.template.BaseTemplate:

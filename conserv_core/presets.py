@@ -34,29 +34,55 @@ PRESETS: dict[str, Preset] = {
         Preset("pendulum-hard-vs-soft", "Pendulum: hard vs soft energy conservation", "pendulum",
                ("baseline", "hnn", "penalty"),
                description="The unconstrained network's energy drifts; the HNN's holds; the penalty sits between.",
-               tries=("Press Train and watch the energy drift: the baseline's climbs, the HNN's stays near the truth's dashed line.", "Raise the penalty's λ (Constraint settings) to 100 and train again: does the soft constraint catch up?", "Switch the integrator to discrete_gradient (Rollout and test): the HNN's own energy (dotted) drops to round-off.", 'Change the seed: which conclusions survive?')),
+               tries=("Press Train and watch the energy drift: the baseline's climbs, the HNN's stays near the "
+                      "truth's dashed line.",
+                      "Raise the penalty's λ (Constraint settings) to 100 and train again: does the soft constraint "
+                      "catch up?",
+                      "Switch the integrator to discrete_gradient (Rollout and test): the HNN's own energy (dotted) "
+                      "drops to round-off.",
+                      "Change the seed: which conclusions survive?")),
         Preset("damped-pendulum", "Damped pendulum: the wrong hard constraint, and the right one", "pendulum",
                ("baseline", "hnn", "phnn"), system_params={"damping": 0.3},
                description="Energy is not conserved here. The HNN cannot represent the loss of energy; the "
                            "port-Hamiltonian network builds friction in, so its energy can only fall.",
-               tries=("Press Train: the truth's energy falls (friction); the HNN's stays flat, because it cannot lose energy.", 'Look at the phase portrait: the truth spirals in, the HNN keeps circling.', "The port-Hamiltonian network has friction built in: its energy can only fall, as the truth's does.", "Set damping to 0 and train again: now the HNN's assumption is right.")),
+               tries=("Press Train: the truth's energy falls (friction); the HNN's stays flat, because it cannot lose"
+                      " energy.",
+                      "Look at the phase portrait: the truth spirals in, the HNN keeps circling.",
+                      "The port-Hamiltonian network has friction built in: its energy can only fall, as the truth's "
+                      "does.",
+                      "Set damping to 0 and train again: now the HNN's assumption is right.")),
         Preset("momentum-by-symmetry", "N-body: momentum kept by symmetry (Noether)", "nbody",
                ("baseline", "hnn", "shnn"),
                description="An energy that cannot tell where the bodies are or which way they face keeps "
                            "total momentum and angular momentum exactly. The HNN keeps its energy only.",
-               tries=("Press Train and open the momentum plots: the symmetric HNN's momentum stays at round-off.", 'The plain HNN keeps its energy but lets momentum wander: energy conservation alone does not give momentum.', 'Change the number of bodies or the seed: the symmetric network keeps momentum by construction, whatever it learned.')),
+               tries=("Press Train and open the momentum plots: the symmetric HNN's momentum stays at round-off.",
+                      "The plain HNN keeps its energy but lets momentum wander: energy conservation alone does not "
+                      "give momentum.",
+                      "Change the number of bodies or the seed: the symmetric network keeps momentum by construction,"
+                      " whatever it learned.")),
         Preset("wrong-symmetry", "N-body in a trap: the symmetry that is not there", "nbody",
                ("baseline", "hnn", "shnn"), system_params={"trap": 1.0},
                description="A harmonic trap breaks translation symmetry: the centre of mass swings and momentum "
                            "changes. The symmetric HNN cannot follow, because it keeps momentum by construction.",
-               tries=("Press Train: the trap makes the truth's momentum swing (its curve is not flat).", 'The symmetric HNN still holds momentum flat: a constraint that is not in the physics is a wrong answer, held exactly.', "Load the momentum-by-symmetry preset: the same bodies without the trap, where the symmetry is real.")),
+               tries=("Press Train: the trap makes the truth's momentum swing (its curve is not flat).",
+                      "The symmetric HNN still holds momentum flat: a constraint that is not in the physics is a "
+                      "wrong answer, held exactly.",
+                      "Load the momentum-by-symmetry preset: the same bodies without the trap, where the symmetry is "
+                      "real.")),
         Preset("figure-eight", "Three-body figure-eight", "nbody", ("baseline", "hnn"),
                system_params={"preset": "figure_eight", "n_bodies": 3},
                description="The Chenciner–Montgomery choreography: energy and momenta under learned dynamics.",
-               tries=('Press Train and watch the orbits: do the learned bodies keep the figure-eight?', 'Compare the energy drift with the orbit: a model can keep its energy and still leave the choreography.', 'Lengthen the rollout horizon (Rollout and test) and train again.')),
+               tries=("Press Train and watch the orbits: do the learned bodies keep the figure-eight?",
+                      "Compare the energy drift with the orbit: a model can keep its energy and still leave the "
+                      "choreography.",
+                      "Lengthen the rollout horizon (Rollout and test) and train again.")),
         Preset("flow-mass", "Incompressible flow: is mass conserved?", "flow", ("baseline", "divfree", "penalty"),
                description="A divergence-free field keeps the dye patch's mass exactly; an unconstrained one does not.",
-               tries=('Press Train and watch the dye patch: the divergence-free network keeps its area (mass) exactly.', "The baseline's and the penalty's dye patch grows or shrinks: their fields have sources and sinks.", "Raise the penalty's λ and train again: the leak shrinks but does not vanish.")),
+               tries=("Press Train and watch the dye patch: the divergence-free network keeps its area (mass) "
+                      "exactly.",
+                      "The baseline's and the penalty's dye patch grows or shrinks: their fields have sources and "
+                      "sinks.",
+                      "Raise the penalty's λ and train again: the leak shrinks but does not vanish.")),
         # failure modes (FAILURE_MODES below): each shows a constraint, or the lab's own
         # numerics, getting something wrong, and what to look at to see it
         Preset("chaos-double-pendulum", "Chaos: the energy stays bounded while the path diverges", "double_pendulum",
@@ -67,7 +93,8 @@ PRESETS: dict[str, Preset] = {
                tries=("Press Train and watch the paths in the phase portrait part from the truth's.",
                       "Now read the energy drift: the HNN's stays near a few per cent while its path is far off.",
                       "A conserved energy bounds where the state can go; it does not pin the trajectory.",
-                      "Lower max angle to 0.3 and train again: near rest the motion is regular, and paths agree longer.")),
+                      "Lower max angle to 0.3 and train again: near rest the motion is regular, and paths agree "
+                      "longer.")),
         Preset("generic-lnn-runaway", "The generic LNN runs away", "double_pendulum", ("baseline", "lnn"),
                config={"steps": 600, "lnn_form": "generic"},
                description="The LNN paper's generic form learns any L(q, q̇) and inverts its Hessian to get the "
@@ -104,7 +131,9 @@ PRESETS: dict[str, Preset] = {
                        "batch_size": 2000, "steps": 600, "horizon": 20.0, "n_test": 15},
                description="H = q² + p², 50 noisy trajectories, MLP 200-200: the paper's data at a third of its "
                            "2000 full-batch steps. Published energy MSE: baseline 0.17, HNN 0.00038.",
-               tries=("Press Train: the HNN's energy stays on the truth's line, the baseline's spirals away.", "Compare the drift with the paper's energy MSE quoted in the preset's description.", "Set the spring constant k to 1 and train again: the same law on another energy.")),
+               tries=("Press Train: the HNN's energy stays on the truth's line, the baseline's spirals away.",
+                      "Compare the drift with the paper's energy MSE quoted in the preset's description.",
+                      "Set the spring constant k to 1 and train again: the same law on another energy.")),
         Preset("hnn-table1-pendulum", "HNN paper, Table 1: ideal pendulum", "pendulum", ("baseline", "hnn"),
                # m l² = 1/2 and m g l = 3 give the paper's H = 3(1 − cos q) + p²; its starts lie on
                # circles r ∈ [1.3, 2.3] of the (q, p) plane, whose energies span 0.28–0.88 of 2mgl
@@ -116,7 +145,8 @@ PRESETS: dict[str, Preset] = {
                description="H = 3(1 − cos q) + p², 50 noisy trajectories, MLP 200-200, a third of the paper's "
                            "steps. Published energy MSE: baseline 0.042, HNN 0.025 (a metric on q² + p²; on the "
                            "true energy the HNN's lead is far larger, see benchmarks/RESULTS.md).",
-               tries=('Press Train and compare the energy drift of the two networks over the 20 s rollout.', "Read benchmarks/RESULTS.md: the paper's metric on q² + p² hides part of the HNN's lead.")),
+               tries=("Press Train and compare the energy drift of the two networks over the 20 s rollout.",
+                      "Read benchmarks/RESULTS.md: the paper's metric on q² + p² hides part of the HNN's lead.")),
         Preset("hnn-table1-two-body", "HNN paper, Table 1: two-body problem", "nbody", ("baseline", "hnn"),
                system_params={"n_bodies": 2, "preset": "two_body_circular", "softening": 0.0, "n_traj": 100,
                               "t_span": 10.0, "n_points": 25},
@@ -125,7 +155,9 @@ PRESETS: dict[str, Preset] = {
                description="Two unit masses on circular orbits, minibatches of 200, MLP 200-200: a tenth of the "
                            "paper's 1000 orbits (and half their length) and of its 10 000 steps. Published energy "
                            "MSE: baseline 0.063, HNN 0.000039.",
-               tries=("Press Train and watch the orbits: the baseline's bodies spiral in or out, the HNN's stay on their circles.", 'Open the momentum plots: the HNN keeps energy, but nothing in it holds momentum exactly.')),
+               tries=("Press Train and watch the orbits: the baseline's bodies spiral in or out, the HNN's stay on "
+                      "their circles.",
+                      "Open the momentum plots: the HNN keeps energy, but nothing in it holds momentum exactly.")),
         Preset("lnn-double-pendulum", "LNN paper's system: the double pendulum", "double_pendulum",
                ("baseline", "lnn"), system_params={"gravity": 9.8, "max_angle": 0.5, "max_speed": 0.5},
                config={"width": 64, "depth": 2, "activation": "gelu", "lr": 3e-3, "batch_size": 256,
@@ -136,7 +168,10 @@ PRESETS: dict[str, Preset] = {
                            "(L = ½ θ̇ᵀM(θ)θ̇ − V(θ)), which learns this in a live budget; the paper's generic "
                            "form needs minutes (benchmarks/reproduce_lnn.py). Published |ΔE(t=100)| / max "
                            "potential energy: baseline 0.074, LNN 0.0043.",
-               tries=('Press Train: the paths part from the truth within seconds (chaos), whatever the model.', "Watch the energy instead: the LNN's stays within a few per cent, the baseline's wanders off.", 'Switch the LNN form to generic (Constraint settings) and train again: see the failure-mode lesson on it.')),
+               tries=("Press Train: the paths part from the truth within seconds (chaos), whatever the model.",
+                      "Watch the energy instead: the LNN's stays within a few per cent, the baseline's wanders off.",
+                      "Switch the LNN form to generic (Constraint settings) and train again: see the failure-mode "
+                      "lesson on it.")),
     ]
 }
 

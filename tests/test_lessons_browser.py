@@ -6,7 +6,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import pytest
-from test_browser import ARGS, CHROMIUM, WIDGET_VALUE, _open, _status_contains, browser, server  # noqa: F401
+from test_browser import WIDGET_VALUE, _open, _status_contains, browser, server  # noqa: F401
 from test_lessons import LESSON
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
