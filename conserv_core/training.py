@@ -733,7 +733,8 @@ class Comparison:
 
 
 __all__ = [
-    "Comparison", "Evaluation", "Finished", "Gate", "Paused", "Progress", "recommended", "Stopped", "TrainConfig", "Trainer",
+    "Comparison", "Evaluation", "Finished", "Gate", "Paused", "Progress", "recommended", "Stopped", "TrainConfig",
+    "Trainer",
     "check_on_bodies", "comparison_summary", "constrained_invariants", "default_invariants", "method_summary",
     "on_bodies",
     "load_checkpoint", "make_config", "truth_evaluation", "warm_up",
