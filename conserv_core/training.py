@@ -587,9 +587,7 @@ class Gate:
     def step(self) -> None:
         """Run one more evaluation interval, then wait (pauses a running run: it waits
         one boundary later than :meth:`pause` would)."""
-        with self._cond:
-            self._grants += 1
-        self._update(paused=True)
+        self._update(paused=True, grants=1)
 
     @property
     def paused(self) -> bool:
@@ -604,12 +602,14 @@ class Gate:
         """Take another gate's :meth:`state` (idempotent: a press already seen is not
         granted again)."""
         with self._cond:
-            self._grants = max(self._grants, int(state.get("grants", 0)))
-        self._update(paused=bool(state.get("paused", False)))
+            more = max(0, int(state.get("grants", 0)) - self._grants)
+            self._update(paused=bool(state.get("paused", False)), grants=more)
 
-    def _update(self, paused: bool) -> None:
+    def _update(self, paused: bool, grants: int = 0) -> None:
+        # one lock for both, so a boundary never sees a new press without its pause
         with self._cond:
             self._paused = paused
+            self._grants += grants
             self._cond.notify_all()
 
     def hold(self, stop_event: threading.Event, on_wait: Callable[[int], None] | None = None) -> None:
