@@ -126,6 +126,15 @@ class Dashboard(pn.viewable.Viewer):
     def stop(self) -> None:
         self.session.stop()
 
+    def pause(self) -> None:
+        self.session.pause()
+
+    def resume(self) -> None:
+        self.session.resume()
+
+    def step(self) -> None:
+        self.session.step()
+
     def reset(self) -> None:
         self.session.reset()
 

@@ -12,6 +12,7 @@ PHASES = {
     "queued": "running",
     "preparing": "running",
     "training": "running",
+    "paused": "info",
     "stopping": "warning",
     "done": "success",
     "stopped": "warning",
@@ -19,7 +20,7 @@ PHASES = {
     "failed": "danger",
 }
 #: phases in which a run exists (Train replaces it, Stop ends it)
-ACTIVE = ("queued", "preparing", "training", "stopping")
+ACTIVE = ("queued", "preparing", "training", "paused", "stopping")
 ENDED = ("done", "stopped", "diverged", "failed")
 NEW = {"idle", "queued", "preparing"}
 #: which phase may follow which: a new run (or none) from anywhere; a run goes forward only
@@ -27,7 +28,9 @@ TRANSITIONS = {
     "idle": NEW,
     "queued": {*NEW, "training", "stopping", *ENDED},
     "preparing": {*NEW, "training", "stopping", *ENDED},
-    "training": {*NEW, "training", "stopping", *ENDED},
+    "training": {*NEW, "training", "paused", "stopping", *ENDED},
+    # waiting at an evaluation boundary: Step and Resume train on, Stop ends it
+    "paused": {*NEW, "training", "stopping", *ENDED},
     "stopping": {*NEW, "stopping", *ENDED},
     **{p: NEW for p in ENDED},
 }

@@ -12,6 +12,11 @@ The run's state is one explicit phase (:data:`app.phases.PHASES`), changed only 
 :meth:`LabSession._enter`; the status line's colour follows from it, and no logic reads
 the status text.
 
+Play / pause / step: Pause asks the run to wait at its next evaluation boundary; the
+session enters ``"paused"`` when the run says it waits (a ``records.Paused`` record), so
+the curves shown are those of the models as they are. Step runs one more evaluation
+interval, Resume runs on, Stop still ends it. Pausing changes no number of the run.
+
 Its parts live apart: which settings show and travel in a link (:mod:`app.settings`),
 where runs go (:mod:`app.executor`), the phases (:mod:`app.phases`), a run's received
 data and the plots' channels (:mod:`app.rundata`), the closing verdict
@@ -30,7 +35,7 @@ import param
 
 from conserv_core import budget as work_budget
 from conserv_core import methods as cmethods
-from conserv_core import presets, runs, training
+from conserv_core import presets, records, runs, training
 from conserv_core.devices import available_devices
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, System, get_system
 
@@ -43,6 +48,7 @@ from app.settings import KEEP_ON_SYSTEM_CHANGE, URL_CONFIG_FIELDS, url_system_fi
 
 #: records a run sends besides the trainer's (see :mod:`conserv_core.runs`)
 SetupDone, Failed, Started, Ended = runs.SetupDone, runs.Failed, runs.Started, runs.Ended
+Paused = records.Paused
 
 #: how often a served session drains the worker's records (ms)
 DRAIN_MS = 200
@@ -84,6 +90,8 @@ class LabSession(param.Parameterized):
     progress = param.Integer(default=0, bounds=(0, 100))
     speed = param.String(default="")
     running = param.Boolean(default=False)
+    paused = param.Boolean(default=False, doc="The user asked the run to pause (Pause or Step pressed, "
+                                              "Resume not since); the phase says when it waits.")
     data = param.ClassSelector(class_=LiveData, allow_None=True, doc="The current run's live data.")
     streams = param.ClassSelector(class_=StreamSet, allow_None=True,
                                   doc="The streams the plots are built on (kept while the layout holds).")
@@ -106,6 +114,9 @@ class LabSession(param.Parameterized):
         self.run: runs.RunHandle | None = None
         #: a settings change made while a run goes on (said in the status line)
         self._changed_during_run = False
+        #: when the run began its current wait (perf_counter), so steps/s leaves the pause out
+        self._paused_at: float | None = None
+        self._paused_step = 0
         self._periodic = None
         self.autodrain = False
         #: build the new system's (empty) plots as soon as it is chosen (the dashboard sets it)
@@ -355,6 +366,8 @@ class LabSession(param.Parameterized):
             return None
         self._changed_during_run = False
         self.run = handle
+        self._paused_at = None
+        self.paused = False
         streams = self.prepare(sysm, keys, cfg)
         streams.clear()
         data = LiveData(sysm, keys, cfg, streams)
@@ -407,6 +420,57 @@ class LabSession(param.Parameterized):
             self.run.stop()
             self._enter("stopping", "Stopping…")
 
+    def pause(self) -> None:
+        """Have the run wait at its next evaluation boundary (a queued run starts paused)."""
+        if not self._controllable() or self.paused:
+            return
+        self.run.pause()
+        self.paused = True
+        if self.phase == "training":
+            self._enter("training", f"Pausing at the next evaluation (every {self.data.config.eval_every:,} "
+                        "steps)…")
+
+    def step(self) -> None:
+        """From a pause: train one more evaluation interval, then wait again."""
+        if not self._controllable() or self.phase != "paused":
+            return
+        self.run.step()
+        self._unpause()
+        to = min(self._paused_step + self.data.config.eval_every, self.data.config.steps)
+        self._enter("training", f"Stepping: training to step {to:,}, then pausing again…")
+
+    def resume(self) -> None:
+        """Train on from a pause (or cancel a pause not yet reached)."""
+        if not self._controllable() or not self.paused:
+            return
+        self.run.resume()
+        self.paused = False
+        if self.phase == "paused":
+            self._unpause()
+            self._enter("training", f"Resumed: training {len(self.data.methods)} method(s) on "
+                        f"{self.data.system.title}…")
+
+    def _controllable(self) -> bool:
+        return self.run is not None and self.data is not None and self.running and not self.run.stop_requested
+
+    def _unpause(self) -> None:
+        """Leave a wait: the steps/s clock skips the time spent paused."""
+        if self._paused_at is not None and self.data.first_step_at is not None:
+            self.data.first_step_at += time.perf_counter() - self._paused_at
+        self._paused_at = None
+
+    def _reached_pause(self, run: runs.RunHandle, data: LiveData, rec: records.Paused) -> None:
+        """The run waits at ``rec.step``: say so, unless a later Step or Resume already
+        sent it on (a wait the run has left by now)."""
+        if not self.paused or run.stop_requested or rec.grants != run.gate.state()["grants"]:
+            return
+        if self.phase != "training":
+            return
+        self._paused_step = rec.step
+        self._paused_at = time.perf_counter()
+        self._enter("paused", f"Paused at step {rec.step:,} of {data.config.steps:,} — Step runs one more "
+                    "evaluation interval, Resume runs on, Stop ends it.")
+
     def reset(self) -> None:
         """Stop any run and clear every plot (the settings stay)."""
         self._discard_run()
@@ -428,6 +492,7 @@ class LabSession(param.Parameterized):
         self.run = None
         if self.phase in ACTIVE:
             self.param.update(phase="idle", running=False)
+        self.paused = False
 
     # -- the periodic drain -----------------------------------------------------------------
     def _waker(self) -> Callable[[], None] | None:
@@ -537,6 +602,8 @@ class LabSession(param.Parameterized):
                     self._enter("training", f"Training {len(data.methods)} method(s) on {data.system.title}…")
             elif isinstance(rec, Failed):
                 data.failed = rec.message
+            elif isinstance(rec, Paused):
+                self._reached_pause(run, data, rec)
 
     def _update_progress(self, run: runs.RunHandle, data: LiveData) -> None:
         if self.phase == "queued":
@@ -554,6 +621,8 @@ class LabSession(param.Parameterized):
         remaining = sum(0 if m in data.finished else steps - (latest[m].step if m in latest else 0)
                         for m in data.methods)
         self.progress = int(round(100 * (total - remaining) / max(total, 1)))
+        if self.phase == "paused":
+            return  # the steps/s line keeps its last value; the clock restarts with the run
         if data.first_step_at is not None and done:
             wall = max(time.perf_counter() - data.first_step_at, 1e-3)
             rate = done / wall
@@ -562,7 +631,8 @@ class LabSession(param.Parameterized):
             self.speed = (f"step {step_now:,} / {steps:,} · {rate:,.0f} steps/s (all methods) "
                           f"· {left:,.0f} s left" if remaining else
                           f"{done:,} steps · {rate:,.0f} steps/s (all methods)")
-        if self.phase == "training" and not run.stop_requested and data.first_step_at is not None:
+        pausing = self.paused  # "Pausing at the next evaluation…" stays until the run waits
+        if self.phase == "training" and not run.stop_requested and not pausing and data.first_step_at is not None:
             names = ", ".join(theme.SHORT[m] for m in data.methods if m not in data.finished)
             self._enter("training", f"Training {names} on {data.system.title}. Drift curves refresh every "
                         f"{data.config.eval_every} steps.")
@@ -570,6 +640,7 @@ class LabSession(param.Parameterized):
     def _conclude(self, run: runs.RunHandle, data: LiveData) -> None:
         self.run = None
         self._changed_during_run = False
+        self.paused = False
         fins = data.finished
         if data.failed:
             self._enter("failed", f"The run failed: {data.failed}. Curves already shown are kept.")

@@ -232,7 +232,8 @@ def _checkbox_colors(keys: list[str]) -> list[str]:
 
 
 class Controls(pn.viewable.Viewer):
-    """Every setting, built from the engine's param declarations, and Train / Stop / Reset."""
+    """Every setting, built from the engine's param declarations, and Train / Stop / Reset,
+    with Pause (Resume while paused) and Step as in TF Playground."""
 
     session = param.ClassSelector(class_=LabSession)
 
@@ -270,10 +271,19 @@ class Controls(pn.viewable.Viewer):
                                              description="End the run now; the curves so far stay.")
         self.reset_button = pn.widgets.Button(label="Reset", color="light", sizing_mode="stretch_width",
                                               description="Stop and clear the plots (settings stay).")
+        self.pause_button = pn.widgets.Button(label="Pause", color="light", sizing_mode="stretch_width",
+                                              disabled=True,
+                                              description="Pause at the next drift-curve update; Resume runs on.")
+        self.step_button = pn.widgets.Button(label="Step", color="light", sizing_mode="stretch_width", disabled=True,
+                                             description="While paused: train one more evaluation interval, "
+                                                         "then pause again.")
         self.train_button.on_click(g(lambda e: s.train()))
         self.stop_button.on_click(g(lambda e: s.stop()))
+        self.pause_button.on_click(g(lambda e: s.resume() if s.paused else s.pause()))
+        self.step_button.on_click(g(lambda e: s.step()))
         self.reset_button.on_click(g(lambda e: s.reset()))
         s.param.watch(g(self._running_changed), "running")
+        s.param.watch(g(self._pause_changed), ["phase", "paused", "running"])
         s.param.watch(g(self._system_changed), "system")
         self.csv = pn.widgets.FileDownload(callback=g(s.results_csv), filename="conservation-lab-curves.csv",
                                            label="Curves (CSV)", embed=False, sizing_mode="stretch_width",
@@ -283,6 +293,7 @@ class Controls(pn.viewable.Viewer):
                                             color="light")
         self._system_changed()
         self._running_changed()
+        self._pause_changed()
         self._layout = self._build()
 
     # -- layout ---------------------------------------------------------------------------
@@ -290,6 +301,7 @@ class Controls(pn.viewable.Viewer):
         w = self.config_widgets
         head = html
         buttons = pn.Row(self.train_button, self.stop_button, self.reset_button, sizing_mode="stretch_width")
+        playback = pn.Row(self.pause_button, self.step_button, sizing_mode="stretch_width")
         methods_head = head("<b>Methods to compare</b> <span class='cl-muted'>(colour = line colour)</span>")
         invariants_head = head("<span class='cl-muted'>Invariants the soft constraints act on</span>")
         downloads = pn.Column(head("<b>Download results</b>"), pn.Row(self.csv, self.json, sizing_mode="stretch_width"),
@@ -316,6 +328,7 @@ class Controls(pn.viewable.Viewer):
                 self._hideable[f"{k}.{n}"] = [wid]
         return pn.Column(
             buttons,
+            playback,
             self.preset,
             self.system,
             self.system_params,
@@ -403,6 +416,14 @@ class Controls(pn.viewable.Viewer):
         running = self.session.running
         self.stop_button.disabled = not running
         self.train_button.label = "Restart" if running else "Train"
+
+    def _pause_changed(self, *events) -> None:
+        """Pause while a run goes on, Resume once paused (or pausing); Step only while
+        the run waits, since only then is one more interval well defined."""
+        s = self.session
+        live = s.running and s.phase != "stopping"
+        self.pause_button.param.update(label="Resume" if s.paused else "Pause", disabled=not live)
+        self.step_button.disabled = not (live and s.phase == "paused")
 
 
 # ------------------------------------------------------------------------------------------

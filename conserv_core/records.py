@@ -1,6 +1,7 @@
 """The plain records a run hands to whoever listens (the CLI, the dashboard, a notebook,
 the run service's wire): :class:`Progress` after every optimisation step,
-:class:`Evaluation` on schedule, :class:`Finished` once. Plain dataclasses of numbers,
+:class:`Evaluation` on schedule, :class:`Finished` once, and :class:`Paused` where a paused
+comparison waits. Plain dataclasses of numbers,
 strings, :class:`~conserv_core.metrics.Curve` and small numpy arrays, so they pickle and
 serialise without the engine's objects."""
 
@@ -60,7 +61,17 @@ class Finished:
     elapsed: float
 
 
-Record = Progress | Evaluation | Finished
+@dataclass
+class Paused:
+    """A paused run (:class:`conserv_core.training.Gate`) waits here: every method has
+    made ``step`` steps and sent its evaluation at that step, so the curves shown are
+    those of the models as they are. ``grants`` is how many Step presses the run had
+    seen, so a listener can tell this wait from one a later Step already ended."""
+    step: int
+    grants: int
+
+
+Record = Progress | Evaluation | Finished | Paused
 Listener = Callable[[Record], None]
 
 
@@ -77,7 +88,7 @@ def kind(cls: type) -> type:
     return cls
 
 
-for _cls in (Progress, Evaluation, Finished):
+for _cls in (Progress, Evaluation, Finished, Paused):
     kind(_cls)
 
 

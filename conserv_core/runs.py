@@ -17,12 +17,16 @@ Executors share one interface, :meth:`Executor.submit` ``(spec) -> RunHandle``:
 A :class:`RunHandle` is what the caller holds: a queue of records in the order the run
 made them (``training.Progress`` thinned to about :data:`MAX_PROGRESS` per method,
 ``Evaluation``, ``Finished``, plus :class:`Started`, :class:`SetupDone`, :class:`Failed`
-and, last, :class:`Ended`), the latest progress per method, and :meth:`RunHandle.stop`.
+and, last, :class:`Ended`), the latest progress per method, :meth:`RunHandle.stop`, and
+:meth:`RunHandle.pause` / :meth:`~RunHandle.step` / :meth:`~RunHandle.resume` (a paused run
+waits at its next evaluation boundary and says so with a ``records.Paused`` record).
 
 From a worker, records travel in batches through Dask's topic events
 (``Worker.log_event`` → ``Client.subscribe_topic``): pushed, not polled, a few ms from
 worker to client. A stop crosses the other way through a ``distributed.Event`` that the
-run long-polls, so it lands within a training step.
+run long-polls, so it lands within a training step. Pause, step and resume cross as the
+run's :class:`training.Gate` state, plain data in a ``distributed.Variable`` that the same
+watcher reads once per poll: no call per training step.
 """
 
 from __future__ import annotations
@@ -115,12 +119,13 @@ class RunSpec:
         _budget.check(sysm, list(self.methods), cfg, self.max_work)
         return self
 
-    def comparison(self, listener=None, stop_event: threading.Event | None = None) -> training.Comparison:
+    def comparison(self, listener=None, stop_event: threading.Event | None = None,
+                   gate: training.Gate | None = None) -> training.Comparison:
         """The :class:`~conserv_core.training.Comparison` this spec describes, built here
         (data, models, truth): what every executor runs, and what the CLI runs in process."""
         sysm, cfg = self.build()
         return training.Comparison(sysm, list(self.methods), cfg, listener=listener, stop_event=stop_event,
-                                   max_work=self.max_work)
+                                   max_work=self.max_work, gate=gate)
 
     @property
     def steps(self) -> int:
@@ -205,13 +210,15 @@ class _Batcher:
             self.send(batch, dict(self.latest))
 
 
-def execute(spec: RunSpec, listener: Callable[[object], None], stop_event: threading.Event, where: str = "local") -> None:
+def execute(spec: RunSpec, listener: Callable[[object], None], stop_event: threading.Event, where: str = "local",
+            gate: training.Gate | None = None) -> None:
     """Carry out ``spec``: every record goes to ``listener``, in order, :class:`Ended` last.
-    Never raises: a failure is a :class:`Failed` record."""
+    ``gate`` pauses and steps it (:class:`training.Gate`). Never raises: a failure is a
+    :class:`Failed` record."""
     listener(Started(where))
     try:
         t0 = time.perf_counter()
-        comp = spec.comparison(listener, stop_event)
+        comp = spec.comparison(listener, stop_event, gate)
         listener(SetupDone(time.perf_counter() - t0))
         if stop_event.is_set():
             for k in comp.trainers:
@@ -251,6 +258,8 @@ class RunHandle:
         self.submitted_at = time.monotonic()
         self.started_at: float | None = None
         self.stop_requested = False
+        #: what the caller asked of pause / step / resume (the executor carries it to the run)
+        self.gate = training.Gate()
         self._deliver_lock = threading.Lock()
         #: called (from any thread) when an urgent record arrives: a served session
         #: schedules a drain on its next tick
@@ -301,6 +310,24 @@ class RunHandle:
             return
         self.stop_requested = True
         self.executor._stop(self)
+
+    def pause(self) -> None:
+        """Have the run wait at its next evaluation boundary (a queued run starts paused)."""
+        self._control(self.gate.pause)
+
+    def step(self) -> None:
+        """Run one more evaluation interval, then wait again."""
+        self._control(self.gate.step)
+
+    def resume(self) -> None:
+        """Run on."""
+        self._control(self.gate.resume)
+
+    def _control(self, change: Callable[[], None]) -> None:
+        if self.finished.is_set() or self.stop_requested:
+            return
+        change()
+        self.executor._control(self)
 
     def place(self) -> tuple[int, float] | None:
         """``(runs ahead, seconds until this one starts, about)`` while queued, else None."""
@@ -359,6 +386,10 @@ class Executor:
     def _stop(self, handle: RunHandle) -> None:
         raise NotImplementedError
 
+    def _control(self, handle: RunHandle) -> None:
+        """Carry ``handle.gate``'s new state to the run."""
+        raise NotImplementedError
+
     def _ended(self, handle: RunHandle) -> None:
         with self._lock:
             self._active.pop(handle.id, None)
@@ -410,13 +441,17 @@ class InProcessExecutor(Executor):
                 import torch
 
                 torch.set_num_threads(self.threads)
-            execute(handle.spec, batcher, handle.stop_event)  # Ended, last, flushes the batch
+            # the handle's gate is the run's: pause, step and resume act on it directly
+            execute(handle.spec, batcher, handle.stop_event, gate=handle.gate)  # Ended, last, flushes the batch
 
         handle.thread = threading.Thread(target=work, name=f"conserv-run-{handle.id}", daemon=True)
         handle.thread.start()
 
     def _stop(self, handle: RunHandle) -> None:
         handle.stop_event.set()
+
+    def _control(self, handle: RunHandle) -> None:
+        pass  # the run holds the handle's own gate
 
 
 # -- Dask -------------------------------------------------------------------------------
@@ -429,7 +464,7 @@ def run_on_worker(spec_dict: dict, run_id: str) -> str:
     the run's topic, stopping when the run's stop event is set. Returns ``"done"``, or
     ``"lost"`` when this is a retry after a worker died (the run is not started twice:
     its first records are already on the page)."""
-    from distributed import Event, get_worker
+    from distributed import Event, Variable, get_worker
 
     worker = get_worker()
     started = Event(f"{_topic(run_id)}-started")
@@ -441,6 +476,12 @@ def run_on_worker(spec_dict: dict, run_id: str) -> str:
     stop_remote = Event(f"{topic}-stop")
     stop_local = threading.Event()
     done = threading.Event()
+    control = Variable(f"{topic}-control")
+    gate = training.Gate()
+    try:  # the client set it before submitting: a run paused in the queue starts paused
+        gate.mirror(control.get(timeout=10))
+    except Exception:  # a client that set none: the run plays
+        pass
 
     def watch_stop():
         while not done.is_set():
@@ -448,6 +489,7 @@ def run_on_worker(spec_dict: dict, run_id: str) -> str:
                 if stop_remote.wait(timeout=STOP_POLL_S):
                     stop_local.set()
                     return
+                gate.mirror(control.get(timeout=10))
             except Exception:  # the scheduler went away: the run ends with it
                 stop_local.set()
                 return
@@ -462,7 +504,7 @@ def run_on_worker(spec_dict: dict, run_id: str) -> str:
 
     batcher = _Batcher(send, spec.steps)
     try:
-        execute(spec, batcher, stop_local, where=worker.address)  # Ended, last, flushes the batch
+        execute(spec, batcher, stop_local, where=worker.address, gate=gate)  # Ended, last, flushes the batch
     finally:
         done.set()
     return "done"
@@ -619,6 +661,7 @@ class DaskExecutor(Executor):
                 self._forget(handle)
 
         self.client.subscribe_topic(topic, on_event)
+        self._control(handle)  # the run reads its gate's state from the start
         fut = _submit_queued(self.client, run_on_worker, handle.spec.to_dict(), handle.id,
                              key=f"conserv-run-{handle.id}", priority=-handle.order)
         handle.future = fut
@@ -655,6 +698,14 @@ class DaskExecutor(Executor):
             Event(f"{_topic(handle.id)}-stop", client=self.client).set()
         except Exception:  # the cluster has gone: nothing is running there any more
             handle.end(stopped="stopped")
+
+    def _control(self, handle: RunHandle) -> None:
+        from distributed import Variable
+
+        try:
+            Variable(f"{_topic(handle.id)}-control", client=self.client).set(handle.gate.state())
+        except Exception:  # the cluster has gone: the run ends with it (its watcher stops it)
+            pass
 
     def _forget(self, handle: RunHandle) -> None:
         """Drop a finished run's topic and events from the scheduler (they would pile up)."""
@@ -753,9 +804,10 @@ def _one_task_per_thread(dask_scheduler=None) -> None:
 
 
 def _drop_topic(topic: str, dask_scheduler=None) -> None:
-    """Forget a finished run on the scheduler: its topic's event log and its two
-    ``distributed.Event`` objects. These are private attributes (distributed 2026.8); on
-    another layout nothing is dropped and the leftovers are small."""
+    """Forget a finished run on the scheduler: its topic's event log, its two
+    ``distributed.Event`` objects and its control ``distributed.Variable``. These are
+    private attributes (distributed 2026.8); on another layout nothing is dropped and the
+    leftovers are small."""
     broker = getattr(dask_scheduler, "_broker", None)
     if broker is not None:
         broker._topics.pop(topic, None)
@@ -765,6 +817,10 @@ def _drop_topic(topic: str, dask_scheduler=None) -> None:
         for name in (f"{topic}-started", f"{topic}-stop"):
             if not waiters.get(name):
                 events.pop(name, None)
+    variables = dask_scheduler.extensions.get("variables")
+    if variables is not None and hasattr(variables, "variables"):
+        variables.variables.pop(f"{topic}-control", None)
+        getattr(variables, "waiting_conditions", {}).pop(f"{topic}-control", None)
 
 
 __all__ = ["DaskExecutor", "Ended", "Executor", "Failed", "InProcessExecutor", "RunHandle", "RunSpec",

@@ -25,7 +25,10 @@ A non-finite loss ends a run with status ``"diverged"``; the weights from before
 step are restored and every record already sent stays valid.
 
 :class:`Comparison` trains several methods round-robin on the same data, so a comparison
-of k methods costs k single runs and all curves grow together.
+of k methods costs k single runs and all curves grow together. A :class:`Gate` pauses
+it, steps it by one evaluation interval and resumes it, as in TF Playground: it waits
+only at evaluation boundaries, so a paused run's curves are those of its models, and it
+changes no arithmetic, so a paused and stepped run ends bit-identical to one that was not.
 
 What does not depend on the method (the data, the test starts, the truth) and the
 evaluation of a model against it live in :mod:`conserv_core.problems`, built once per
@@ -38,6 +41,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from typing import Callable
 
 import param
 import torch
@@ -45,7 +49,7 @@ import torch
 from conserv_core import budget, constraints, integrators, methods, metrics, models, problems
 from conserv_core.problems import Fit, Problem
 from conserv_core.devices import DEVICES, resolve_device
-from conserv_core.records import Evaluation, Finished, Listener, Progress, Record
+from conserv_core.records import Evaluation, Finished, Listener, Paused, Progress, Record
 from conserv_core.systems.base import ParameterError, System, build
 
 Tensor = torch.Tensor
@@ -549,6 +553,90 @@ def on_bodies(trainer: Trainer, n_bodies: int) -> tuple[Evaluation, Evaluation]:
 
 
 # ---------------------------------------------------------------------------------------
+# play / pause / step
+# ---------------------------------------------------------------------------------------
+#: how often a paused run looks at its stop event (seconds): Stop ends a paused run this fast
+GATE_POLL_S = 0.05
+
+
+class Gate:
+    """Play / pause / step for a :class:`Comparison`, from any thread.
+
+    The comparison calls :meth:`hold` at every evaluation boundary (after the evaluations
+    at step 0 and at every multiple of ``eval_every``, before the next step). Paused, it
+    waits there; :meth:`step` lets it run exactly one more interval and wait again;
+    :meth:`resume` lets it run on. Step presses are counted, never toggled (``grants``
+    only grows), so a copy of the gate kept in step by polling (a Dask worker's, see
+    :meth:`mirror`) grants each press once however often it reads the same state.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._paused = False
+        self._grants = 0  # Step presses so far
+        self._used = 0  # of those, the intervals already run
+
+    def pause(self) -> None:
+        """Wait at the next evaluation boundary."""
+        self._update(paused=True)
+
+    def resume(self) -> None:
+        """Run on (Step presses not yet used are dropped)."""
+        self._update(paused=False)
+
+    def step(self) -> None:
+        """Run one more evaluation interval, then wait (pauses a running run: it waits
+        one boundary later than :meth:`pause` would)."""
+        self._update(paused=True, grants=1)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def state(self) -> dict:
+        """The gate as plain data (what crosses to a worker)."""
+        with self._cond:
+            return {"paused": self._paused, "grants": self._grants}
+
+    def mirror(self, state: dict) -> None:
+        """Take another gate's :meth:`state` (idempotent: a press already seen is not
+        granted again)."""
+        with self._cond:
+            more = max(0, int(state.get("grants", 0)) - self._grants)
+            self._update(paused=bool(state.get("paused", False)), grants=more)
+
+    def _update(self, paused: bool, grants: int = 0) -> None:
+        # one lock for both, so a boundary never sees a new press without its pause
+        with self._cond:
+            self._paused = paused
+            self._grants += grants
+            self._cond.notify_all()
+
+    def hold(self, stop_event: threading.Event, on_wait: Callable[[int], None] | None = None) -> None:
+        """At a boundary: return at once if the run may go on (not paused, or a Step press
+        left), else call ``on_wait(grants)`` once and wait until it may, or until
+        ``stop_event`` is set (looked at every :data:`GATE_POLL_S`)."""
+        announced = False
+        while True:
+            with self._cond:
+                if not self._paused:
+                    self._used = self._grants  # presses made while running are not banked
+                    return
+                if self._used < self._grants:
+                    self._used += 1
+                    return
+                if stop_event.is_set():
+                    return
+                if announced:
+                    self._cond.wait(GATE_POLL_S)
+                    continue
+                grants = self._grants
+            announced = True
+            if on_wait is not None:
+                on_wait(grants)  # outside the lock: a listener may be slow (it sends)
+
+
+# ---------------------------------------------------------------------------------------
 # several methods side by side
 # ---------------------------------------------------------------------------------------
 class Comparison:
@@ -563,16 +651,21 @@ class Comparison:
     once. A stop during that set-up raises :class:`integrators.Stopped` out of the
     constructor (within one integrator step, no record sent): there are no trainers to
     report on yet, so the caller reports the stop (:func:`conserv_core.runs.execute` does).
+
+    ``gate`` (a :class:`Gate`; default: never paused) is looked at between rounds where
+    every method stands at an evaluation boundary with its evaluation sent; a wait there
+    is announced with a :class:`~conserv_core.records.Paused` record.
     """
 
     def __init__(self, system: System, method_keys: list[str], config: TrainConfig | None = None,
                  listener: Listener | None = None, stop_event: threading.Event | None = None,
-                 max_work: float | None = None):
+                 max_work: float | None = None, gate: Gate | None = None):
         if not method_keys:
             raise ParameterError(f"methods must name at least one of {', '.join(methods.valid_methods(system))}")
         self.system = system
         self.config = config if config is not None else make_config(system.key)
         self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self.gate = gate if gate is not None else Gate()
         self.listener = listener
         seen = []
         for k in method_keys:
@@ -597,29 +690,51 @@ class Comparison:
     def run(self) -> "Comparison":
         first = next(iter(self.trainers.values()))
         self._emit(truth_evaluation(first))
-        gens = {k: tr.iter_records() for k, tr in self.trainers.items()}
-        active = dict(gens)
+        active = {k: tr.iter_records() for k, tr in self.trainers.items()}
+        # every method's step-0 evaluation before any step: a run paused at once shows them
+        for k in list(active):
+            self._turn(k, active, first=True)
         while active:
+            self._hold(active)
             for k in list(active):
-                # advance one method by one step (plus its evaluation / finish record)
-                tr = self.trainers[k]
-                target = tr.step_count + 1
-                try:
-                    while True:
-                        rec = next(active[k])
-                        self._emit(rec)
-                        if isinstance(rec, Finished):
-                            del active[k]
-                            break
-                        if isinstance(rec, Progress) and rec.step >= target:
-                            break
-                except StopIteration:
-                    active.pop(k, None)
+                self._turn(k, active)
         return self
+
+    def _turn(self, key: str, active: dict, first: bool = False) -> None:
+        """One method's turn: its first record (the step-0 evaluation), or one step and,
+        when the step is on the evaluation schedule, that step's evaluation; a
+        :class:`Finished` record ends the method. Each record goes to the listener."""
+        tr = self.trainers[key]
+        take = 1 if first else None  # records left to take this turn (None: up to a step)
+        try:
+            while take != 0:
+                rec = next(active[key])
+                self._emit(rec)
+                if isinstance(rec, Finished):
+                    del active[key]
+                    return
+                if take is not None:
+                    take -= 1
+                elif isinstance(rec, Progress):
+                    # on schedule, the step's evaluation (or the Finished of a stop during it) follows
+                    take = 1 if rec.step % tr.eval_every == 0 or rec.step == tr.config.steps else 0
+        except StopIteration:
+            active.pop(key, None)
+
+    def _hold(self, active: dict) -> None:
+        """Let the gate hold the run when every method left stands at an evaluation
+        boundary with steps still to make (its curves are those of its model)."""
+        trainers = [self.trainers[k] for k in active]
+        steps = {tr.step_count for tr in trainers}
+        if len(steps) == 1 and all(tr.step_count % tr.eval_every == 0 and tr.step_count < tr.config.steps
+                                   for tr in trainers):
+            step = steps.pop()
+            self.gate.hold(self.stop_event, lambda grants: self._emit(Paused(step, grants)))
 
 
 __all__ = [
-    "Comparison", "Evaluation", "Finished", "Progress", "recommended", "Stopped", "TrainConfig", "Trainer",
+    "Comparison", "Evaluation", "Finished", "Gate", "Paused", "Progress", "recommended", "Stopped", "TrainConfig",
+    "Trainer",
     "check_on_bodies", "comparison_summary", "constrained_invariants", "default_invariants", "method_summary",
     "on_bodies",
     "load_checkpoint", "make_config", "truth_evaluation", "warm_up",

@@ -193,6 +193,66 @@ def test_stop_ends_within_a_second_and_keeps_curves(dash):
     assert not run.thread.is_alive()
 
 
+def _final_curves(s: app_session.LabSession) -> dict:
+    """Every method's last drift curves and its loss history: what a run ends with."""
+    return {m: (tuple((q, tuple(c.rel)) for q, c in sorted(ev.drift.items())), ev.test_mse,
+                tuple(p.loss for p in s.data.history[m]))
+            for m, ev in s.data.latest_eval.items()}
+
+
+def test_pause_step_resume_ends_with_the_curves_of_an_uninterrupted_run():
+    plain = app.Dashboard(autodrain=False)
+    paused = app.Dashboard(autodrain=False)
+    try:
+        for d in (plain, paused):
+            tiny(d, steps=60)
+        click(plain.controls.train_button)
+        drain_until(plain, lambda: not plain.session.running)
+        assert plain.session.phase == "done", plain.session.status
+        s, c = paused.session, paused.controls
+        assert c.pause_button.disabled and c.step_button.disabled  # no run yet
+        click(c.train_button)
+        assert not c.pause_button.disabled and c.step_button.disabled
+        click(c.pause_button)
+        assert s.paused and c.pause_button.label == "Resume"
+        drain_until(paused, lambda: s.phase == "paused")
+        at = s._paused_step
+        assert f"Paused at step {at:,} of 60" in s.status and "Step runs one more evaluation interval" in s.status
+        assert s.running and not c.step_button.disabled and not c.stop_button.disabled
+        # the curves shown are those of the paused models: every method evaluated at that step
+        assert {m: ev.step for m, ev in s.data.latest_eval.items()} == {m: at for m in s.data.methods}
+        click(c.step_button)
+        assert s.phase == "training" and "Stepping" in s.status and c.step_button.disabled
+        drain_until(paused, lambda: s.phase == "paused")
+        assert s._paused_step == at + 20 and f"Paused at step {at + 20:,}" in s.status
+        click(c.pause_button)  # Resume
+        assert not s.paused and s.phase == "training" and c.pause_button.label == "Pause"
+        drain_until(paused, lambda: not s.running)
+        assert s.phase == "done", s.status
+        assert c.pause_button.disabled and c.step_button.disabled
+        assert _final_curves(s) == _final_curves(plain.session)
+        assert not s.errors
+    finally:
+        plain.close()
+        paused.close()
+
+
+def test_stop_while_paused_ends_the_run_and_keeps_its_curves(dash):
+    tiny(dash, steps=60)
+    s = dash.session
+    dash.train()
+    dash.pause()
+    drain_until(dash, lambda: s.phase == "paused")
+    shown = dict(s.data.latest_eval)
+    click(dash.controls.stop_button)
+    drain_until(dash, lambda: not s.running, timeout=10)
+    assert s.phase == "stopped" and "Stopped at step" in s.status and not s.paused
+    assert all(f.status == "stopped" for f in s.data.finished.values())
+    assert s.data.latest_eval == shown
+    dash.step(), dash.resume()  # after the end: nothing happens, nothing breaks
+    assert s.phase == "stopped" and not s.errors
+
+
 def test_reset_stops_and_clears(dash):
     tiny(dash, steps=100_000, horizon=1.0)
     click(dash.controls.train_button)

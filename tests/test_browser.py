@@ -294,6 +294,34 @@ def test_bad_links_open_a_working_page_that_names_the_bad_part(server, browser):
         page.close()
 
 
+def test_pause_step_and_resume_a_run(server, browser):
+    import re
+
+    # 6,000 steps (several seconds, so Pause lands mid-run): the drift curves refresh every
+    # 1,000 (six evaluations per run)
+    page, errors = _open(browser, server + "?methods=baseline,hnn&steps=6000&horizon=2")
+    assert page.get_by_role("button", name="Pause", exact=True).is_disabled()
+    _click(page, "Train")
+    _click(page, "Pause")
+    text = _status_contains(page, "Paused at step", timeout_s=FIRST_POINTS_S)
+    at = int(re.search(r"Paused at step ([\d,]+) of 6,000", text).group(1).replace(",", ""))
+    assert "Step runs one more evaluation interval, Resume runs on, Stop ends it" in text
+    assert page.get_by_role("button", name="Stop", exact=True).is_enabled()
+    _wait_points(page, "drift")  # the curves of the paused models are drawn
+    loss = _settled(page, "loss")
+    time.sleep(1.0)
+    assert page.evaluate(LONGEST, "loss") == loss, "the loss grew while paused"
+    _click(page, "Step")
+    _status_contains(page, f"Paused at step {at + 1000:,} of 6,000")
+    assert page.evaluate(LONGEST, "loss") > loss
+    _click(page, "Resume")
+    page.get_by_text("Done").first.wait_for(timeout=90_000)
+    assert page.get_by_role("button", name="Pause", exact=True).is_disabled()
+    assert page.get_by_role("button", name="Step", exact=True).is_disabled()
+    assert not errors, errors
+    page.close()
+
+
 #: the dots on the page: rows held by every ColumnDataSource with a test_mse column
 DOTS = """() => {
   let n = 0;

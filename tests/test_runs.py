@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from conserv_core import models, runs, training
+from conserv_core import models, records, runs, training
 from conserv_core.systems import ParameterError, get_system
 
 pytestmark = pytest.mark.timeout(300)
@@ -169,6 +169,45 @@ def test_stop_during_the_truth_rollout_ends_the_run_within_a_second():
 
 
 # ---------------------------------------------------------------------------------------
+# play / pause / step
+# ---------------------------------------------------------------------------------------
+def _nth_pause(h: runs.RunHandle, n: int) -> records.Paused:
+    """The run's ``n``-th wait (1-based), once it has said so."""
+    deadline = time.monotonic() + 120
+    while True:
+        waits = [r for r in list(h.queue) if isinstance(r, records.Paused)]
+        if len(waits) >= n:
+            return waits[n - 1]
+        assert not h.finished.is_set(), f"the run ended without a wait {n}: {kinds(h)}"
+        assert time.monotonic() < deadline, kinds(h)
+        time.sleep(0.02)
+
+
+def _pause_step_resume(ex: runs.Executor, spec: runs.RunSpec) -> runs.RunHandle:
+    """Pause a run as it starts, step it twice, resume it; each step runs one interval."""
+    h = ex.submit(spec)
+    h.pause()
+    first = _nth_pause(h, 1)
+    for n in (2, 3):
+        h.step()
+        assert _nth_pause(h, n).step == first.step + (n - 1) * 20
+    h.resume()
+    assert h.finished.wait(120), kinds(h)
+    return h
+
+
+def test_a_paused_stepped_and_resumed_run_equals_an_uninterrupted_one():
+    ex = runs.InProcessExecutor(threads=1)
+    plain = ex.submit(small_spec(seed=6, steps=100))
+    assert plain.finished.wait(120)
+    h = _pause_step_resume(ex, small_spec(seed=6, steps=100))
+    assert [f.status for f in h.queue if isinstance(f, training.Finished)] == ["done", "done"]
+    assert fingerprint(h) == fingerprint(plain)
+    # after the end, the controls do nothing (and raise nothing)
+    h.pause(), h.step(), h.resume()
+
+
+# ---------------------------------------------------------------------------------------
 # a real Dask cluster: scheduler and workers as processes on 127.0.0.1
 # ---------------------------------------------------------------------------------------
 @pytest.fixture
@@ -244,6 +283,35 @@ def test_dask_stop_during_the_truth_rollout_reaches_the_worker(dask_ex):
     _stops_during_set_up(dask_ex)
 
 
+def test_dask_pause_step_resume_equals_an_uninterrupted_run(dask_ex):
+    plain = runs.InProcessExecutor(threads=1).submit(small_spec(seed=7, steps=100))
+    assert plain.finished.wait(120)
+    h = _pause_step_resume(dask_ex, small_spec(seed=7, steps=100))
+    assert h.where.startswith("tcp://")
+    assert [f.status for f in h.queue if isinstance(f, training.Finished)] == ["done", "done"]
+    assert fingerprint(h) == fingerprint(plain)
+
+
+def test_dask_run_paused_in_the_queue_starts_paused_and_stops(dask_ex):
+    long = [dask_ex.submit(small_spec(steps=200_000, eval_every=100_000, seed=60 + i)) for i in range(2)]
+    deadline = time.monotonic() + 60
+    while not all(h.phase == "running" for h in long):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    waiting = dask_ex.submit(small_spec(seed=8))
+    assert waiting.phase == "queued"
+    waiting.pause()
+    for h in long:
+        h.stop()
+    assert _nth_pause(waiting, 1).step == 0  # its step-0 curves, no step made
+    assert not any(isinstance(r, training.Progress) for r in waiting.queue)
+    waiting.stop()
+    assert waiting.finished.wait(10), kinds(waiting)
+    fins = [r for r in waiting.queue if isinstance(r, training.Finished)]
+    assert [(f.status, f.step) for f in fins] == [("stopped", 0), ("stopped", 0)]
+    assert len(evaluations(waiting)) == 3  # the truth's and both methods' step-0 curves stay
+
+
 def test_a_killed_worker_ends_its_run_with_a_message_and_others_finish(dask_ex):
     doomed = dask_ex.submit(small_spec(steps=200_000, eval_every=100_000))
     deadline = time.monotonic() + 60
@@ -278,7 +346,8 @@ def test_local_cluster_executor_runs_and_reports_its_dashboard():
         topic = f"conserv-run-{h.id}"
         def left(dask_scheduler=None):
             events = dask_scheduler.extensions["events"]._events
-            return [n for n in [*dask_scheduler._broker._topics, *events] if n.startswith(topic)]
+            variables = dask_scheduler.extensions["variables"].variables
+            return [n for n in [*dask_scheduler._broker._topics, *events, *variables] if n.startswith(topic)]
 
         while ex.client.run_on_scheduler(left):
             assert time.monotonic() < deadline, ex.client.run_on_scheduler(left)

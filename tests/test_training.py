@@ -249,3 +249,129 @@ def test_rollout_integrator_choice_changes_only_the_integrator_floor(integrator)
     tr = training.Trainer(sysm, "baseline", tiny("pendulum", integrator=integrator, horizon=20.0, dt=0.1))
     floor = training.truth_evaluation(tr).drift["energy"].final
     assert floor < (1e-2 if integrator != "rk4" else 5e-3), floor
+
+
+# ---------------------------------------------------------------------------------------
+# play / pause / step
+# ---------------------------------------------------------------------------------------
+def _pausable(seed: int = 3) -> tuple:
+    sysm = get_system("pendulum")
+    cfg = training.make_config("pendulum", steps=60, eval_every=20, width=16, n_test=4, horizon=2.0, seed=seed,
+                               device="cpu")
+    return sysm, cfg
+
+
+def numbers(records) -> list[tuple]:
+    """Every number a run reports that training decides (no timings), in order."""
+    out = []
+    for r in records:
+        if isinstance(r, training.Evaluation):
+            curves = {**r.drift, **{f"{k}_ood": c for k, c in r.drift_ood.items()},
+                      **{f"learned_{k}": c for k, c in r.learned_drift.items()}}
+            if r.trajectory_error is not None:
+                curves["trajectory"] = r.trajectory_error
+            out.append(("eval", r.method, r.step, r.test_mse, r.violation, r.violation_ood,
+                        tuple((k, tuple(c.t), tuple(c.rel)) for k, c in sorted(curves.items()))))
+        elif isinstance(r, training.Progress):
+            out.append(("progress", r.method, r.step, r.loss, r.data_loss, r.constraint_loss, r.violation))
+        elif isinstance(r, training.Finished):
+            out.append(("finished", r.method, r.status, r.step))
+    return out
+
+
+def _drive(actions, seed: int = 3):
+    """Run a comparison whose gate is paused from the start; at each wait, do the next of
+    ``actions`` (called with the gate and the stop event). Returns the records and, for
+    each wait, the Paused record and how many records came before it."""
+    import queue
+
+    sysm, cfg = _pausable(seed)
+    records, waits = [], queue.Queue()
+
+    def listen(rec):
+        records.append(rec)
+        if isinstance(rec, training.Paused):
+            waits.put((rec, len(records) - 1))
+
+    gate, stop = training.Gate(), threading.Event()
+    gate.pause()
+    comp = training.Comparison(sysm, ["baseline", "hnn"], cfg, listener=listen, stop_event=stop, gate=gate)
+    run = threading.Thread(target=comp.run, daemon=True)
+    run.start()
+    seen = []
+    for act in actions:
+        seen.append(waits.get(timeout=60))
+        act(gate, stop)
+    run.join(120)
+    assert not run.is_alive(), "the run did not end"
+    assert waits.empty(), "the run waited more often than the test acted"
+    return records, seen
+
+
+def _step(gate, stop):
+    gate.step()
+
+
+def _resume(gate, stop):
+    gate.resume()
+
+
+def test_pause_step_resume_ends_bit_identical_to_an_uninterrupted_run():
+    sysm, cfg = _pausable()
+    plain = []
+    training.Comparison(sysm, ["baseline", "hnn"], cfg, listener=plain.append).run()
+    records, waits = _drive([_step, _step, _resume])
+    assert [w.step for w, _ in waits] == [0, 20, 40]
+    assert [w.grants for w, _ in waits] == [0, 1, 2]
+    assert [f.status for f in records if isinstance(f, training.Finished)] == ["done", "done"]
+    assert numbers(records) == numbers(plain)
+    # the check tells seeds apart
+    other = []
+    training.Comparison(sysm, ["baseline", "hnn"], _pausable(seed=4)[1], listener=other.append).run()
+    assert numbers(other) != numbers(plain)
+
+
+def test_a_step_runs_exactly_one_evaluation_interval():
+    records, waits = _drive([_step, _resume])
+    (first, i0), (second, i1) = waits
+    before = records[:i0]
+    # paused at once: the truth and every method's step-0 curves, no step yet
+    assert [(type(r).__name__, r.method, r.step) for r in before] == [
+        ("Evaluation", "truth", 0), ("Evaluation", "baseline", 0), ("Evaluation", "hnn", 0)]
+    between = records[i0 + 1:i1]
+    progress = [(r.method, r.step) for r in between if isinstance(r, training.Progress)]
+    assert sorted(progress) == sorted((m, s) for m in ("baseline", "hnn") for s in range(1, 21))
+    # it waits with the step-20 curves of both methods drawn, and nothing of step 21
+    assert sorted((r.method, r.step) for r in between if isinstance(r, training.Evaluation)) == [
+        ("baseline", 20), ("hnn", 20)]
+    assert isinstance(between[-1], training.Evaluation)
+    assert second.step == 20
+
+
+def test_stop_while_paused_ends_the_run_as_stopped_keeping_its_records():
+    def stop(gate, ev):
+        ev.set()
+
+    records, waits = _drive([_step, stop])
+    fins = [r for r in records if isinstance(r, training.Finished)]
+    assert [(f.method, f.status, f.step) for f in fins] == [("baseline", "stopped", 20), ("hnn", "stopped", 20)]
+    assert "stopped at step 20" in fins[0].message
+    assert sorted((r.method, r.step) for r in records if isinstance(r, training.Evaluation)
+                  and r.method != "truth") == [("baseline", 0), ("baseline", 20), ("hnn", 0), ("hnn", 20)]
+
+
+def test_a_gate_mirrored_by_polling_grants_each_step_once():
+    here, there = training.Gate(), training.Gate()
+    here.step()
+    for _ in range(3):  # the same state read three times
+        there.mirror(here.state())
+    stop = threading.Event()
+    there.hold(stop)  # the one granted interval
+    waited = []
+    threading.Timer(0.2, stop.set).start()
+    there.hold(stop, on_wait=waited.append)  # paused again, no grant left: waits (until the stop)
+    assert waited == [1]
+    here.resume()
+    there.mirror(here.state())
+    there.hold(threading.Event())  # plays
+    assert not there.paused
