@@ -271,9 +271,10 @@ class Controls(pn.viewable.Viewer):
                                              description="End the run now; the curves so far stay.")
         self.reset_button = pn.widgets.Button(label="Reset", color="light", sizing_mode="stretch_width",
                                               description="Stop and clear the plots (settings stay).")
+        # no hover tooltip on Pause either: after a click the pointer rests on it, and the
+        # tooltip covered the Step button beside it (the status line says what each does)
         self.pause_button = pn.widgets.Button(label="Pause", color="light", sizing_mode="stretch_width",
-                                              disabled=True,
-                                              description="Pause at the next drift-curve update; Resume runs on.")
+                                              disabled=True)
         self.step_button = pn.widgets.Button(label="Step", color="light", sizing_mode="stretch_width", disabled=True,
                                              description="While paused: train one more evaluation interval, "
                                                          "then pause again.")
