@@ -1,5 +1,7 @@
-"""The sentence a finished run ends with: each method's drift at the horizon, and what
-it means against the baseline and the truth."""
+"""The sentence a finished run ends with: each method's largest drift over the rollout
+(with its value at the horizon beside it), and what it means against the baseline and
+the truth. Methods are ranked by the largest value: a curve that crosses zero at the
+horizon would rank by luck."""
 
 from __future__ import annotations
 
@@ -18,24 +20,35 @@ def _fmt(x: float | None) -> str:
 
 def _final(curve) -> float:
     """The drift at the horizon (NaN if the rollout blew up before it)."""
-    return float(curve.rel[-1]) if curve.rel else float("nan")
+    return float(curve.final)
+
+
+def _peak(curve) -> str:
+    """A curve as the sentence gives it: its largest value, and its value at the end."""
+    top, end = curve.largest, _final(curve)
+    if top == 0 or not math.isfinite(top):
+        return _fmt(top)
+    return f"{_fmt(top)} (end {_fmt(end)})"
 
 
 def verdict(data) -> str:
-    """Each method's drift at the horizon, and how the best compares with the baseline."""
+    """Each method's largest drift over the rollout (its value at the end beside it), and
+    how the best compares with the baseline, by the largest value."""
     q = data.invariants[0]
     if not data.system.is_conserved(q):
         return _not_conserved(data, q) + _rollout_options(data)
     title = theme.INVARIANTS.get(q, (q, ""))[0].lower()
-    finals = {m: _final(data.latest_eval[m].drift[q]) for m in data.methods
+    curves = {m: data.latest_eval[m].drift[q] for m in data.methods
               if m in data.latest_eval and q in data.latest_eval[m].drift}
-    parts = [f"{theme.SHORT[m]} {_fmt(v)}" for m, v in finals.items()]
+    finals = {m: float(c.largest) for m, c in curves.items()}
+    parts = [f"{theme.SHORT[m]} {_peak(c)}" for m, c in curves.items()]
     if data.truth is not None and q in data.truth.drift:
-        parts.append(f"truth {_fmt(_final(data.truth.drift[q]))}")
+        parts.append(f"truth {_peak(data.truth.drift[q])}")
     secs = max((p.elapsed for p in data.progress.values()), default=0.0)
     horizon = data.truth.drift[q].t[-1] if data.truth is not None and q in data.truth.drift else None
-    at = f" at t = {horizon:g}" if horizon is not None else ""
-    text = f"Done ({secs:.0f} s of training per method). {title.capitalize()}{at}: " + " · ".join(parts) + "."
+    at = f" up to t = {horizon:g}" if horizon is not None else ""
+    text = (f"Done ({secs:.0f} s of training per method). Largest {title}{at}: "
+            + " · ".join(parts) + ".")
     # the reference: the first unconstrained method in the run (the baseline)
     ref = next((m for m in finals if methods.get_method(m).is_reference), None)
     base = finals.get(ref) if ref is not None else None
@@ -58,8 +71,7 @@ def _not_conserved(data, q: str) -> str:
     """A quantity the truth does not conserve (a damped pendulum's energy): each model's
     largest error against the truth's own Q(t), and the power each field drains."""
     evs = {m: data.latest_eval[m] for m in data.methods if m in data.latest_eval}
-    worst = {m: max((abs(v) for v in ev.drift[q].rel if math.isfinite(v)), default=float("nan"))
-             for m, ev in evs.items() if q in ev.drift}
+    worst = {m: ev.drift[q].largest for m, ev in evs.items() if q in ev.drift}
     secs = max((p.elapsed for p in data.progress.values()), default=0.0)
     sym = {"energy": "E"}.get(q, q)
     text = (f"Done ({secs:.0f} s of training per method). With these parameters {q} is not conserved, so "
@@ -80,18 +92,18 @@ def _rollout_options(data) -> str:
     cfg, evs = data.config, data.latest_eval
     text = ""
     if cfg.projection and data.system.kind == "ode":
-        paths = [f"{theme.SHORT[m]} {_fmt(_final(ev.trajectory_error))} "
-                 f"(without projection {_fmt(_final(ev.unprojected['trajectory']))})"
+        paths = [f"{theme.SHORT[m]} {_fmt(ev.trajectory_error.largest)} "
+                 f"(without projection {_fmt(ev.unprojected['trajectory'].largest)})"
                  for m, ev in evs.items() if ev.trajectory_error is not None and "trajectory" in ev.unprojected]
         if paths:
             text += (" Projection holds the chosen invariants for every model; it does not fix the path. "
-                     "Trajectory error at the horizon: " + " · ".join(paths) + ".")
+                     "Largest trajectory error over the rollout: " + " · ".join(paths) + ".")
     elif cfg.projection:
         text += (" Projection on: the dye rides each field's divergence-free part, so its mass is exact; "
                  "the velocity error it costs is under the dye view.")
     if cfg.integrator == "discrete_gradient":
-        own = [f"{theme.SHORT[m]} {_fmt(_final(ev.learned_drift['energy']))} "
-               f"(under RK4 {_fmt(_final(ev.learned_drift['energy_rk4']))})"
+        own = [f"{theme.SHORT[m]} {_fmt(ev.learned_drift['energy'].largest)} "
+               f"(under RK4 {_fmt(ev.learned_drift['energy_rk4'].largest)})"
                for m, ev in evs.items() if "energy_rk4" in ev.learned_drift]
         if own:
             text += (" Discrete gradient: the learned energy is held in every step, " + " · ".join(own)

@@ -211,32 +211,48 @@ def _results(comp: training.Comparison, truth: training.Evaluation | None) -> di
     return training.comparison_summary(comp.system, comp.config, truth, rows)
 
 
+def _peak(curve: dict | None) -> str:
+    """A curve's cell: its largest value over the horizon, then its value at the horizon."""
+    if not curve:
+        return "-"
+    return f"{_fmt(curve.get('max'))} ({_fmt(curve.get('final'))})"
+
+
+_PEAK_NOTE = ("max over the horizon (value at the horizon): a curve can cross zero at its end, so methods "
+              "are ranked by the max")
+
+
 def _table(res: dict, out) -> None:
     quantities = []
     for m in res["methods"]:
         for q in m["drift"]:
             if q not in quantities:
                 quantities.append(q)
+    traj = any(m.get("trajectory_error") for m in res["methods"])
     head = f"{'method':<10} {'status':<9} {'steps':>6} {'train s':>8} {'test mse':>9}"
-    head += "".join(f" {('drift ' + q)[:18]:>18}" for q in quantities)
+    head += "".join(f" {('drift ' + q)[:19]:>19}" for q in quantities)
+    head += f" {'traj. error':>19}" if traj else ""
     head += f" {'violation':>10} {'viol. OOD':>10}"
     out.write(head + "\n")
     if res["truth"]:
         row = f"{'truth':<10} {'-':<9} {'-':>6} {'-':>8} {'-':>9}"
-        row += "".join(f" {_fmt(res['truth'].get(q, {}).get('final')):>18}" for q in quantities)
+        row += "".join(f" {_peak(res['truth'].get(q)):>19}" for q in quantities)
+        row += f" {'-':>19}" if traj else ""
         out.write(row + "\n")
     for m in res["methods"]:
         row = f"{m['method']:<10} {m['status']:<9} {m['steps']:>6} {m['train_seconds']:>8.1f} {_fmt(m['test_mse']):>9}"
-        row += "".join(f" {_fmt(m['drift'].get(q, {}).get('final')):>18}" for q in quantities)
+        row += "".join(f" {_peak(m['drift'].get(q)):>19}" for q in quantities)
+        row += f" {_peak(m.get('trajectory_error')):>19}" if traj else ""
         row += f" {_fmt(m.get('violation')):>10} {_fmt(m.get('violation_ood')):>10}"
         out.write(row + "\n")
-    out.write("drift = |Q(horizon) - Q(0)| / |Q(0)| averaged over the test set; violation = rms of the "
-              "normalised constraint residual (in / out of distribution)\n")
+    out.write(f"drift = |Q(t) - Q(0)| / |Q(0)| averaged over the test set (a quantity the system does not conserve: "
+              f"|Q(t) - Q_true(t)| / |Q(0)|), {_PEAK_NOTE}; traj. error = |z(t) - z_true(t)| / rms|z_true|; "
+              "violation = rms of the normalised constraint residual (in / out of distribution)\n")
 
 
 def _on_bodies(comp: training.Comparison, keys: list[str], n_bodies: int, out) -> dict:
     """The trained models ``keys`` rolled out on ``n_bodies`` bodies, printed as a table
-    (final drift and trajectory error, with the truth's floor), and returned for the JSON."""
+    (largest and final drift and trajectory error, with the truth's floor), and returned for the JSON."""
     res: dict = {"n_bodies": n_bodies, "trained_on": comp.system.n_bodies, "truth": {}, "methods": {}}
     for k in keys:
         tr = comp.trainers[k]
@@ -251,14 +267,14 @@ def _on_bodies(comp: training.Comparison, keys: list[str], n_bodies: int, out) -
         return res
     quantities = list(next(iter(res["methods"].values()))["drift"])
     out.write(f"\nrolled out on {n_bodies} bodies (trained on {comp.system.n_bodies}), the same weights:\n")
-    out.write(f"{'method':<10}" + "".join(f" {('drift ' + q)[:18]:>18}" for q in quantities)
-              + f" {'traj. error':>12} {'test mse':>9}\n")
-    out.write(f"{'truth':<10}" + "".join(f" {_fmt(res['truth'].get(q, {}).get('final')):>18}" for q in quantities)
-              + f" {'-':>12} {'-':>9}\n")
+    out.write(f"{'method':<10}" + "".join(f" {('drift ' + q)[:19]:>19}" for q in quantities)
+              + f" {'traj. error':>19} {'test mse':>9}\n")
+    out.write(f"{'truth':<10}" + "".join(f" {_peak(res['truth'].get(q)):>19}" for q in quantities)
+              + f" {'-':>19} {'-':>9}\n")
     for k, m in res["methods"].items():
-        traj = m["trajectory_error"]["final"] if m["trajectory_error"] else None
-        out.write(f"{k:<10}" + "".join(f" {_fmt(m['drift'][q]['final']):>18}" for q in quantities)
-                  + f" {_fmt(traj):>12} {_fmt(m['test_mse']):>9}\n")
+        out.write(f"{k:<10}" + "".join(f" {_peak(m['drift'][q]):>19}" for q in quantities)
+                  + f" {_peak(m['trajectory_error']):>19} {_fmt(m['test_mse']):>9}\n")
+    out.write(_PEAK_NOTE + "\n")
     return res
 
 

@@ -32,8 +32,19 @@ class Curve:
         rollout that blew up reports NaN/inf at the horizon, honestly)."""
         return self.rel[-1] if self.rel else float("nan")
 
+    @property
+    def largest(self) -> float:
+        """Largest value over the horizon: the number a drift or error is reported by.
+        A curve can cross zero at the horizon (the baseline's mass drift on the flow did,
+        ranking it 100× better than the penalty at its end and 4× worse over the run), so
+        the final value alone ranks methods by luck. A non-finite point counts as inf: a
+        rollout that blew up has no bounded error. NaN for an empty curve."""
+        if not self.rel:
+            return float("nan")
+        return max((abs(x) if math.isfinite(x) else math.inf) for x in self.rel)
+
     def to_dict(self) -> dict:
-        return {"t": self.t, "rel": self.rel, "final": _json_float(self.final)}
+        return {"t": self.t, "rel": self.rel, "max": _json_float(self.largest), "final": _json_float(self.final)}
 
 
 def _json_float(x: float) -> float | None:

@@ -237,14 +237,6 @@ def grid(system: str, methods: list[str] | tuple[str, ...] | str, seeds=(0,), co
 # ---------------------------------------------------------------------------------------
 # one cell -> one row (the same function in process and on a worker)
 # ---------------------------------------------------------------------------------------
-def _peak(rel: list[float]) -> float:
-    """Maximum of a drift curve over the horizon; a non-finite point counts as inf (a
-    rollout that blew up has no bounded drift)."""
-    if not rel:
-        return float("nan")
-    return max((x if math.isfinite(x) else math.inf) for x in rel)
-
-
 def evaluation_metrics(ev: training.Evaluation | None) -> dict:
     """A row's metrics from a trainer's last :class:`~conserv_core.training.Evaluation`:
     test MSE, violations, final trajectory error, and per invariant ``q`` its final and
@@ -258,10 +250,10 @@ def evaluation_metrics(ev: training.Evaluation | None) -> dict:
            "trajectory_error": float(ev.trajectory_error.final) if ev.trajectory_error else nan}
     for q, c in ev.drift.items():
         row[f"drift_{q}"] = float(c.final)
-        row[f"drift_{q}_max"] = _peak(c.rel)
+        row[f"drift_{q}_max"] = float(c.largest)
     for q, c in ev.drift_ood.items():
         row[f"drift_{q}_ood"] = float(c.final)
-        row[f"drift_{q}_ood_max"] = _peak(c.rel)
+        row[f"drift_{q}_ood_max"] = float(c.largest)
     return row
 
 

@@ -48,15 +48,19 @@ def evaluations(comp: training.Comparison) -> dict[str, training.Evaluation]:
 
 
 def table(evals: dict[str, training.Evaluation], ood: bool = True):
-    """Final drift of every invariant (and, for learned-energy models, of their own
-    energy), test error and constraint violation, one row per method."""
+    """Largest drift over the rollout of every invariant, with its value at the end
+    beside it (and, for learned-energy models, of their own energy), test error and
+    constraint violation, one row per method. The largest is the number: a curve can
+    cross zero at the horizon."""
     rows = {}
     for key, ev in evals.items():
-        row = {f"drift {q}": c.final for q, c in ev.drift.items()}
+        row = {}
+        for q, c in ev.drift.items():
+            row[f"max drift {q}"], row[f"drift {q} at end"] = c.largest, c.final
         if ood:
-            row.update({f"OOD drift {q}": c.final for q, c in ev.drift_ood.items()})
+            row.update({f"OOD max drift {q}": c.largest for q, c in ev.drift_ood.items()})
         if "energy" in ev.learned_drift:
-            row["own-energy drift"] = ev.learned_drift["energy"].final
+            row["own-energy max drift"] = ev.learned_drift["energy"].largest
         if key != "truth":
             row["test MSE"] = ev.test_mse
             row["violation"] = ev.violation
