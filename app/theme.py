@@ -112,17 +112,10 @@ def demo_config(system: str) -> dict:
 
 
 def default_methods(system: str, valid: list[str] | None = None) -> list[str]:
-    """The methods ticked when ``system`` is chosen: of those that apply (``valid``,
-    default every one), the first unconstrained one, the first hard one and the first
-    soft one, in the registry's order (the pendulum: baseline, HNN, penalty; the flow:
-    baseline, div-free, penalty)."""
+    """The methods ticked when ``system`` is chosen (:func:`conserv_core.methods.default_methods`)."""
     from conserv_core.systems import get_system
 
-    valid = methods.valid_methods(get_system(system)) if valid is None else valid
-    out = []
-    for kind in ("none", "hard", "soft"):
-        out += [k for k in valid if methods.ALL_METHODS[k].kind == kind][:1]
-    return out
+    return methods.default_methods(get_system(system), valid)
 
 
 #: the line for a system whose energy is not conserved with its parameters (damping on)

@@ -313,6 +313,19 @@ def valid_methods(system: System) -> list[str]:
     return [k for k, m in ALL_METHODS.items() if applies(m, system)]
 
 
+def default_methods(system: System, valid: list[str] | None = None) -> list[str]:
+    """The methods a system's page ticks by default: of those that apply (``valid``,
+    default every one), the first unconstrained one, the first hard one and the first
+    soft one, in the registry's order (the pendulum: baseline, HNN, penalty; the flow:
+    baseline, div-free, penalty). The dashboard and the claims
+    (:mod:`conserv_core.claims`) share this rule."""
+    valid = valid_methods(system) if valid is None else valid
+    out: list[str] = []
+    for kind in ("none", "hard", "soft"):
+        out += [k for k in valid if ALL_METHODS[k].kind == kind][:1]
+    return out
+
+
 def check_applies(method: str, system: System) -> Method:
     """The method, or a ParameterError listing the methods valid for this system."""
     m = get_method(method)

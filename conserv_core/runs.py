@@ -173,6 +173,20 @@ class Failed:
 
 @records.kind
 @dataclass
+class Weights:
+    """A method's trained weights at the end of a run, as plain numpy arrays by
+    state-dict key (:func:`training.model_state`), sent just before :class:`Ended` for
+    every method that made steps. Whoever started the run can then evaluate the model
+    again at other test settings without a training step (:meth:`Executor.reevaluate`,
+    the dashboard's out-of-distribution slider). A few hundred kB for the largest
+    default model."""
+    method: str
+    step: int
+    state: dict
+
+
+@records.kind
+@dataclass
 class Ended:
     """The last record of every run."""
 
@@ -225,6 +239,9 @@ def execute(spec: RunSpec, listener: Callable[[object], None], stop_event: threa
                 listener(training.Finished(k, "stopped", "stopped before training", 0, 0.0))
         else:
             comp.run()
+            for k, tr in comp.trainers.items():
+                if tr.step_count > 0 and tr.status in ("done", "stopped"):
+                    listener(Weights(k, tr.step_count, training.model_state(tr)))
     except training.Stopped:  # stopped while the data or the truth were built: not a failure
         for k in dict.fromkeys(spec.methods):
             listener(training.Finished(k, "stopped", "stopped before training", 0, 0.0))
@@ -336,6 +353,19 @@ class RunHandle:
         return self.executor._place(self)
 
 
+def reevaluate(spec_dict: dict, weights: dict, changes: dict) -> dict:
+    """Trained weights evaluated again at changed test settings (the OOD slider's job):
+    ``spec_dict`` is the run's spec (:meth:`RunSpec.to_dict`), ``weights`` method ->
+    ``(step, state)`` from its :class:`Weights` records, ``changes`` e.g.
+    ``{"ood_factor": 8.0}``. Returns ``"truth"`` and each method's evaluation as plain
+    data (:func:`records.to_dict`). The same function in a thread and on a worker: no
+    training step, nothing random (the run's seed gives the data; the new starts come
+    from it too)."""
+    sysm, cfg = RunSpec.from_dict(spec_dict).build()
+    evs = training.reevaluate(sysm, cfg, weights, **changes)
+    return {k: records.to_dict(ev) for k, ev in evs.items()}
+
+
 # ---------------------------------------------------------------------------------------
 # executors
 # ---------------------------------------------------------------------------------------
@@ -381,6 +411,17 @@ class Executor:
         return handle
 
     def _launch(self, handle: RunHandle) -> None:
+        raise NotImplementedError
+
+    def reevaluate(self, spec: RunSpec, weights: dict, **changes):
+        """A future of :func:`reevaluate` (``.done()``, ``.result()``): finished runs'
+        models evaluated again where this executor trains, never in the caller's thread
+        (the server only draws). ``changes`` are checked here, before anything is sent."""
+        sysm, cfg = spec.build()
+        training.reevaluation_config(cfg, **changes)
+        return self._reevaluate(spec.to_dict(), weights, dict(changes))
+
+    def _reevaluate(self, spec_dict: dict, weights: dict, changes: dict):
         raise NotImplementedError
 
     def _stop(self, handle: RunHandle) -> None:
@@ -449,6 +490,14 @@ class InProcessExecutor(Executor):
 
     def _stop(self, handle: RunHandle) -> None:
         handle.stop_event.set()
+
+    def _reevaluate(self, spec_dict: dict, weights: dict, changes: dict):
+        with self._lock:
+            if getattr(self, "_pool", None) is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="conserv-reevaluate")
+        return self._pool.submit(reevaluate, spec_dict, weights, changes)
 
     def _control(self, handle: RunHandle) -> None:
         pass  # the run holds the handle's own gate
@@ -641,6 +690,11 @@ class DaskExecutor(Executor):
 
         return cls(Client(address, timeout=timeout), threads=threads, plugins=plugins)
 
+    def _reevaluate(self, spec_dict: dict, weights: dict, changes: dict):
+        # above every live run (they are submitted at -order <= 0) and every sweep: a
+        # slider move waits only for a free worker thread, never behind queued runs
+        return self.client.submit(reevaluate, spec_dict, weights, changes, pure=False, priority=1, retries=0)
+
     @property
     def dashboard_link(self) -> str:
         try:
@@ -824,4 +878,5 @@ def _drop_topic(topic: str, dask_scheduler=None) -> None:
 
 
 __all__ = ["DaskExecutor", "Ended", "Executor", "Failed", "InProcessExecutor", "RunHandle", "RunSpec",
-           "SetupDone", "Started", "WorkerSetup", "execute", "run_on_worker", "start_cluster_process"]
+           "SetupDone", "Started", "Weights", "WorkerSetup", "execute", "reevaluate", "run_on_worker",
+           "start_cluster_process"]

@@ -241,7 +241,9 @@ def evaluation_metrics(ev: training.Evaluation | None) -> dict:
     """A row's metrics from a trainer's last :class:`~conserv_core.training.Evaluation`:
     test MSE, violations, final trajectory error, and per invariant ``q`` its final and
     maximum drift in (``drift_<q>``, ``drift_<q>_max``) and out of distribution
-    (``drift_<q>_ood``, ``drift_<q>_ood_max``). All NaN without an evaluation."""
+    (``drift_<q>_ood``, ``drift_<q>_ood_max``); for a model with a learned conserved
+    quantity, its largest drift ``learned_<k>_max`` (``k`` a key of
+    ``Evaluation.learned_drift``). All NaN without an evaluation."""
     nan = float("nan")
     if ev is None:
         return {"test_mse": nan, "violation": nan, "violation_ood": nan, "trajectory_error": nan}
@@ -254,6 +256,10 @@ def evaluation_metrics(ev: training.Evaluation | None) -> dict:
     for q, c in ev.drift_ood.items():
         row[f"drift_{q}_ood"] = float(c.final)
         row[f"drift_{q}_ood_max"] = float(c.largest)
+    # a hard model's own conserved quantity (``energy``, ``energy_ood``, ...): what it
+    # holds, to read beside the true drift (the claims in :mod:`conserv_core.claims`)
+    for k, c in ev.learned_drift.items():
+        row[f"learned_{k}_max"] = float(c.largest)
     return row
 
 

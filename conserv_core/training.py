@@ -510,6 +510,57 @@ def load_checkpoint(path) -> Trainer:
     return tr
 
 
+def model_state(trainer: Trainer) -> dict:
+    """A trainer's weights as plain numpy arrays by state-dict key (scales included: they
+    are buffers), what :func:`reevaluate` loads."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in trainer.model.state_dict().items()}
+
+
+def reevaluate(system: System, config: TrainConfig, weights: dict[str, tuple[int, dict]],
+               **changes) -> dict[str, Evaluation]:
+    """Trained models evaluated again with some evaluation settings changed, without a
+    training step: the out-of-distribution slider's work (``ood_factor=8``).
+
+    The problem is rebuilt from ``config`` with ``changes`` (the data and the
+    in-distribution starts are the run's: they come from its seed; the OOD starts and the
+    truth from them are new); each model is built, fitted to it (which sets its input
+    scales) and then given its trained weights, so the scales are the trained ones.
+
+    Args:
+        weights: method key -> (its step count, :func:`model_state`).
+        changes: ``TrainConfig`` fields that only change the evaluation (``ood_factor``).
+
+    Returns:
+        ``"truth"`` and each method's :class:`Evaluation` at the new settings.
+    """
+    cfg = reevaluation_config(config, **changes)
+    out: dict[str, Evaluation] = {}
+    problem = None
+    for key, (step, state) in weights.items():
+        tr = Trainer(system, key, cfg, problem=problem)
+        problem = tr.problem
+        tr.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+        tr.step_count = int(step)
+        out[key] = tr.evaluate()
+    if problem is not None:
+        out = {"truth": problem.truth(), **out}
+    return out
+
+
+#: the settings :func:`reevaluate` may change: those that only move the test set
+REEVALUATE_FIELDS = ("ood_factor",)
+
+
+def reevaluation_config(config: TrainConfig, **changes) -> TrainConfig:
+    """``config`` with ``changes`` to the test settings (:data:`REEVALUATE_FIELDS`),
+    validated: a ``ParameterError`` names a field that would change training, or a value
+    out of its range."""
+    bad = [k for k in changes if k not in REEVALUATE_FIELDS]
+    if bad:
+        raise ParameterError(f"a re-evaluation changes only {', '.join(REEVALUATE_FIELDS)}; got {', '.join(bad)}")
+    return build(TrainConfig, **{**_plain_params(config), **changes})
+
+
 def truth_evaluation(trainer: Trainer) -> Evaluation:
     """The truth's own drift on ``trainer``'s problem (the floor the curves are read against)."""
     return trainer.problem.truth()
@@ -737,6 +788,6 @@ __all__ = [
     "Trainer",
     "check_on_bodies", "comparison_summary", "constrained_invariants", "default_invariants", "method_summary",
     "on_bodies",
-    "load_checkpoint", "make_config", "truth_evaluation", "warm_up",
+    "load_checkpoint", "make_config", "model_state", "reevaluate", "reevaluation_config", "truth_evaluation", "warm_up",
 ]
 

@@ -114,8 +114,9 @@ class NBody(ODESystem):
     time_label: ClassVar[str] = "time t (units with G = m = 1)"
     look_for: ClassVar[str] = (
         "Look at the three drift plots: a Hamiltonian network holds its energy but can still leak "
-        "momentum; the symmetric HNN's momentum lines sit at the floor, kept by symmetry (Noether). In "
-        "the orbit view, watch the learned bodies leave the true paths."
+        "momentum, because nothing in it knows that space is the same everywhere. Tick the symmetric HNN "
+        "(or load the momentum-by-symmetry preset): its momentum stays at round-off, kept by symmetry "
+        "(Noether). In the orbit view, watch the learned bodies leave the true paths."
     )
     controls: ClassVar[tuple[str, ...] | None] = ("n_bodies", "preset", "G", "softening")
     reference_dt: ClassVar[float] = 5e-3
