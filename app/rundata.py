@@ -212,6 +212,13 @@ class LiveData:
         self.setup_seconds: float | None = None
         self.first_step_at: float | None = None
         self.ood = False
+        #: the spec the run was submitted with, and each method's trained weights
+        #: (``runs.Weights``: (step, state)) once it finished: what the OOD slider re-evaluates
+        self.spec = None
+        self.weights: dict[str, tuple[int, dict]] = {}
+        #: the models re-evaluated at the slider's factor (:meth:`set_stress`; None: the run's own)
+        self.stressed: dict[str, training.Evaluation] | None = None
+        self.stress_factor: float | None = None
         self.dirty: set[str] = set()
         self.views_announced = False
         self._sent_at: dict[str, float] = {}
@@ -238,6 +245,8 @@ class LiveData:
         """(series, what it is drawn from, its curve) for drift plot ``q``."""
         evs = {"truth": self.truth, **self.latest_eval} if self.truth is not None else dict(self.latest_eval)
         for key, ev in evs.items():
+            if self.ood and self.stressed is not None and key in self.stressed:
+                ev = self.stressed[key]  # the same model, evaluated at the slider's factor
             source = ev.drift_ood if (self.ood and ev.drift_ood) else ev.drift
             if q in source:
                 yield key, (id(source[q]), self.ood), source[q]
@@ -295,6 +304,12 @@ class LiveData:
             d["step"].append(float(step))
             d["value"].append(float(value) if math.isfinite(value) else math.nan)
         return {k: {c: np.asarray(v, float) for c, v in d.items()} for k, d in out.items()}
+
+    def set_stress(self, factor: float, evals: dict[str, training.Evaluation]) -> None:
+        """Show the out-of-distribution curves of ``evals`` (the run's models and the
+        truth re-evaluated at ``factor``, :mod:`app.ood`) in place of the run's own."""
+        self.stress_factor, self.stressed = factor, evals
+        self.mark("drift")
 
     def set_ood(self, ood: bool) -> None:
         self.ood = ood

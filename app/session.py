@@ -42,6 +42,7 @@ from conserv_core.systems import ALL_SYSTEMS, ParameterError, System, get_system
 from app import export, settings, theme, verdict
 from app.executor import executor, server_threads
 from app.lesson import Lesson
+from app.ood import OODProbe
 from app.phases import ACTIVE, ENDED, PHASES, TRANSITIONS
 from app.rundata import LiveData, StreamSet
 from app.settings import KEEP_ON_SYSTEM_CHANGE, URL_CONFIG_FIELDS, url_system_fields
@@ -83,6 +84,7 @@ class LabSession(param.Parameterized):
                                 doc="The methods as 'a,b,c' (how the URL carries them).")
     preset = param.Selector(default="", objects=["", *presets.PRESETS], doc="The last preset applied.")
     ood = param.Boolean(default=False, doc="Show drift on the out-of-distribution test set.")
+    ood_probe = param.ClassSelector(class_=OODProbe, doc="The live out-of-distribution slider (after a run).")
 
     phase = param.Selector(default="idle", objects=list(PHASES), doc="Where the session's run is (see PHASES).")
     status = param.String(default="Pick a system and methods, then press Train.")
@@ -138,6 +140,10 @@ class LabSession(param.Parameterized):
         self.param.watch(self._methods_to_text, "methods")
         self.param.watch(self._methods_from_text, "methods_text")
         self.param.watch(self._ood_changed, "ood")
+        self.ood_probe = OODProbe()
+        self.ood_probe.param.watch(self._ood_factor_moved, "factor")
+        # a run's data replaced by none (a reset, another system): the slider has nothing to move
+        self.param.watch(lambda e: self.ood_probe.attach(None) if e.new is None else None, "data")
 
     # -- settings ---------------------------------------------------------------------------
     @property
@@ -206,6 +212,18 @@ class LabSession(param.Parameterized):
     def _ood_changed(self, event) -> None:
         if self.data is not None:
             self.data.set_ood(event.new)
+
+    def _ood_factor_moved(self, event) -> None:
+        """The OOD slider moved after a run: re-evaluate the trained models there (on
+        the executor) and show the out-of-distribution set."""
+        try:
+            if self.ood_probe.request(self.executor):
+                self._ensure_periodic()
+        except (ParameterError, ValueError) as err:
+            self.ood_probe.note = f"Cannot evaluate there: {err}"
+            return
+        if self.ood_probe.available and not self.ood and self.current_system.kind == "ode":
+            self.ood = True
 
     def apply_preset(self, name: str) -> None:
         """System, system parameters, methods and options of a named experiment (every
@@ -372,6 +390,8 @@ class LabSession(param.Parameterized):
         streams.clear()
         data = LiveData(sysm, keys, cfg, streams)
         data.ood = self.ood
+        data.spec = spec
+        self.ood_probe.attach(data)
         self.data = data
         self.progress = 0
         self.speed = ""
@@ -537,7 +557,7 @@ class LabSession(param.Parameterized):
             self.drain(budget=DRAW_BUDGET_S)
         except Exception as err:  # never let a drain error kill the callback silently
             self.report_error(err)
-        if self.run is None and (self.data is None or not self.data.dirty):
+        if self.run is None and (self.data is None or not self.data.dirty) and not self.ood_probe.busy:
             self._stop_periodic()
 
     def drain(self, budget: float | None = None) -> int:
@@ -566,6 +586,7 @@ class LabSession(param.Parameterized):
                     # the verdict first: it reaches the page with this drain, the last
                     # redraws follow in the next ones
                     self._conclude(run, data)
+            self.ood_probe.poll(self.executor)  # a slider move's answer redraws the OOD curves
             finished = self.run is None
             data.flush(budget, loss_every=0.0 if finished or budget is None else LOSS_EVERY_S)
             if data.views.data and not data.views_announced:
@@ -604,6 +625,8 @@ class LabSession(param.Parameterized):
                 data.failed = rec.message
             elif isinstance(rec, Paused):
                 self._reached_pause(run, data, rec)
+            elif isinstance(rec, runs.Weights):
+                data.weights[rec.method] = (rec.step, rec.state)
 
     def _update_progress(self, run: runs.RunHandle, data: LiveData) -> None:
         if self.phase == "queued":
@@ -656,6 +679,7 @@ class LabSession(param.Parameterized):
                         "kept. Press Train to start a new run.")
             return
         self.progress = 100
+        self.ood_probe.arm(data)
         self._enter("done", self.verdict(data))
 
     def verdict(self, data: LiveData) -> str:

@@ -583,7 +583,30 @@ class DriftView(_PlotView):
         self.ood_label = html(margin=(4, 0), sizing_mode="stretch_width")
         s.config.param.watch(guarded(s, self._label), "ood_factor")
         s.param.watch(guarded(s, self._label), ["system", "data"])
+        # after a run: move the test set out and see the same trained models there
+        probe = s.ood_probe
+        self.ood_slider = pn.widgets.FloatSlider(
+            label="Move the test starts out (× the training band), same trained models", start=probe.param.factor.bounds[0],
+            end=probe.param.factor.bounds[1], step=0.5, value=probe.factor, disabled=True, width=360,
+            margin=(4, 10), css_classes=["cl-ood-slider"])
+        self.ood_slider.param.watch(guarded(s, lambda e: setattr(probe, "factor", e.new)), "value")
+        probe.param.watch(guarded(s, self._probe_changed), ["factor", "available", "busy", "note"])
+        self.ood_note = html(margin=(0, 10), sizing_mode="stretch_width", css_classes=["cl-ood-note"])
         self._label()
+        self._probe_changed()
+
+    def _probe_changed(self, *events) -> None:
+        probe = self.session.ood_probe
+        lo, hi = probe.param.factor.bounds
+        self.ood_slider.param.update(start=lo, end=hi, value=probe.factor, disabled=not probe.available)
+        if not probe.available:
+            text = "After a run, this slider re-evaluates the trained models further out, with no training."
+        elif probe.busy:
+            text = f"Evaluating the trained models at ×{probe.factor:g}…"
+        else:
+            text = probe.note or ("Move the slider: the out-of-distribution curves are redrawn for the same "
+                                  "trained models, with no training step.")
+        self.ood_note.object = f"<span class='cl-muted'>{text}</span>"
 
     def _label(self, *events) -> None:
         s = self.session
@@ -624,7 +647,8 @@ class DriftView(_PlotView):
         return pn.Column(pn.Row(*plots, sizing_mode="stretch_width"), note, sizing_mode="stretch_width")
 
     def __panel__(self):
-        return pn.Column(pn.Row(self.ood_toggle, self.ood_label, sizing_mode="stretch_width"), self._box,
+        return pn.Column(pn.Row(self.ood_toggle, self.ood_label, sizing_mode="stretch_width"),
+                         pn.Row(self.ood_slider, self.ood_note, sizing_mode="stretch_width"), self._box,
                          sizing_mode="stretch_width")
 
 

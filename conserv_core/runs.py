@@ -413,13 +413,15 @@ class Executor:
     def _launch(self, handle: RunHandle) -> None:
         raise NotImplementedError
 
-    def reevaluate(self, spec: RunSpec, weights: dict, **changes):
-        """A future of :func:`reevaluate` (``.done()``, ``.result()``): finished runs'
-        models evaluated again where this executor trains, never in the caller's thread
-        (the server only draws). ``changes`` are checked here, before anything is sent."""
+    def reevaluate(self, spec: RunSpec, weights: dict, **changes) -> list:
+        """Futures of :func:`reevaluate` (each ``.done()``, ``.result()``), one per method,
+        whose answers together hold every method and the truth: finished runs' models
+        evaluated again where this executor trains, never in the caller's thread (the
+        server only draws), one task per method so a cluster evaluates them side by side.
+        ``changes`` are checked here, before anything is sent."""
         sysm, cfg = spec.build()
         training.reevaluation_config(cfg, **changes)
-        return self._reevaluate(spec.to_dict(), weights, dict(changes))
+        return [self._reevaluate(spec.to_dict(), {k: w}, dict(changes)) for k, w in weights.items()]
 
     def _reevaluate(self, spec_dict: dict, weights: dict, changes: dict):
         raise NotImplementedError

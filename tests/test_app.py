@@ -102,7 +102,7 @@ def test_short_run_streams_into_plots_and_finishes(dash):
     drain_until(dash, lambda: not s.running)
     data = s.data
     assert s.status_kind == "success", s.status
-    assert s.status != status0 and "Energy" in s.status and "truth" in s.status
+    assert s.status != status0 and "Largest energy drift" in s.status and "truth" in s.status
     assert s.progress == 100 and "steps/s" in s.speed
     for m in ["baseline", "hnn", "penalty"]:
         assert len(data.loss.data[m]["loss"]) >= 10, m

@@ -29,7 +29,8 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 #: the lessons the workshop needs, in order
 LESSONS = ["00_dashboard", "01_pendulum", "02_nbody", "03_incompressible_flow", "04_soft_vs_hard",
-           "05_double_pendulum_lnn", "06_exact_in_discrete_time", "07_sweeps_and_trust"]
+           "05_double_pendulum_lnn", "06_exact_in_discrete_time", "07_sweeps_and_trust",
+           "08_conserve_what_they_learned"]
 #: wall-clock budget per notebook on a busy 2-core machine, kernel start included (s)
 BUDGET_S = 120
 KERNEL = "conservation-lab-test"
@@ -118,6 +119,14 @@ assert lad.loc["penalty λ=1000", "test_mse_median"] > 1.5 * lad.loc["penalty λ
 assert "hnn" in set(rows.iloc[front]["method"])
 assert lad.loc["baseline", "drift_max"] > 2 * lad.loc["baseline", "drift_min"], lad  # one seed can mislead
 assert (ratio >= 1).all()  # the largest is never below the last
+""",
+    "08_conserve_what_they_learned": """
+# the same weights at every factor: the HNN's own energy flat, its true energy far above it
+assert all(tr.step_count == 600 for tr in comp.trainers.values())
+assert (table["hnn: own Hθ"] < 1e-3).all(), table
+assert gap > 10, gap
+# the true energy leaks as the starts leave the data
+assert table["hnn: true E"].iloc[-1] > 10 * table["hnn: true E"].iloc[0], table
 """,
 }
 

@@ -33,6 +33,13 @@ def _run(ex, spec=SPEC):
     return h, weights, last
 
 
+def _answer(futures, timeout=120) -> dict:
+    out = {}
+    for f in futures:
+        out.update(f.result(timeout=timeout))
+    return out
+
+
 def _numbers(ev: training.Evaluation) -> tuple:
     return (ev.step, ev.test_mse, ev.violation, ev.violation_ood,
             tuple((k, tuple(c.rel)) for k, c in sorted(ev.drift.items())),
@@ -58,7 +65,7 @@ def test_a_run_sends_every_methods_weights_before_it_ends(done):
 
 def test_at_the_runs_own_factor_it_is_the_runs_last_evaluation_bit_for_bit(done):
     _, weights, last = done
-    evs = runs.InProcessExecutor().reevaluate(SPEC, weights, ood_factor=3.0).result(120)
+    evs = _answer(runs.InProcessExecutor().reevaluate(SPEC, weights, ood_factor=3.0))
     for m in SPEC.methods:
         assert _numbers(records.from_dict(evs[m])) == _numbers(last[m]), m
     assert records.from_dict(evs["truth"]).drift_ood["energy"].rel == last["truth"].drift_ood["energy"].rel
@@ -67,7 +74,7 @@ def test_at_the_runs_own_factor_it_is_the_runs_last_evaluation_bit_for_bit(done)
 def test_a_new_factor_moves_the_ood_curves_only_and_the_hnn_keeps_its_own_energy(done):
     _, weights, last = done
     ex = runs.InProcessExecutor()
-    far = {k: records.from_dict(v) for k, v in ex.reevaluate(SPEC, weights, ood_factor=10.0).result(120).items()}
+    far = {k: records.from_dict(v) for k, v in _answer(ex.reevaluate(SPEC, weights, ood_factor=10.0)).items()}
     for m in SPEC.methods:
         ev = far[m]
         assert ev.step == 120  # no training step
@@ -97,11 +104,12 @@ def test_on_dask_the_reevaluation_runs_on_a_worker_and_equals_the_one_in_process
     _, weights, _ = done
     ex = runs.DaskExecutor.connect(cluster)
     try:
-        fut = ex.reevaluate(SPEC, weights, ood_factor=7.0)
-        remote = fut.result(timeout=180)
+        futs = ex.reevaluate(SPEC, weights, ood_factor=7.0)
+        assert len(futs) == 3  # one task per method: the workers take them side by side
+        remote = _answer(futs, timeout=180)
     finally:
         ex.close()
-    local = runs.InProcessExecutor().reevaluate(SPEC, weights, ood_factor=7.0).result(120)
+    local = _answer(runs.InProcessExecutor().reevaluate(SPEC, weights, ood_factor=7.0))
     for m in SPEC.methods:
         a, b = records.from_dict(remote[m]), records.from_dict(local[m])
         assert _numbers(a) == _numbers(b), m

@@ -1,0 +1,134 @@
+"""The live out-of-distribution slider: a finished run's models evaluated again further
+out, with no training step (issue 29, part 3).
+
+After a run the session holds each method's trained weights (``runs.Weights``). Moving
+:attr:`OODProbe.factor` asks the session's executor to re-evaluate them at that factor
+(:meth:`conserv_core.runs.Executor.reevaluate`: a thread in process, a Dask task in a
+room; never the server's own thread). Moves made while a job is out are merged: only the
+latest factor is sent next. The answer replaces the out-of-distribution curves the drift
+view draws (:meth:`app.rundata.LiveData.set_stress`), so a student sees, per method, the
+*true* invariant and a hard model's own learned one move apart as the starts leave the
+training band.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import param
+
+from conserv_core import records
+
+#: the slider's range: from the training band to ten times beyond it
+LOW, HIGH = 1.0, 10.0
+
+
+class OODProbe(param.Parameterized):
+    """The slider's value and its one job at a time, for one session."""
+
+    factor = param.Number(default=3.0, bounds=(LOW, HIGH), step=0.5,
+                          doc="Out-of-distribution factor the finished run's models are evaluated at.")
+    available = param.Boolean(default=False, doc="A finished run's weights are here to re-evaluate.")
+    busy = param.Boolean(default=False, doc="A re-evaluation is out.")
+    note = param.String(default="", doc="What the last re-evaluation showed, in a sentence.")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._data = None
+        self._job = None  # (factor, future, perf_counter at submit)
+        self._pending: float | None = None
+        self._quiet = False
+        #: seconds from a move to its answer, the latest first (for the benchmark)
+        self.latencies: list[float] = []
+
+    def attach(self, data) -> None:
+        """A new run's data: the slider goes back to the run's own factor, unavailable
+        until the run has finished with weights."""
+        self._data, self._job, self._pending = data, None, None
+        self._quiet = True
+        try:
+            run_factor = float(data.config.ood_factor) if data is not None else min(self.factor, HIGH)
+            self.param.factor.bounds = (LOW, max(HIGH, run_factor))
+            self.param.update(factor=run_factor, available=False, busy=False, note="")
+        finally:
+            self._quiet = False
+
+    def arm(self, data) -> None:
+        """The run has finished: with weights of at least one method, the slider works."""
+        if data is self._data and data is not None and data.weights and data.spec is not None:
+            self.available = True
+
+    def request(self, executor, factor: float | None = None) -> bool:
+        """Ask for the models at ``factor`` (default: the slider's); merged with a job
+        already out. Returns whether a job was sent now."""
+        if self._quiet or not self.available or self._data is None:
+            return False
+        factor = self.factor if factor is None else float(factor)
+        if self._job is not None:
+            self._pending = factor
+            return False
+        data = self._data
+        fut = executor.reevaluate(data.spec, dict(data.weights), ood_factor=factor)
+        self._job = (factor, fut, time.perf_counter())
+        self.busy = True
+        return True
+
+    def poll(self, executor) -> bool:
+        """Take a finished job's answer into the run's data (its OOD curves redraw);
+        send the latest pending move. Returns whether an answer arrived."""
+        if self._job is None:
+            return False
+        factor, fut, t0 = self._job  # fut: the executor's futures, one per method
+        if not all(f.done() for f in fut):
+            return False
+        self._job = None
+        data = self._data
+        try:
+            out = {}
+            for f in fut:  # one per method, each with the truth
+                out.update(f.result())
+        except Exception as err:  # a worker died or the model blew up: say so, keep the curves
+            self.note = f"Could not evaluate at ×{factor:g}: {type(err).__name__}: {err}"
+            out = None
+        if out is not None and data is not None:
+            evs = {k: records.from_dict(v) for k, v in out.items()}
+            data.set_stress(factor, evs)
+            self.latencies.insert(0, time.perf_counter() - t0)
+            self.note = describe(data, factor, evs)
+        pending, self._pending = self._pending, None
+        if pending is not None and pending != factor:
+            self.request(executor, pending)
+        self.busy = self._job is not None
+        return out is not None
+
+
+def _fmt(x: float) -> str:
+    return "NaN" if not math.isfinite(x) else ("0" if x == 0 else f"{x:.1e}")
+
+
+def describe(data, factor: float, evs: dict) -> str:
+    """One sentence on the models at ``factor``: per method the largest *true* drift
+    of the first invariant on the OOD starts and, for a hard model, its own learned
+    one; the OOD constraint violation where a system has no OOD drift (the flow)."""
+    from app import theme
+
+    q = data.invariants[0] if data.invariants else None
+    parts = []
+    for m in data.methods:
+        ev = evs.get(m)
+        if ev is None:
+            continue
+        if q is not None and q in ev.drift_ood:
+            text = f"{theme.SHORT[m]} true {_fmt(ev.drift_ood[q].largest)}"
+            own = ev.learned_drift.get("energy_ood")
+            if own is not None and q == "energy":
+                text += f", own {_fmt(own.largest)}"
+        else:
+            text = f"{theme.SHORT[m]} {_fmt(ev.violation_ood)}"
+        parts.append(text)
+    if q is not None and any(q in ev.drift_ood for ev in evs.values()):
+        what = f"largest {q} drift on starts ×{factor:g} beyond the training band"
+    else:
+        what = f"constraint violation out to ×{factor:g} the training window"
+    return f"Same trained models, {what}: " + " · ".join(parts) + "."

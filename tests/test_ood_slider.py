@@ -1,0 +1,109 @@
+"""The live out-of-distribution slider (issue 29, part 3): after a run, the same trained
+models are evaluated further out with no training step, and the drift view shows, per
+method, the true invariant and a hard model's own learned one pulling apart.
+
+Headless here (the dashboard's widgets, a real run, the drain the periodic callback
+does); tests/test_lessons_browser.py-style, a real browser moves the slider too
+(``test_the_slider_in_a_browser``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import panel as pn
+import pytest
+from test_app import click, drain_until, tiny
+
+import app
+from app import session as app_session
+from conserv_core import runs
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _ood_ends(data) -> dict[str, float]:
+    """The last value of every curve the energy drift plot draws now."""
+    return {k: float(np.nan_to_num(v["drift"][-1])) for k, v in data.drift_series("energy").items() if len(v["drift"])}
+
+
+def _largest(data, key) -> float:
+    return float(np.nanmax(data.drift_series("energy")[key]["drift"]))
+
+
+@pytest.fixture
+def done_dash():
+    d = app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=runs.InProcessExecutor()))
+    tiny(d, steps=150, width=24, horizon=6.0)
+    s = d.session
+    root = pn.panel(d).get_root()
+    assert d.drift_view.ood_slider.disabled  # nothing to re-evaluate before a run
+    click(d.controls.train_button)
+    drain_until(d, lambda: not s.running, timeout=180)
+    assert s.phase == "done", s.status
+    yield d, root
+    d.close()
+
+
+def test_moving_the_slider_re_evaluates_the_trained_models_without_training(done_dash):
+    d, _ = done_dash
+    s, view = d.session, d.drift_view
+    assert not view.ood_slider.disabled and s.ood_probe.available
+    assert view.ood_slider.value == s.config.ood_factor  # starts at the run's own factor
+    steps = {m: (s.data.progress[m].step, len(s.data.history[m])) for m in s.data.methods}
+    s.ood = True
+    at_run = _ood_ends(s.data)
+    view.ood_slider.value = 10.0  # what a browser's slider sends
+    assert s.ood_probe.busy and "Evaluating" in view.ood_note.object
+    drain_until(d, lambda: not s.ood_probe.busy, timeout=60)
+    far = _ood_ends(s.data)
+    assert s.data.stress_factor == 10.0
+    for m in s.data.methods:
+        assert far[m] != at_run[m], m  # the OOD curves moved
+    assert far["truth"] != at_run["truth"]  # with the truth's floor
+    # no training step: the step counts and loss histories are as the run left them
+    assert {m: (s.data.progress[m].step, len(s.data.history[m])) for m in s.data.methods} == steps
+    # far out the HNN still holds its own learned energy; its true energy does not
+    own, true = _largest(s.data, "hnn:own"), _largest(s.data, "hnn")
+    assert own < 1e-3 and true > 10 * own, (own, true)
+    assert "Same trained models" in view.ood_note.object and "×10" in view.ood_note.object
+    assert s.ood_probe.latencies
+
+
+def test_moves_while_a_job_is_out_merge_to_the_latest(done_dash):
+    d, _ = done_dash
+    s = d.session
+    for f in (4.0, 5.0, 6.0, 7.5):  # a drag: one job out, the rest merged
+        d.drift_view.ood_slider.value = f
+    drain_until(d, lambda: not s.ood_probe.busy, timeout=90)
+    assert s.data.stress_factor == 7.5
+    assert len(s.ood_probe.latencies) == 2  # the first move and the latest, nothing between
+
+
+def test_a_new_run_resets_the_slider_until_it_finishes(done_dash):
+    d, _ = done_dash
+    s = d.session
+    d.drift_view.ood_slider.value = 6.0
+    drain_until(d, lambda: not s.ood_probe.busy, timeout=60)
+    click(d.controls.train_button)
+    assert d.drift_view.ood_slider.disabled and d.drift_view.ood_slider.value == s.config.ood_factor
+    assert s.data.stressed is None
+    drain_until(d, lambda: not s.running, timeout=180)
+    assert not d.drift_view.ood_slider.disabled
+
+
+def test_the_flow_gets_its_violation_out_there():
+    d = app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=runs.InProcessExecutor()))
+    try:
+        s = d.session
+        s.system = "flow"
+        tiny(d, steps=30, width=8, horizon=None)
+        click(d.controls.train_button)
+        drain_until(d, lambda: not s.running, timeout=180)
+        assert s.phase == "done", s.status
+        d.drift_view.ood_slider.value = 8.0
+        drain_until(d, lambda: not s.ood_probe.busy, timeout=90)
+        assert "constraint violation out to ×8" in d.drift_view.ood_note.object, d.drift_view.ood_note.object
+    finally:
+        d.close()

@@ -1,0 +1,55 @@
+"""The out-of-distribution slider in a real browser (chromium via playwright; skips or
+fails exactly as tests/test_browser.py does, whose server and browser fixtures it uses):
+after a short run, moving the slider redraws the OOD curves of the same trained models."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from test_browser import SET_WIDGET, _click, _open, _status_contains, browser, server  # noqa: F401
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+#: the sum of every finite value of every ``drift`` column on the page: changes when any curve does
+DRIFT_SUM = """() => {
+  let s = 0;
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : []))
+    for (const m of doc.all_models) {
+      const d = m.data;
+      if (d && d.drift !== undefined) for (const v of d.drift) if (Number.isFinite(v)) s += v;
+    }
+  return s;
+}"""
+
+#: the text of the slider's note (in a shadow root)
+NOTE = """() => {
+  const walk = (root) => {
+    for (const el of root.querySelectorAll("*")) {
+      if (el.classList && el.classList.contains("cl-ood-note")) return el.innerText || el.textContent;
+      if (el.shadowRoot) { const t = walk(el.shadowRoot); if (t) return t; }
+    }
+    return null;
+  };
+  return walk(document) || "";
+}"""
+
+SLIDER = "Move the test starts out"
+
+
+def test_the_slider_in_a_browser(server, browser):
+    page, errors = _open(browser, server + "?steps=150&width=24&horizon=6")
+    _click(page, "Train")
+    _status_contains(page, "Done (", timeout_s=150)
+    time.sleep(1.0)  # the last redraws follow the verdict
+    before = page.evaluate(DRIFT_SUM)
+    t0 = time.monotonic()
+    assert page.evaluate(SET_WIDGET, [SLIDER, 9.0])  # what dragging the handle sends
+    page.wait_for_function(f"({NOTE})().includes('×9')", timeout=60_000, polling=50)
+    page.wait_for_function(f"({DRIFT_SUM})() !== {before}", timeout=30_000, polling=50)
+    redraw = time.monotonic() - t0
+    assert "Same trained models" in page.evaluate(NOTE)
+    assert "Done (" in _status_contains(page, "Done (")  # no run started: the verdict stays
+    assert not errors, errors
+    print(f"slider → OOD curves redrawn in {redraw:.2f} s")
+    page.close()
