@@ -91,6 +91,10 @@ NOT_CONSERVED: dict[str, tuple[str, str]] = {
     "energy": ("Energy error against the truth's E(t) (energy is not conserved)", "|E(t) − E_true(t)| / |E(0)|"),
 }
 
+#: (title, y label) of the plot of each network's own learned energy along its rollout, when
+#: it cannot share the true energy's axis (energy not conserved: that axis is an error)
+LEARNED_ENERGY = ("Each network's own learned energy H_θ (not the truth's)", "|H_θ(t) − H_θ(0)| / |H_θ(0)|")
+
 
 def invariant_labels(system, q: str) -> tuple[str, str]:
     """Title and y label of drift plot ``q`` for ``system`` (conserved or not)."""
