@@ -65,7 +65,14 @@ def html(text: str = "", **kw) -> pn.pane.HTML:
 def tex(expr: str) -> pn.pane.LaTeX:
     """A KaTeX pane; ``<`` and ``>`` written as macros so the page's HTML parser leaves them."""
     expr = expr.replace("<", r"\lt ").replace(">", r"\gt ")
-    return pn.pane.LaTeX(f"${expr}$", renderer="katex", styles={"font-size": "14px"})
+    # a formula wider than its card scrolls inside it rather than running out of it
+    return pn.pane.LaTeX(f"${expr}$", renderer="katex", sizing_mode="stretch_width",
+                         styles={"font-size": "14px", "overflow-x": "auto", "max-width": "100%"},
+                         stylesheets=[TEX_CSS])
+
+
+#: a long formula breaks after a relation (KaTeX's inline break points) instead of running out
+TEX_CSS = ".katex, .katex-html { white-space: normal !important; }"
 
 
 def _placeholder(text: str, height: int = PLOT_HEIGHT) -> pn.pane.HTML:
@@ -263,6 +270,7 @@ class Controls(pn.viewable.Viewer):
         self.preset = pn.widgets.Select.from_param(
             s.param.preset, label="Preset experiment",
             options={"— choose a preset —": "", **{p.title: k for k, p in PRESETS.items()}},
+            sizing_mode="stretch_width", stylesheets=[theme.SELECT_CSS],
             description="Load a named experiment: system, parameters, methods and training settings.")
         self.system = pn.widgets.Select.from_param(
             s.param.system, label="System", options={cls.title: k for k, cls in ALL_SYSTEMS.items()},
@@ -284,16 +292,16 @@ class Controls(pn.viewable.Viewer):
         cfg.param.watch(g(self._invariants_to_widget), "invariants")
         # no hover tooltip on Train: after a click the pointer rests on it, and the tooltip
         # covered the Stop button and the status line until the mouse moved
-        self.train_button = pn.widgets.Button(label="Train", color="primary", sizing_mode="stretch_width")
-        self.stop_button = pn.widgets.Button(label="Stop", color="warning", sizing_mode="stretch_width", disabled=True,
+        self.train_button = pn.widgets.Button(label="Train", color="primary", sizing_mode="stretch_width", stylesheets=[theme.BUTTON_CSS])
+        self.stop_button = pn.widgets.Button(label="Stop", color="warning", sizing_mode="stretch_width", stylesheets=[theme.BUTTON_CSS], disabled=True,
                                              description="End the run now; the curves so far stay.")
-        self.reset_button = pn.widgets.Button(label="Reset", color="light", sizing_mode="stretch_width",
+        self.reset_button = pn.widgets.Button(label="Reset", color="light", sizing_mode="stretch_width", stylesheets=[theme.BUTTON_CSS],
                                               description="Stop and clear the plots (settings stay).")
         # no hover tooltip on Pause either: after a click the pointer rests on it, and the
         # tooltip covered the Step button beside it (the status line says what each does)
-        self.pause_button = pn.widgets.Button(label="Pause", color="light", sizing_mode="stretch_width",
+        self.pause_button = pn.widgets.Button(label="Pause", color="light", sizing_mode="stretch_width", stylesheets=[theme.BUTTON_CSS],
                                               disabled=True)
-        self.step_button = pn.widgets.Button(label="Step", color="light", sizing_mode="stretch_width", disabled=True,
+        self.step_button = pn.widgets.Button(label="Step", color="light", sizing_mode="stretch_width", stylesheets=[theme.BUTTON_CSS], disabled=True,
                                              description="While paused: train one more evaluation interval, "
                                                          "then pause again.")
         self.train_button.on_click(g(lambda e: s.train()))
@@ -635,7 +643,7 @@ class DriftView(_PlotView):
                 extra = [k for k in extra if k not in rk4]
                 if own_keys and not apart:  # the same quantity, true and learned energy: one axis, said so
                     keys += own_keys
-                    ylabel = f"{ylabel}   (dotted: H_θ)"
+                    ylabel = f"{ylabel}   (dotted: Hθ)"
             keys += extra
             keys.append("truth")  # last, so that it is drawn on top
             plots.append(LivePlot(functools.partial(element, keys, title, ylabel), streams.drift[q], keys))
@@ -664,10 +672,10 @@ class DriftView(_PlotView):
                      "is the exact dynamics with the same integrator, the floor any model can reach."]
             if own and apart:
                 parts.append("Energy is not conserved here, so the true-energy plot shows each model's error "
-                             "against the truth's E(t); the network's own learned energy H_θ, a different "
+                             "against the truth's E(t); the network's own learned energy Hθ, a different "
                              "quantity, is on the plot of its own, dotted.")
             elif own:
-                parts.append("Dotted: the network's own learned energy H_θ, which a hard constraint holds "
+                parts.append("Dotted: the network's own learned energy Hθ, which a hard constraint holds "
                              "exactly in continuous time; dot-dash: the same under RK4, when the rollout uses "
                              "the discrete gradient that holds it in every step.")
         if any(k.endswith(":raw") for keys in streams.extra.values() for k in keys):
@@ -693,11 +701,13 @@ class MultiplierView(_PlotView):
 
     def build(self, streams: StreamSet):
         names = streams.multiplier_names
-        palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00"]
-
-        styles = hv.opts.Curve(line_width=2, color=hv.Cycle(["#444" if n == "mu" else palette[i % 5]
-                                                             for i, n in enumerate(names)]),
-                               line_dash=hv.Cycle(["dashed" if n == "mu" else "solid" for n in names]))
+        # every λ in the augmented Lagrangian's own colour (another palette drew one in the
+        # HNN's blue), told apart by its line; μ grey and dashed
+        own, lines = theme.COLORS["auglag"], ["solid", "dotted", "dotdash", "dashdot"]
+        lams = [n for n in names if n != "mu"]
+        styles = hv.opts.Curve(line_width=2.5, color=hv.Cycle(["#444" if n == "mu" else own for n in names]),
+                               line_dash=hv.Cycle(["dashed" if n == "mu" else lines[lams.index(n) % len(lines)]
+                                                   for n in names]))
 
         def element():
             curves = hv.Overlay([hv.Curve([], "step", "value", label=name) for name in names])

@@ -181,8 +181,9 @@ ALL_METHODS: dict[str, Method] = {
         ),
         Method(
             "penalty", "Penalty loss (soft)", "soft", "mlp", "field_mlp", "penalty",
-            r"\mathcal{L} = \mathcal{L}_{data} + \lambda\,\overline{\left(\tfrac{dQ}{dt}\right)^2}"
-            r"\qquad\text{(flow: } \lambda\,\overline{(\nabla\cdot u)^2})",
+            # ⟨·⟩ for the mean over training points: KaTeX drew an \overline as a stray minus
+            r"\mathcal{L} = \mathcal{L}_{\mathrm{data}} + \lambda\,\left\langle\left(\tfrac{dQ}{dt}\right)^2\right\rangle"
+            r"\qquad\text{(flow: } \lambda\,\langle(\nabla\cdot u)^2\rangle)",
             "The baseline plus a penalty on the rate of change of the known invariants at "
             "training points. Conservation is encouraged, not guaranteed: watch it leak out "
             "of distribution.",
@@ -190,7 +191,7 @@ ALL_METHODS: dict[str, Method] = {
         ),
         Method(
             "auglag", "Augmented Lagrangian (mixed)", "mixed", "mlp", "field_mlp", "auglag",
-            r"\mathcal{L} = \mathcal{L}_{data} + \overline{\lambda_i c_i} + \frac{\mu}{2}\overline{c_i^2},"
+            r"\mathcal{L} = \mathcal{L}_{\mathrm{data}} + \langle\lambda_i c_i\rangle + \frac{\mu}{2}\langle c_i^2\rangle,"
             r"\qquad \lambda_i \leftarrow \lambda_i + \mu\, c_i",
             "A penalty whose multipliers learn where the constraint is violated and push "
             "harder there; the weight μ grows when progress stalls. Watch the multipliers.",
