@@ -67,12 +67,7 @@ def tex(expr: str) -> pn.pane.LaTeX:
     expr = expr.replace("<", r"\lt ").replace(">", r"\gt ")
     # a formula wider than its card scrolls inside it rather than running out of it
     return pn.pane.LaTeX(f"${expr}$", renderer="katex", sizing_mode="stretch_width",
-                         styles={"font-size": "14px", "overflow-x": "auto", "max-width": "100%"},
-                         stylesheets=[TEX_CSS])
-
-
-#: a long formula breaks after a relation (KaTeX's inline break points) instead of running out
-TEX_CSS = ".katex, .katex-html { white-space: normal !important; }"
+                         styles={"font-size": "14px", "overflow-x": "auto", "max-width": "100%"})
 
 
 def _placeholder(text: str, height: int = PLOT_HEIGHT) -> pn.pane.HTML:
@@ -653,9 +648,10 @@ class DriftView(_PlotView):
                                   own_keys))
         note = html(f"<span class='cl-muted'>{self.caption(streams, bool(own_keys), apart)}</span>",
                     sizing_mode="stretch_width")
-        return pn.Column(pn.FlexBox(*plots, sizing_mode="stretch_width", gap="8px",
-                                    styles={"flex-wrap": "wrap"}) if len(plots) > 2 else
-                         pn.Row(*plots, sizing_mode="stretch_width"), note, sizing_mode="stretch_width")
+        # two a row at most: three in a row (the n-body's) were a third of the column each
+        grid = (pn.GridBox(*plots, ncols=2, sizing_mode="stretch_width") if len(plots) > 2 else
+                pn.Row(*plots, sizing_mode="stretch_width"))
+        return pn.Column(grid, note, sizing_mode="stretch_width")
 
     @staticmethod
     def caption(streams: StreamSet, own: bool, apart: bool) -> str:

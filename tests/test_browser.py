@@ -383,6 +383,24 @@ FIGURES = """() => {
   return {main: main ? main.getBoundingClientRect().width : document.body.clientWidth, figures: out};
 }"""
 
+#: formulas (KaTeX) wider than the pane that holds them: (start of the formula, its px, the pane's px)
+OVERFULL_FORMULAS = """() => {
+  const out = [];
+  const find = (root) => {
+    for (const el of root.querySelectorAll("*")) {
+      if (el.classList && el.classList.contains("katex") && el.parentElement) {
+        let box = el.parentElement;
+        while (box.parentElement && box.tagName !== "DIV") box = box.parentElement;
+        const w = el.getBoundingClientRect().width, room = box.getBoundingClientRect().width;
+        if (w > room + 1) out.push([el.textContent.slice(0, 30), Math.round(w), Math.round(room)]);
+      }
+      if (el.shadowRoot) find(el.shadowRoot);
+    }
+  };
+  find(document);
+  return out;
+}"""
+
 #: per system, a short run and the figures it must show once done (drift, system view, loss)
 LAYOUTS = [("pendulum", "methods=baseline,hnn,auglag", 5), ("nbody", "methods=baseline,hnn", 6),
            ("flow", "methods=baseline,divfree", 6)]
@@ -405,5 +423,13 @@ def test_plots_read_on_a_projector(server, browser, tmp_path, system, methods, f
     clipped = [(f["title"], round(f["text_width"]), round(f["room"])) for f in seen["figures"]
                if f["text_width"] > f["room"]]
     assert not clipped, f"titles wider than the room their plot gives them (text px, room px): {clipped}"
+    # every method's card too (the enstrophy pair and the port-Hamiltonian formula ran out)
+    page.goto(server + f"?system={system}&methods=baseline,hnn,lnn,phnn,shnn,divfree,penalty,auglag",
+              wait_until="load", timeout=60_000)
+    page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
+    page.wait_for_function("() => document.fonts.status === 'loaded'", timeout=30_000)
+    time.sleep(1.0)
+    overfull = page.evaluate(OVERFULL_FORMULAS)
+    assert not overfull, f"formulas wider than their card (text, px, room px): {overfull}"
     assert not errors, errors
     page.close()
