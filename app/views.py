@@ -742,9 +742,14 @@ class SystemView(_PlotView):
         if streams is not None and self._portrait_kind(streams):
             if self._built_for is not streams:
                 self._built_for, self._on_frame = streams, None
-                self._box.objects = [self.build(streams)]
+                # hidden behind the placeholder the other systems show until their first
+                # rollout: an empty view looks the same on every page
+                self._portrait_view, self._portrait_wait = self.build(streams), _placeholder(self.placeholder)
+                self._box.objects = [pn.Column(self._portrait_wait, self._portrait_view, sizing_mode="stretch_width")]
             if data is None and self._portrait_data is not None:  # reset, another system: empty it
                 self._portrait_data.clear()
+            drawn = data is not None and bool(streams.views.data)
+            self._portrait_view.visible, self._portrait_wait.visible = drawn, not drawn
             return
         if data is None or streams is None:
             self._built_for, self._on_frame = None, None
