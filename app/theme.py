@@ -88,8 +88,13 @@ INVARIANTS: dict[str, tuple[str, str]] = {
 #: invariant key -> (title, y label) when the system does not conserve it with its
 #: parameters: each model's curve is then its error against the truth's own Q(t)
 NOT_CONSERVED: dict[str, tuple[str, str]] = {
-    "energy": ("Energy error against the truth's E(t) (energy is not conserved)", "|E(t) − E_true(t)| / |E(0)|"),
+    # short enough for a half-width plot (the caption says that energy is not conserved)
+    "energy": ("Energy: error against the truth's E(t)", "|E(t) − E_true(t)| / |E(0)|"),
 }
+
+#: (title, y label) of the plot of each network's own learned energy along its rollout, when
+#: it cannot share the true energy's axis (energy not conserved: that axis is an error)
+LEARNED_ENERGY = ("Each network's own learned energy Hθ", "|Hθ(t) − Hθ(0)| / |Hθ(0)|")
 
 
 def invariant_labels(system, q: str) -> tuple[str, str]:
@@ -158,6 +163,19 @@ def chip(key: str, text: str | None = None, line: str | None = None) -> str:
            " vertical-align: middle; margin-right: 6px"
     return f'<span style="white-space: nowrap"><span style="{rule}"></span>{text or SHORT[key]}</span>'
 
+
+#: a disabled button greys out whatever its colour (a tan disabled Stop looked clickable)
+BUTTON_CSS = """
+.bk-btn:disabled, .bk-btn[disabled], .bk-btn.bk-disabled {
+  background-color: #eceef1 !important; color: #9aa0a6 !important; border-color: #d5d8dc !important;
+  cursor: not-allowed; opacity: 1; box-shadow: none;
+}
+"""
+
+#: long preset names: the closed menu shows as much of them as the sidebar allows
+SELECT_CSS = """
+select { font-size: 13px; text-overflow: ellipsis; }
+"""
 
 CSS = """
 .cl-status { font-size: 15px; line-height: 1.35; padding: 8px 12px; border-radius: 6px; }

@@ -37,6 +37,9 @@ PLOT_HEIGHT = 300
 #: drawing order by method kind in the system view (later is on top)
 _DRAW_ORDER = {"none": 0, "soft": 1, "mixed": 2, "hard": 3}
 SMALL_HEIGHT = 230
+#: the flow's square field and dye frames (px): big enough to see sources and sinks from the
+#: back of a room; side by side in a wide column, one above the other in a narrow one
+FLOW_SIZE = 340
 TOOLS = ["hover"]
 
 
@@ -62,7 +65,9 @@ def html(text: str = "", **kw) -> pn.pane.HTML:
 def tex(expr: str) -> pn.pane.LaTeX:
     """A KaTeX pane; ``<`` and ``>`` written as macros so the page's HTML parser leaves them."""
     expr = expr.replace("<", r"\lt ").replace(">", r"\gt ")
-    return pn.pane.LaTeX(f"${expr}$", renderer="katex", styles={"font-size": "14px"})
+    # a formula wider than its card scrolls inside it rather than running out of it
+    return pn.pane.LaTeX(f"${expr}$", renderer="katex", sizing_mode="stretch_width",
+                         styles={"font-size": "14px", "overflow-x": "auto", "max-width": "100%"})
 
 
 def _placeholder(text: str, height: int = PLOT_HEIGHT) -> pn.pane.HTML:
@@ -73,10 +78,25 @@ def _placeholder(text: str, height: int = PLOT_HEIGHT) -> pn.pane.HTML:
         sizing_mode="stretch_width", height=height)
 
 
+def _log_ticks(plot, element) -> None:
+    """More labelled ticks on a log axis (1, 2, 5 per decade where the span is short):
+    Bokeh's default labels only powers of ten, which leaves one or two labels on an axis
+    that spans a decade or two."""
+    from bokeh.models import LogTicker
+
+    for axis in plot.state.yaxis:
+        if isinstance(axis.ticker, LogTicker):
+            axis.ticker.mantissas = [1, 2, 5]
+            axis.ticker.desired_num_ticks = 6
+
+
 def _plot_opts(**kw) -> dict:
-    base = dict(responsive=True, height=PLOT_HEIGHT, tools=TOOLS, active_tools=[], toolbar="above",
+    # the toolbar on the right: above, it shares a row with the title and long titles ran into it
+    base = dict(responsive=True, height=PLOT_HEIGHT, tools=TOOLS, active_tools=[], toolbar="right",
                 show_grid=True, fontscale=1.0)
     base.update(kw)
+    if base.get("logy"):
+        base["hooks"] = [*base.get("hooks", []), _log_ticks]
     if "frame_width" in base:  # a fixed square frame (x and y in the same units)
         base.pop("height", None)
         base["responsive"] = False
@@ -245,6 +265,7 @@ class Controls(pn.viewable.Viewer):
         self.preset = pn.widgets.Select.from_param(
             s.param.preset, label="Preset experiment",
             options={"— choose a preset —": "", **{p.title: k for k, p in PRESETS.items()}},
+            sizing_mode="stretch_width", stylesheets=[theme.SELECT_CSS],
             description="Load a named experiment: system, parameters, methods and training settings.")
         self.system = pn.widgets.Select.from_param(
             s.param.system, label="System", options={cls.title: k for k, cls in ALL_SYSTEMS.items()},
@@ -266,16 +287,16 @@ class Controls(pn.viewable.Viewer):
         cfg.param.watch(g(self._invariants_to_widget), "invariants")
         # no hover tooltip on Train: after a click the pointer rests on it, and the tooltip
         # covered the Stop button and the status line until the mouse moved
-        self.train_button = pn.widgets.Button(label="Train", color="primary", sizing_mode="stretch_width")
-        self.stop_button = pn.widgets.Button(label="Stop", color="warning", sizing_mode="stretch_width", disabled=True,
+        self.train_button = pn.widgets.Button(label="Train", color="primary", sizing_mode="stretch_width", stylesheets=[theme.BUTTON_CSS])
+        self.stop_button = pn.widgets.Button(label="Stop", color="warning", sizing_mode="stretch_width", stylesheets=[theme.BUTTON_CSS], disabled=True,
                                              description="End the run now; the curves so far stay.")
-        self.reset_button = pn.widgets.Button(label="Reset", color="light", sizing_mode="stretch_width",
+        self.reset_button = pn.widgets.Button(label="Reset", color="light", sizing_mode="stretch_width", stylesheets=[theme.BUTTON_CSS],
                                               description="Stop and clear the plots (settings stay).")
         # no hover tooltip on Pause either: after a click the pointer rests on it, and the
         # tooltip covered the Step button beside it (the status line says what each does)
-        self.pause_button = pn.widgets.Button(label="Pause", color="light", sizing_mode="stretch_width",
+        self.pause_button = pn.widgets.Button(label="Pause", color="light", sizing_mode="stretch_width", stylesheets=[theme.BUTTON_CSS],
                                               disabled=True)
-        self.step_button = pn.widgets.Button(label="Step", color="light", sizing_mode="stretch_width", disabled=True,
+        self.step_button = pn.widgets.Button(label="Step", color="light", sizing_mode="stretch_width", stylesheets=[theme.BUTTON_CSS], disabled=True,
                                              description="While paused: train one more evaluation interval, "
                                                          "then pause again.")
         self.train_button.on_click(g(lambda e: s.train()))
@@ -619,32 +640,68 @@ class DriftView(_PlotView):
 
     def build(self, streams: StreamSet):
         plots = []
-        tlabel = streams.system.time_label
+        system = streams.system
+        tlabel = system.time_label
+        own = [m for m in streams.methods if has_learned_energy(m, system)] if system.kind == "ode" else []
+        rk4 = [k for k in streams.extra.get("energy", []) if k.endswith(":own_rk4")]
+        own_keys = [f"{m}:own" for m in own] + rk4
+        # a learned energy's drift is a different quantity from the true energy's error when
+        # energy is not conserved (damping on): then it gets a plot and an axis of its own
+        apart = bool(own_keys) and "energy" in streams.invariants and not system.is_conserved("energy")
+
+        def element(keys, title, ylabel):
+            return _styled(_series_overlay(None, keys=keys, kdim="t", vdim="drift").opts(_series_styles(keys)),
+                           logy=True, title=title, xlabel=tlabel, ylabel=ylabel, show_legend=False)
+
         for q in streams.invariants:
-            title, ylabel = theme.invariant_labels(streams.system, q)
-            # learned energies dotted, the truth last so that it is drawn on top
+            title, ylabel = theme.invariant_labels(system, q)
+            extra = streams.extra.get(q, [])
             keys = list(streams.methods)
             if q == "energy":
-                keys += [f"{m}:own" for m in streams.methods if has_learned_energy(m, streams.system)]
-            keys += streams.extra.get(q, [])
-            keys.append("truth")
+                extra = [k for k in extra if k not in rk4]
+                if own_keys and not apart:  # the same quantity, true and learned energy: one axis, said so
+                    keys += own_keys
+                    ylabel = f"{ylabel}   (dotted: Hθ)"
+            keys += extra
+            keys.append("truth")  # last, so that it is drawn on top
+            plots.append(LivePlot(functools.partial(element, keys, title, ylabel), streams.drift[q], keys))
+        if apart:
+            title, ylabel = theme.LEARNED_ENERGY
+            plots.append(LivePlot(functools.partial(element, own_keys, title, ylabel), streams.drift["energy"],
+                                  own_keys))
+        note = html(f"<span class='cl-muted'>{self.caption(streams, bool(own_keys), apart)}</span>",
+                    sizing_mode="stretch_width")
+        # two a row at most: three in a row (the n-body's) were a third of the column each
+        grid = (pn.GridBox(*plots, ncols=2, sizing_mode="stretch_width") if len(plots) > 2 else
+                pn.Row(*plots, sizing_mode="stretch_width"))
+        return pn.Column(grid, note, sizing_mode="stretch_width")
 
-            def element(keys=keys, title=title, ylabel=ylabel):
-                return _styled(_series_overlay(None, keys=keys, kdim="t", vdim="drift").opts(_series_styles(keys)),
-                               logy=True, title=title, xlabel=tlabel, ylabel=ylabel, show_legend=False)
-
-            plots.append(LivePlot(element, streams.drift[q], keys))
-        note = html(
-            "<span class='cl-muted'>Each curve is the mean over the test initial conditions, rolled out by the "
-            "learned dynamics with the integrator chosen under <i>Rollout and test</i>; the dashed black line is "
-            "the exact dynamics with the same integrator, the floor any model can reach. Dotted: the network's "
-            f"own learned energy, which a hard constraint holds exactly in continuous time; dot-dash: the same "
-            "under RK4, when the rollout uses the discrete gradient that holds it in every step. Thin dash-dot "
-            "(projection on): the same model without the projection; the truth is never projected, so a "
-            "projected model can sit below its line. Values below "
-            f"{DRIFT_FLOOR:g} are drawn at it. Curves refresh as training goes on.</span>",
-            sizing_mode="stretch_width")
-        return pn.Column(pn.Row(*plots, sizing_mode="stretch_width"), note, sizing_mode="stretch_width")
+    @staticmethod
+    def caption(streams: StreamSet, own: bool, apart: bool) -> str:
+        """The words under the drift plots: only about the curves this system's plots hold."""
+        system = streams.system
+        if system.kind == "field":
+            parts = ["Dye mass: the mass of the dye patch carried by each learned field, which an "
+                     "incompressible field keeps at exactly 1; the dashed black line is the true flow carried "
+                     "the same way, the floor any model can reach. Compressibility: the rms ∇·u of each "
+                     "learned field at fixed probe points, normalised; the true flow has none."]
+        else:
+            parts = ["Each curve is the mean over the test initial conditions, rolled out by the learned "
+                     "dynamics with the integrator chosen under <i>Rollout and test</i>; the dashed black line "
+                     "is the exact dynamics with the same integrator, the floor any model can reach."]
+            if own and apart:
+                parts.append("Energy is not conserved here, so the true-energy plot shows each model's error "
+                             "against the truth's E(t); the network's own learned energy Hθ, a different "
+                             "quantity, is on the plot of its own, dotted.")
+            elif own:
+                parts.append("Dotted: the network's own learned energy Hθ, which a hard constraint holds "
+                             "exactly in continuous time; dot-dash: the same under RK4, when the rollout uses "
+                             "the discrete gradient that holds it in every step.")
+        if any(k.endswith(":raw") for keys in streams.extra.values() for k in keys):
+            parts.append("Thin dash-dot (projection on): the same model without the projection; the truth is "
+                         "never projected, so a projected model can sit below its line.")
+        parts.append(f"Values below {DRIFT_FLOOR:g} are drawn at it. Curves refresh as training goes on.")
+        return " ".join(parts)
 
     def __panel__(self):
         return pn.Column(pn.Row(self.ood_toggle, self.ood_label, sizing_mode="stretch_width"),
@@ -664,11 +721,13 @@ class MultiplierView(_PlotView):
 
     def build(self, streams: StreamSet):
         names = streams.multiplier_names
-        palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00"]
-
-        styles = hv.opts.Curve(line_width=2, color=hv.Cycle(["#444" if n == "mu" else palette[i % 5]
-                                                             for i, n in enumerate(names)]),
-                               line_dash=hv.Cycle(["dashed" if n == "mu" else "solid" for n in names]))
+        # every λ in the augmented Lagrangian's own colour (another palette drew one in the
+        # HNN's blue), told apart by its line; μ grey and dashed
+        own, lines = theme.COLORS["auglag"], ["solid", "dotted", "dotdash", "dashdot"]
+        lams = [n for n in names if n != "mu"]
+        styles = hv.opts.Curve(line_width=2.5, color=hv.Cycle(["#444" if n == "mu" else own for n in names]),
+                               line_dash=hv.Cycle(["dashed" if n == "mu" else lines[lams.index(n) % len(lines)]
+                                                   for n in names]))
 
         def element():
             curves = hv.Overlay([hv.Curve([], "step", "value", label=name) for name in names])
@@ -707,9 +766,14 @@ class SystemView(_PlotView):
         if streams is not None and self._portrait_kind(streams):
             if self._built_for is not streams:
                 self._built_for, self._on_frame = streams, None
-                self._box.objects = [self.build(streams)]
+                # hidden behind the placeholder the other systems show until their first
+                # rollout: an empty view looks the same on every page
+                self._portrait_view, self._portrait_wait = self.build(streams), _placeholder(self.placeholder)
+                self._box.objects = [pn.Column(self._portrait_wait, self._portrait_view, sizing_mode="stretch_width")]
             if data is None and self._portrait_data is not None:  # reset, another system: empty it
                 self._portrait_data.clear()
+            drawn = data is not None and bool(streams.views.data)
+            self._portrait_view.visible, self._portrait_wait.visible = drawn, not drawn
             return
         if data is None or streams is None:
             self._built_for, self._on_frame = None, None
@@ -830,7 +894,7 @@ class SystemView(_PlotView):
             layers = [hv.Curve([], *xy) for _ in methods] + [hv.Points([], xy) for _ in methods]
             layers += [hv.Curve([], *xy), hv.Points([], xy)]
             return _styled(hv.Overlay(layers).opts(*styles),
-                           title=f"{nb} bodies: true orbits dashed, learned solid (dot = end)",
+                           title=f"{nb} bodies: true dashed, learned solid",
                            xlabel="x", ylabel="y", show_legend=False, **_square(360))
 
         channel = _channel_of(streams.views, series)
@@ -840,10 +904,14 @@ class SystemView(_PlotView):
         # equal padding on both axes keeps the box square
         overlay = LivePlot(element, channel, keys, padding=(0.1, 0.1), sizing_mode="fixed")
         picker = pn.widgets.IntSlider.from_param(self.param.orbit, label="Test case", width=200)
+        # said under the plot, not in its title: a fixed square frame cut a longer title off
+        note = html("<span class='cl-muted'>One test case: each body's true orbit dashed, the learned one "
+                    "solid in its method's colour; a dot marks where each learned body ends.</span>",
+                    sizing_mode="stretch_width")
         paired = [m for m in methods if has_pair_potential(m, streams.system)]
         if not paired:
-            return pn.Column(picker, overlay, sizing_mode="stretch_width")
-        return pn.Column(picker, overlay, self._pair_potential(streams, paired), sizing_mode="stretch_width")
+            return pn.Column(picker, overlay, note, sizing_mode="stretch_width")
+        return pn.Column(picker, overlay, note, self._pair_potential(streams, paired), sizing_mode="stretch_width")
 
     @staticmethod
     def _pair_potential(streams: StreamSet, paired: list[str]):
@@ -895,7 +963,7 @@ class SystemView(_PlotView):
             hv.opts.VectorField(magnitude="length", pivot="tail", color="#222", line_width=1.2,
                                 rescale_lengths=False)),
             title="Learned velocity u and its ∇·u",
-            xlabel="x", ylabel="y", show_legend=False, **_square(200))
+            xlabel="x", ylabel="y", show_legend=False, **_square(FLOW_SIZE))
 
         def snapshot(xy, frame, every):  # (T, P, 2) -> (<= every, 2) at the chosen time, in the box
             k = int(round(frame * (xy.shape[0] - 1)))
@@ -913,7 +981,7 @@ class SystemView(_PlotView):
                                 size=hv.Cycle([5] + [3] * len(methods)), alpha=hv.Cycle([1.0] + [0.8] * len(methods)))
         dmap = _styled(hv.DynamicMap(dye, streams=[streams.views, hv.streams.Params(self, ["frame"])]).opts(styles),
                        framewise=False, title="Dye patch (grey: truth)", xlabel="x", ylabel="y",
-                       show_legend=False, xlim=(0, 2 * np.pi), ylim=(0, 2 * np.pi), **_square(200))
+                       show_legend=False, xlim=(0, 2 * np.pi), ylim=(0, 2 * np.pi), **_square(FLOW_SIZE))
         who = pn.widgets.Select.from_param(self.param.field_of, label="Field of", width=200,
                                            options={theme.SHORT[m]: m for m in methods})
         when = pn.widgets.FloatSlider.from_param(self.param.frame, label="Dye time (fraction of the horizon)",
@@ -963,13 +1031,14 @@ def _field_plot(data=None):
     u = np.asarray(data["u"])  # (n, n, 2), rows = y
     d = np.asarray(data["div"])  # (n, n)
     img = hv.Image((g, g, d), ["x", "y"], "div")
-    s = slice(None, None, 3)  # every third grid point: arrows a reader can follow
+    every = max(1, len(g) // 12)  # about 12 arrows a side, whatever the grid: a reader can follow them
+    s = slice(None, None, every)
     X, Y = np.meshgrid(g[s], g[s], indexing="xy")
     uu, vv = u[s, s, 0], u[s, s, 1]
     speed = np.hypot(uu, vv)
     top = np.nanmax(speed) if np.isfinite(speed).any() else 0.0
     # the fastest arrow is 90 % of the arrow spacing long (in x, y units)
-    length = 0.9 * (g[3] - g[0]) * speed / top if top > 0 else np.zeros_like(speed)
+    length = 0.9 * (g[every] - g[0]) * speed / top if top > 0 else np.zeros_like(speed)
     vec = hv.VectorField((X.ravel(), Y.ravel(), np.arctan2(vv, uu).ravel(), length.ravel()),
                          ["x", "y"], ["angle", "length"])
     return img * vec

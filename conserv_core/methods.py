@@ -154,8 +154,10 @@ ALL_METHODS: dict[str, Method] = {
         ),
         Method(
             "phnn", "Port-Hamiltonian NN (hard, dissipative)", "hard", "phnn", None, None,
-            r"\dot z = (J - R_\theta)\nabla H_\theta,\quad R_\theta = L_\theta L_\theta^\top \succeq 0"
-            r"\;\Rightarrow\; \frac{dH_\theta}{dt} = -\nabla H_\theta^\top R_\theta \nabla H_\theta \le 0",
+            # two lines: on one, it ran out of its card
+            r"\begin{gathered}\dot z = (J - R_\theta)\nabla H_\theta,\quad R_\theta = L_\theta L_\theta^\top \succeq 0"
+            r"\\ \Rightarrow\; \frac{dH_\theta}{dt} = -\nabla H_\theta^\top R_\theta \nabla H_\theta \le 0"
+            r"\end{gathered}",
             "An HNN with friction built in: it learns an energy and a positive semi-definite damping, so "
             "its energy can only fall, for any weights. With no friction in the data it can learn R = 0 "
             "(an HNN); on a damped pendulum it is the hard constraint that is right, where the HNN "
@@ -163,8 +165,9 @@ ALL_METHODS: dict[str, Method] = {
         ),
         Method(
             "shnn", "Symmetric HNN (hard, Noether)", "hard", "shnn", None, None,
-            r"H_\theta = a_\theta \sum_i |p_i|^2 + \sum_{i<j} v_\theta(|q_i - q_j|)"
-            r"\;\Rightarrow\; \frac{dH_\theta}{dt} = \frac{dP}{dt} = \frac{dL}{dt} = 0",
+            # two lines: on one, it ran out of its card
+            r"\begin{gathered}H_\theta = a_\theta \sum_i |p_i|^2 + \sum_{i<j} v_\theta(|q_i - q_j|)"
+            r"\\ \Rightarrow\; \frac{dH_\theta}{dt} = \frac{dP}{dt} = \frac{dL}{dt} = 0\end{gathered}",
             "An HNN whose energy cannot tell where the bodies are, which way they face, or which is "
             "which: a kinetic energy with one learned inverse mass, and one learned function of each "
             "pair's distance. By Noether's "
@@ -181,8 +184,9 @@ ALL_METHODS: dict[str, Method] = {
         ),
         Method(
             "penalty", "Penalty loss (soft)", "soft", "mlp", "field_mlp", "penalty",
-            r"\mathcal{L} = \mathcal{L}_{data} + \lambda\,\overline{\left(\tfrac{dQ}{dt}\right)^2}"
-            r"\qquad\text{(flow: } \lambda\,\overline{(\nabla\cdot u)^2})",
+            # ⟨·⟩ for the mean over training points: KaTeX drew an \overline as a stray minus
+            r"\mathcal{L} = \mathcal{L}_{\mathrm{data}} + \lambda\,\left\langle\left(\tfrac{dQ}{dt}\right)^2\right\rangle"
+            r"\qquad\text{(flow: } \lambda\,\langle(\nabla\cdot u)^2\rangle)",
             "The baseline plus a penalty on the rate of change of the known invariants at "
             "training points. Conservation is encouraged, not guaranteed: watch it leak out "
             "of distribution.",
@@ -190,7 +194,7 @@ ALL_METHODS: dict[str, Method] = {
         ),
         Method(
             "auglag", "Augmented Lagrangian (mixed)", "mixed", "mlp", "field_mlp", "auglag",
-            r"\mathcal{L} = \mathcal{L}_{data} + \overline{\lambda_i c_i} + \frac{\mu}{2}\overline{c_i^2},"
+            r"\mathcal{L} = \mathcal{L}_{\mathrm{data}} + \langle\lambda_i c_i\rangle + \frac{\mu}{2}\langle c_i^2\rangle,"
             r"\qquad \lambda_i \leftarrow \lambda_i + \mu\, c_i",
             "A penalty whose multipliers learn where the constraint is violated and push "
             "harder there; the weight μ grows when progress stalls. Watch the multipliers.",

@@ -358,3 +358,78 @@ def test_the_sweep_card_runs_a_sweep_and_draws_the_front(server, browser, tmp_pa
     page.screenshot(path=str(tmp_path / "sweep.png"), full_page=True)
     assert not errors, errors
     page.close()
+
+
+#: every Bokeh figure on the page: its rendered width, its title, and whether the title's
+#: text (measured in the title's own font) fits between the frame's left edge, where a
+#: left-aligned title starts, and the canvas's right edge, where it is cut off
+FIGURES = """() => {
+  const ctx = document.createElement("canvas").getContext("2d");
+  const out = [], seen = new Set();
+  const walk = (v) => {
+    if (!v || seen.has(v)) return;
+    seen.add(v);
+    if (v.model && v.model.type === "Figure" && v.frame !== undefined && v.el.isConnected) {
+      const t = v.model.title, text = t && t.text ? t.text : "";
+      ctx.font = t ? `${t.text_font_style} ${t.text_font_size} ${t.text_font}` : "12pt helvetica";
+      const width = v.el.getBoundingClientRect().width;
+      out.push({title: text, width, text_width: ctx.measureText(text).width,
+                room: (v.canvas_view ? v.canvas_view.bbox.width : width) - v.frame.bbox.left});
+    }
+    for (const c of (v.child_views || [])) walk(c);
+  };
+  for (const v of Object.values(window.Bokeh ? window.Bokeh.index : {})) walk(v);
+  const main = document.querySelector("#main");
+  return {main: main ? main.getBoundingClientRect().width : document.body.clientWidth, figures: out};
+}"""
+
+#: formulas (KaTeX) wider than the pane that holds them: (start of the formula, its px, the pane's px)
+OVERFULL_FORMULAS = """() => {
+  const out = [];
+  const find = (root) => {
+    for (const el of root.querySelectorAll("*")) {
+      if (el.classList && el.classList.contains("katex") && el.parentElement) {
+        let box = el.parentElement;
+        while (box.parentElement && box.tagName !== "DIV") box = box.parentElement;
+        const w = el.getBoundingClientRect().width, room = box.getBoundingClientRect().width;
+        if (w > room + 1) out.push([el.textContent.slice(0, 30), Math.round(w), Math.round(room)]);
+      }
+      if (el.shadowRoot) find(el.shadowRoot);
+    }
+  };
+  find(document);
+  return out;
+}"""
+
+#: per system, a short run and the figures it must show once done (drift, system view, loss)
+LAYOUTS = [("pendulum", "methods=baseline,hnn,auglag", 5), ("nbody", "methods=baseline,hnn", 6),
+           ("flow", "methods=baseline,divfree", 6)]
+
+
+@pytest.mark.parametrize("system,methods,figures", LAYOUTS, ids=[s for s, _, _ in LAYOUTS])
+def test_plots_read_on_a_projector(server, browser, tmp_path, system, methods, figures):
+    """No plot narrower than a third of the main column (the flow's field and dye were
+    200 px in a half-empty column) and no title cut off (the n-body orbit title was)."""
+    page, errors = _open(browser, server + f"?system={system}&{methods}&steps=60&horizon=2")
+    _click(page, "Train")
+    page.get_by_text("Done").first.wait_for(timeout=120_000)
+    page.wait_for_function(f"({FIGURES})().figures.filter(f => f.width > 0).length >= {figures}",
+                           timeout=60_000, polling=200)
+    time.sleep(1.0)  # the last layout pass after the system view is built
+    seen = page.evaluate(FIGURES)
+    page.screenshot(path=str(tmp_path / f"{system}.png"), full_page=True)
+    narrow = [(f["title"], round(f["width"])) for f in seen["figures"] if f["width"] < seen["main"] / 3]
+    assert not narrow, f"plots narrower than a third of the {seen['main']:.0f} px main column: {narrow}"
+    clipped = [(f["title"], round(f["text_width"]), round(f["room"])) for f in seen["figures"]
+               if f["text_width"] > f["room"]]
+    assert not clipped, f"titles wider than the room their plot gives them (text px, room px): {clipped}"
+    # every method's card too (the enstrophy pair and the port-Hamiltonian formula ran out)
+    page.goto(server + f"?system={system}&methods=baseline,hnn,lnn,phnn,shnn,divfree,penalty,auglag",
+              wait_until="load", timeout=60_000)
+    page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
+    page.wait_for_function("() => document.fonts.status === 'loaded'", timeout=30_000)
+    time.sleep(1.0)
+    overfull = page.evaluate(OVERFULL_FORMULAS)
+    assert not overfull, f"formulas wider than their card (text, px, room px): {overfull}"
+    assert not errors, errors
+    page.close()

@@ -367,8 +367,10 @@ class Flow(FieldSystem):
         "Incompressibility": r"\nabla\cdot\mathbf u = 0",
         "Parcel volume (Liouville)": r"\frac{d\log J}{dt} = \nabla\cdot\mathbf u,\qquad "
                                      r"M(t) = \frac{1}{|A|}\int_A J\,dA = 1",
-        "Energy and enstrophy": r"E = \tfrac12\langle|\mathbf u|^2\rangle,\ Z = \tfrac12\langle\omega^2\rangle,"
-                                r"\qquad \frac{dE}{dt} = -2\nu Z,\ \ \frac{dZ}{dt} = -\nu\langle|\nabla\omega|^2\rangle",
+        # two lines: on one, the pair ran out of the system card
+        "Energy and enstrophy": r"E = \tfrac12\langle|\mathbf u|^2\rangle,\qquad Z = \tfrac12\langle\omega^2\rangle",
+        "Their decay (zero when ν = 0)": r"\frac{dE}{dt} = -2\nu Z,\qquad "
+                                         r"\frac{dZ}{dt} = -\nu\langle|\nabla\omega|^2\rangle",
     }
     teaching_note: ClassVar[str] = (
         "The network learns the velocity of an incompressible 2D flow. Follow the dye patch: a "
