@@ -48,8 +48,8 @@ PRESETS: dict[str, Preset] = {
                # seeds). benchmarks/bench_damped.py: phnn's largest error below both in 5/5.
                ("baseline", "hnn", "phnn"), system_params={"damping": 0.1},
                description="Energy is not conserved here. The HNN cannot represent the loss of energy; the "
-                           "port-Hamiltonian network builds friction in, so its energy can only fall, and over "
-                           "the rollout its energy stays closest to the truth's.",
+                           "port-Hamiltonian network builds friction in, so its energy can only fall; its largest "
+                           "energy error over the rollout is the smallest of the three.",
                tries=("Press Train: the truth's energy falls (friction); the HNN's stays flat, because it cannot lose"
                       " energy.",
                       "Look at the phase portrait: the truth spirals in, the HNN keeps circling.",
