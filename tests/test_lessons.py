@@ -52,7 +52,7 @@ def test_a_lesson_link_hides_exactly_its_controls_and_shows_its_list(link):
     s = d.session
     assert s.status_kind != "warning", s.status
     assert hidden(d) == {"lr", "seed", "methods", "pendulum.damping"}
-    assert s.config.steps == 300 and s.systems["pendulum"].damping == 0.3  # the settings apply
+    assert s.config.steps == 300 and s.systems["pendulum"].damping == 0.1  # the preset's settings apply
     box = d.lesson_view.box
     assert box.visible and "Friction and the HNN" in box.object
     assert "<li>Press Train.</li><li>Set damping to 0.</li>" in box.object

@@ -55,6 +55,23 @@ def test_the_dissipation_is_symmetric_positive_semidefinite_on_the_momenta_only(
     assert float(r[:, :dof].abs().max()) == 0.0 and float(r[:, :, :dof].abs().max()) == 0.0
 
 
+def test_a_trained_model_damps_the_low_swings_too():
+    """Friction does no work at the turning points (∂H/∂p ≈ 0), so the data cannot see
+    D_θ there. With a free-signed Cholesky factor, training parked L_θ's zero set at
+    p ≈ 0 and a low swing, |p| small all along, was left nearly undamped (D_θ ≈ 0.01–0.04
+    where b m l² = 0.3; the damped-pendulum lesson's energy then lagged the truth's).
+    The positive (softplus) diagonal leaves no zero set to park."""
+    sysm = get_system("pendulum", damping=0.3)
+    cfg = training.make_config("pendulum", steps=300, seed=1, n_test=4)
+    tr = training.Trainer(sysm, "phnn", cfg).run()
+    z = tr.problem.z_true[:, :4].reshape(-1, 2)
+    low = z[z[:, 1].abs() < 0.3]  # small momenta: late, low swings and the turning points
+    with torch.no_grad():
+        d = tr.model.damping(low.to(torch.float32)).reshape(-1)
+    true = sysm.damping * sysm.inertia
+    assert 0.5 * true < float(d.mean()) < 2.0 * true, float(d.mean())
+
+
 def test_zero_dissipation_is_the_hnn():
     model = _model(2, r_scale=0.0)
     hnn = models.build("hnn", dof=2, width=32, depth=2, activation="tanh").to(F64)

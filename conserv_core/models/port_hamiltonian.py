@@ -4,7 +4,8 @@ Learn an energy ``H_θ(q, p)`` and a dissipation ``R_θ(z) ⪰ 0``, and move alo
 
     ż = (J − R_θ(z)) ∇H_θ(z),     R_θ = [[0, 0], [0, D_θ(z)]],   D_θ = s_R · L_θ L_θᵀ,
 
-with ``L_θ(z)`` a lower-triangular ``dof × dof`` matrix read from a small network. The
+with ``L_θ(z)`` a lower-triangular ``dof × dof`` matrix read from a small network, its
+diagonal through a softplus (positive: the unique Cholesky factor, so ``D_θ ≻ 0``). The
 damping acts on the momenta only (``ṗ = −∂H/∂q − D ∂H/∂p``), as friction does in
 mechanics. Then, for any weights and at any state,
 
@@ -68,6 +69,12 @@ class PortHamiltonianNN(HamiltonianNN):
     def damping(self, z: Tensor) -> Tensor:
         """``D_θ(z) = s_R L_θ L_θᵀ``, symmetric positive semi-definite: ``(B, 2·dof) -> (B, dof, dof)``."""
         entries = self.diss_net((z - self.x_mean) / self.x_std)  # (B, dof(dof+1)/2)
+        # a positive diagonal (softplus): the unique Cholesky factor, so D_θ ≻ 0 everywhere.
+        # With a free sign, L_θ could cross zero where the data cannot see D_θ (the turning
+        # points, ∂H/∂p ≈ 0, where friction does no work) and training parks that zero set
+        # there: a low swing, whose |p| is small all along, was then left nearly undamped.
+        diag = self.tril_rows == self.tril_cols
+        entries = torch.where(diag, torch.nn.functional.softplus(entries), entries)
         lower = entries.new_zeros(z.shape[0], self.dof, self.dof)
         lower[:, self.tril_rows, self.tril_cols] = entries
         return self.r_scale * (lower @ lower.mT)
