@@ -26,7 +26,7 @@ def _final(curve) -> float:
 def _peak(curve) -> str:
     """A curve as the sentence gives it: its largest value, and its value at the end."""
     top, end = curve.largest, _final(curve)
-    if top == 0 or not math.isfinite(top):
+    if top == 0 or not math.isfinite(top) or _fmt(top) == _fmt(end):
         return _fmt(top)
     return f"{_fmt(top)} (end {_fmt(end)})"
 

@@ -607,8 +607,9 @@ class DriftView(_PlotView):
         # after a run: move the test set out and see the same trained models there
         probe = s.ood_probe
         self.ood_slider = pn.widgets.FloatSlider(
-            label="Move the test starts out (× the training band), same trained models", start=probe.param.factor.bounds[0],
-            end=probe.param.factor.bounds[1], step=0.5, value=probe.factor, disabled=True, width=360,
+            label="Move the test starts out (× the training band)",
+            start=probe.param.factor.bounds[0], end=probe.param.factor.bounds[1], step=0.5, value=probe.factor,
+            disabled=True, width=360,
             margin=(4, 10), css_classes=["cl-ood-slider"])
         self.ood_slider.param.watch(guarded(s, lambda e: setattr(probe, "factor", e.new)), "value")
         probe.param.watch(guarded(s, self._probe_changed), ["factor", "available", "busy", "note"])
@@ -628,15 +629,18 @@ class DriftView(_PlotView):
             text = probe.note or ("Move the slider: the out-of-distribution curves are redrawn for the same "
                                   "trained models, with no training step.")
         self.ood_note.object = f"<span class='cl-muted'>{text}</span>"
+        self._label()
 
     def _label(self, *events) -> None:
         s = self.session
         field = s.current_system.kind == "field"
         self.ood_toggle.disabled = field
+        # the factor the OOD curves shown were evaluated at: the slider's after a move
+        factor = s.data.stress_factor if s.data is not None and s.data.stress_factor else s.config.ood_factor
         self.ood_label.object = (
-            "<span class='cl-muted'>Flow: the dye test is one patch (no out-of-distribution set).</span>" if field
-            else f"Out-of-distribution test set: initial conditions ×{s.config.ood_factor:g} beyond "
-                 "the training band")
+            "<span class='cl-muted'>Flow: the dye test is one patch (no out-of-distribution set); the slider "
+            "below measures each field's ∇·u further out in time.</span>" if field
+            else f"Out-of-distribution test set: initial conditions ×{factor:g} beyond the training band")
 
     def build(self, streams: StreamSet):
         plots = []
@@ -705,7 +709,7 @@ class DriftView(_PlotView):
 
     def __panel__(self):
         return pn.Column(pn.Row(self.ood_toggle, self.ood_label, sizing_mode="stretch_width"),
-                         pn.Row(self.ood_slider, self.ood_note, sizing_mode="stretch_width"), self._box,
+                         pn.Column(self.ood_slider, self.ood_note, sizing_mode="stretch_width"), self._box,
                          sizing_mode="stretch_width")
 
 

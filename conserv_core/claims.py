@@ -256,6 +256,11 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
     Claim("symmetry-hnn-momentum-wanders", "The plain HNN keeps its energy but lets momentum wander",
           "preset momentum-by-symmetry", live_setting("momentum-by-symmetry"), _drift("shnn", "momentum"),
           (_drift("hnn", "momentum"),), factor=100),
+    # --- friction: the right hard constraint
+    Claim("damped-phnn-below-hnn", "Its largest energy error is below the baseline's and the HNN's",
+          "preset damped-pendulum", live_setting("damped-pendulum"), _drift("phnn"), (_drift("hnn"),)),
+    Claim("damped-phnn-below-baseline", "the port-Hamiltonian network stays ahead of the baseline every time",
+          "preset damped-pendulum", live_setting("damped-pendulum"), _drift("phnn"), (_drift("baseline"),)),
 ]}
 
 
