@@ -26,7 +26,8 @@ DRIFT_SUM = """() => {
 NOTE = """() => {
   const walk = (root) => {
     for (const el of root.querySelectorAll("*")) {
-      if (el.classList && el.classList.contains("cl-ood-note")) return el.innerText || el.textContent;
+      if (el.classList && el.classList.contains("cl-ood-note"))
+        return (el.shadowRoot ? el.shadowRoot.textContent : "") || el.textContent || "";
       if (el.shadowRoot) { const t = walk(el.shadowRoot); if (t) return t; }
     }
     return null;
