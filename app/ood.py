@@ -110,7 +110,8 @@ def _fmt(x: float) -> str:
 def describe(data, factor: float, evs: dict) -> str:
     """One sentence on the models at ``factor``: per method the largest *true* drift
     of the first invariant on the OOD starts and, for a hard model, its own learned
-    one; the OOD constraint violation where a system has no OOD drift (the flow)."""
+    one (the flow: the dye's mass drift out to later times); the OOD constraint
+    violation where a system has no OOD drift."""
     from app import theme
 
     q = data.invariants[0] if data.invariants else None
@@ -128,7 +129,11 @@ def describe(data, factor: float, evs: dict) -> str:
             text = f"{theme.SHORT[m]} {_fmt(ev.violation_ood)}"
         parts.append(text)
     if q is not None and any(q in ev.drift_ood for ev in evs.values()):
-        what = f"largest {q} drift on starts ×{factor:g} beyond the training band"
+        if getattr(data.system, "kind", "ode") == "field":  # the flow: the dye carried at later times
+            what = (f"largest {q} drift of the dye patch carried out to later times "
+                    f"(to ×{factor:g} the training window)")
+        else:
+            what = f"largest {q} drift on starts ×{factor:g} beyond the training band"
     else:
         what = f"constraint violation out to ×{factor:g} the training window"
     return f"Same trained models, {what}: " + " · ".join(parts) + "."

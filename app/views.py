@@ -634,12 +634,11 @@ class DriftView(_PlotView):
     def _label(self, *events) -> None:
         s = self.session
         field = s.current_system.kind == "field"
-        self.ood_toggle.disabled = field
         # the factor the OOD curves shown were evaluated at: the slider's after a move
         factor = s.data.stress_factor if s.data is not None and s.data.stress_factor else s.config.ood_factor
         self.ood_label.object = (
-            "<span class='cl-muted'>Flow: the dye test is one patch (no out-of-distribution set); the slider "
-            "below measures each field's ∇·u further out in time.</span>" if field
+            f"Out-of-distribution test set: the dye patch carried at later times, ending ×{factor:g} the "
+            f"training window" if field
             else f"Out-of-distribution test set: initial conditions ×{factor:g} beyond the training band")
 
     def build(self, streams: StreamSet):

@@ -365,7 +365,9 @@ class ODEProblem(Problem):
 class FieldProblem(Problem):
     """Velocity samples at points ``(x, y, t)``, a collocation pool over the periodic
     square and the training window, probes at later times, and the dye patch carried
-    through the true field."""
+    through the true field from ``t = 0`` and, out of distribution, from
+    ``t_end·(ood_factor − 1)`` for the same duration (later times: the network's field there
+    is extrapolated; a divergence-free one keeps the mass at any time)."""
 
     kind = "field"
 
@@ -394,6 +396,16 @@ class FieldProblem(Problem):
                 self.eval_dt, method=self.integrator)
         self.dye_true = xy_true[:: self.eval_every_save]
         self.mass_true = system.mass(logj_true)
+        # OOD dye test: the same patch carried for the same duration, starting at
+        # t_end·(ood_factor − 1), so it ends ood_factor training windows out (×1: the
+        # in-distribution test). Past the solved span the true field is frozen at its last
+        # snapshot (still divergence-free, so the truth's floor is the same round-off).
+        self.ood_t0 = t_end * (config.ood_factor - 1)
+        with torch.no_grad():
+            self.t_ood, _, logj_ood = system.carry(
+                system.velocity, system.divergence, self.patch0, self.ood_t0, self.eval_dt * self.eval_steps,
+                self.eval_dt, method=self.integrator)
+        self.mass_true_ood = system.mass(logj_ood)
 
     @property
     def integrator(self) -> str:
@@ -411,7 +423,8 @@ class FieldProblem(Problem):
         ones = torch.ones(1, dtype=mass.dtype, device=mass.device)
         t = torch.linspace(0, self.eval_dt * self.eval_steps, mass.shape[0], dtype=mass.dtype)
         drift = {"mass": metrics.drift_curve(mass.unsqueeze(1), ones, t)}
-        return Evaluation("truth", 0, 0.0, drift, {}, {}, None, 0.0, 0.0, 0.0, {})
+        drift_ood = {"mass": metrics.drift_curve(self.mass_true_ood.unsqueeze(1), ones, self.t_ood)}
+        return Evaluation("truth", 0, 0.0, drift, drift_ood, {}, None, 0.0, 0.0, 0.0, {})
 
     def evaluate(self, model, fit, method, step, inv_names):
         sysm, cfg = self.system, self.config
@@ -426,29 +439,44 @@ class FieldProblem(Problem):
         horizon = self.eval_dt * self.eval_steps
         ones = torch.ones(1, **self.to)
         unprojected, extra = {}, {}
+
+        def mass_drift(v, d, t0):  # the dye patch carried from t0 for the horizon: t, xy, its mass drift
+            t, xy, logj = sysm.carry(v, d, self.patch0, t0, horizon, self.eval_dt, method=self.integrator)
+            mass = sysm.mass(logj)  # (T,)
+            return t, xy, mass, metrics.drift_curve(mass.unsqueeze(1), ones, t)
+
         if cfg.projection:
             # hard at inference: the parcels ride the Leray projection of the learned field
             lf = leray.LerayField(model, sysm, dtype=self.dtype, device=self.device)
-            t, xy, logj = sysm.carry(lf.velocity, lf.divergence, self.patch0, 0.0, horizon, self.eval_dt,
-                                     method=self.integrator)
-            _, _, logj_plain = sysm.carry(vel, div, self.patch0, 0.0, horizon, self.eval_dt,
-                                          method=self.integrator)
-            unprojected["mass"] = metrics.drift_curve(sysm.mass(logj_plain).unsqueeze(1), ones, t)
+            t, xy, mass, curve = mass_drift(lf.velocity, lf.divergence, 0.0)
+            ood = mass_drift(lf.velocity, lf.divergence, self.ood_t0)[3]
+            unprojected["mass"] = mass_drift(vel, div, 0.0)[3]
+            unprojected["mass_ood"] = mass_drift(vel, div, self.ood_t0)[3]
             extra = self._velocity_errors(vel, lf)
         else:
-            t, xy, logj = sysm.carry(vel, div, self.patch0, 0.0, horizon, self.eval_dt, method=self.integrator)
-        mass = sysm.mass(logj)  # (T,)
-        drift = {"mass": metrics.drift_curve(mass.unsqueeze(1), ones, t)}
+            # one carry of both patches, the OOD one's times shifted by ood_t0 (per-point
+            # times): ~1.4x one patch's cost where two carries took 2x
+            n = self.patch0.shape[0]
+            shift = torch.cat([torch.zeros(n, **self.to), torch.full((n,), self.ood_t0, **self.to)])
+            t, xy2, logj2 = sysm.carry(lambda p, tt: vel(p, tt + shift), lambda p, tt: div(p, tt + shift),
+                                       torch.cat([self.patch0, self.patch0]), 0.0, horizon, self.eval_dt,
+                                       method=self.integrator)
+            xy, mass, mass_ood = xy2[:, :n], sysm.mass(logj2[:, :n]), sysm.mass(logj2[:, n:])
+            curve = metrics.drift_curve(mass.unsqueeze(1), ones, t)
+            ood = metrics.drift_curve(mass_ood.unsqueeze(1), ones, t + self.ood_t0)
+        drift, drift_ood = {"mass": curve}, {"mass": ood}
         with torch.no_grad():
             test_mse = metrics.mse(fit.predict(model, fit.x_test), fit.y_test)
         # divergence along time, a 'drift' view of the local constraint
         n_t = 24
-        times = torch.linspace(0, float(t[-1]), n_t, **self.to)
         g = torch.Generator().manual_seed(123)
         xy_probe = (2 * math.pi * torch.rand(256, 2, generator=g, dtype=torch.float64)).to(self.device, self.dtype)
         u_scale = float(fit.residual.scales["divergence"])
-        div_t = [float(div(xy_probe, float(tt)).pow(2).mean().sqrt()) / u_scale for tt in times]
-        drift["divergence"] = metrics.Curve(times.double().cpu().tolist(), div_t)
+        # in and over the OOD dye window too: the OOD switch keeps both plots
+        for out, t0 in ((drift, 0.0), (drift_ood, self.ood_t0)):
+            times = torch.linspace(t0, t0 + horizon, n_t, **self.to)
+            div_t = [float(div(xy_probe, float(tt)).pow(2).mean().sqrt()) / u_scale for tt in times]
+            out["divergence"] = metrics.Curve(times.double().cpu().tolist(), div_t)
         view = {
             "t": t[:: self.eval_every_save].cpu().numpy(),
             "dye_model": xy[:: self.eval_every_save].detach().cpu().double().numpy(),
@@ -459,7 +487,7 @@ class FieldProblem(Problem):
         view.update(self._field_view(model, div))
         view.update(extra)
         return Evaluation(
-            method=method, step=step, elapsed=0.0, drift=drift, drift_ood={},
+            method=method, step=step, elapsed=0.0, drift=drift, drift_ood=drift_ood,
             learned_drift={}, trajectory_error=None, test_mse=test_mse,
             violation=fit.violation(model, fit.in_points, None),
             violation_ood=fit.violation(model, fit.ood_points, None), view=view, unprojected=unprojected,

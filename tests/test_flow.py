@@ -222,3 +222,54 @@ def test_cache_follows_parameters_and_horizon():
     assert float(long.snapshot_times()[-1]) == pytest.approx(1.5)
     assert not torch.allclose(long.velocity(xy, 1.4), long.velocity(xy, 1.0))
     assert torch.allclose(long.velocity(xy, 0.7), small_flow().velocity(xy, 0.7), rtol=0, atol=1e-12)
+
+
+# -- the out-of-distribution dye test (issue 29): the same patch at later times ------------
+def _ood_evaluations(ood_factor: float, keys=("baseline", "divfree")):
+    """Untrained models (float64) on a small flow: the problem, the truth's evaluation
+    and each model's."""
+    from conserv_core import training
+
+    f = small_flow(n_parcels=64)
+    cfg = training.make_config("flow", steps=1, width=16, dtype="float64", n_colloc=64, ood_factor=ood_factor)
+    evs, problem = {}, None
+    for k in keys:
+        torch.manual_seed(0)
+        tr = training.Trainer(f, k, cfg, problem=problem)
+        problem = tr.problem
+        evs[k] = tr.evaluate()
+    return f, problem, problem.truth(), evs
+
+
+def test_ood_dye_starts_later_and_only_a_hard_constraint_keeps_its_mass():
+    f, problem, truth, evs = _ood_evaluations(3.0)
+    # the same duration as the in-distribution carry, from t_end·(3 − 1): ending 3 windows out
+    # (t_end: the latest training sample's time)
+    t_end = problem.t_end
+    assert 0.99 * f.t_end < t_end <= f.t_end
+    t_in = evs["baseline"].drift["mass"].t
+    for ev in (truth, *evs.values()):
+        t = ev.drift_ood["mass"].t
+        assert t[0] == pytest.approx(2 * t_end) and t[-1] == pytest.approx(2 * t_end + f.horizon)
+        assert len(t) == len(ev.drift["mass"].t)
+        d = ev.drift_ood["divergence"].t if "divergence" in ev.drift_ood else t
+        assert d[0] == pytest.approx(2 * t_end) and d[-1] == pytest.approx(2 * t_end + f.horizon)
+    assert t_in[0] == 0.0
+    # the truth is incompressible at every time (frozen past its solved span, still ∇·u = 0)
+    assert truth.drift_ood["mass"].largest < ROUND_OFF
+    # a stream-function field is divergence-free for any weights, at any time: round-off
+    assert evs["divfree"].drift_ood["mass"].largest < ROUND_OFF
+    # a plain network's field has sources and sinks out there too, and not the same as in it
+    base = evs["baseline"]
+    assert base.drift_ood["mass"].largest > 1e-4
+    assert base.drift_ood["mass"].rel != base.drift["mass"].rel
+
+
+def test_ood_dye_at_factor_one_is_the_in_distribution_test():
+    _, _, truth, evs = _ood_evaluations(1.0)
+    for ev in (truth, *evs.values()):
+        for q in ev.drift:
+            a, b = ev.drift[q], ev.drift_ood[q]
+            assert b.t == pytest.approx(a.t, abs=1e-12), q
+            assert b.rel == pytest.approx(a.rel, rel=1e-9, abs=1e-15), q
+    assert evs["baseline"].drift_ood["mass"].largest > 1e-4  # not two zeros agreeing

@@ -93,7 +93,7 @@ def test_a_new_run_resets_the_slider_until_it_finishes(done_dash):
     assert not d.drift_view.ood_slider.disabled
 
 
-def test_the_flow_gets_its_violation_out_there():
+def test_the_flow_gets_its_dye_and_violation_out_there():
     d = app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=runs.InProcessExecutor()))
     try:
         s = d.session
@@ -104,6 +104,13 @@ def test_the_flow_gets_its_violation_out_there():
         assert s.phase == "done", s.status
         d.drift_view.ood_slider.value = 8.0
         drain_until(d, lambda: not s.ood_probe.busy, timeout=90)
-        assert "constraint violation out to ×8" in d.drift_view.ood_note.object, d.drift_view.ood_note.object
+        note = d.drift_view.ood_note.object
+        assert "mass drift of the dye patch carried out to later times (to ×8 the training window)" in note, note
+        assert "beyond the training band" not in note
+        # the flow has an OOD set (the dye at later times): the switch works and says what it is
+        assert not d.drift_view.ood_toggle.disabled
+        assert "dye patch carried at later times" in d.drift_view.ood_label.object
+        s.ood = True
+        assert {"truth", *s.data.methods} <= set(s.data.drift_series("mass"))
     finally:
         d.close()
