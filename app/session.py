@@ -222,7 +222,7 @@ class LabSession(param.Parameterized):
         except (ParameterError, ValueError) as err:
             self.ood_probe.note = f"Cannot evaluate there: {err}"
             return
-        if self.ood_probe.available and not self.ood and self.current_system.kind == "ode":
+        if self.ood_probe.available and not self.ood:
             self.ood = True
 
     def apply_preset(self, name: str) -> None:

@@ -607,7 +607,7 @@ class DriftView(_PlotView):
         # after a run: move the test set out and see the same trained models there
         probe = s.ood_probe
         self.ood_slider = pn.widgets.FloatSlider(
-            label="Move the test starts out (× the training band)",
+            label="Move the test out: starts × the training band",
             start=probe.param.factor.bounds[0], end=probe.param.factor.bounds[1], step=0.5, value=probe.factor,
             disabled=True, width=360,
             margin=(4, 10), css_classes=["cl-ood-slider"])
@@ -640,6 +640,8 @@ class DriftView(_PlotView):
             f"Out-of-distribution test set: the dye patch carried at later times, ending ×{factor:g} the "
             f"training window" if field
             else f"Out-of-distribution test set: initial conditions ×{factor:g} beyond the training band")
+        self.ood_slider.label = ("Move the test out: later times, × the training window" if field
+                                 else "Move the test out: starts × the training band")
 
     def build(self, streams: StreamSet):
         plots = []

@@ -92,7 +92,7 @@ DRIFT_SUM = """() => {
 SET_SLIDER = """(value) => {
   for (const doc of window.Bokeh.documents)
     for (const m of doc.all_models)
-      if (typeof m.title === "string" && m.title.startsWith("Move the test starts out") && m.value !== undefined) {
+      if (typeof m.title === "string" && m.title.startsWith("Move the test out") && m.value !== undefined) {
         m.value = value;
         return true;
       }
