@@ -39,6 +39,8 @@ class OODProbe(param.Parameterized):
         self._job = None  # (factor, future, perf_counter at submit)
         self._pending: float | None = None
         self._quiet = False
+        #: answers already had for this run, by factor: a move back to one is drawn at once
+        self._seen: dict[float, dict] = {}
         #: seconds from a move to its answer, the latest first (for the benchmark)
         self.latencies: list[float] = []
 
@@ -46,6 +48,7 @@ class OODProbe(param.Parameterized):
         """A new run's data: the slider goes back to the run's own factor, unavailable
         until the run has finished with weights."""
         self._data, self._job, self._pending = data, None, None
+        self._seen = {}
         self._quiet = True
         try:
             run_factor = float(data.config.ood_factor) if data is not None else min(self.factor, HIGH)
@@ -61,7 +64,8 @@ class OODProbe(param.Parameterized):
 
     def request(self, executor, factor: float | None = None) -> bool:
         """Ask for the models at ``factor`` (default: the slider's); merged with a job
-        already out. Returns whether a job was sent now."""
+        already out, drawn at once from an earlier answer at the same factor. Returns
+        whether the session must drain (a job was sent, or an earlier answer shown)."""
         if self._quiet or not self.available or self._data is None:
             return False
         factor = self.factor if factor is None else float(factor)
@@ -69,6 +73,9 @@ class OODProbe(param.Parameterized):
             self._pending = factor
             return False
         data = self._data
+        if factor in self._seen:  # had already: no job, drawn with the next drain
+            self._show(data, factor, self._seen[factor], 0.0)
+            return True
         fut = executor.reevaluate(data.spec, dict(data.weights), ood_factor=factor)
         self._job = (factor, fut, time.perf_counter())
         self.busy = True
@@ -93,14 +100,19 @@ class OODProbe(param.Parameterized):
             out = None
         if out is not None and data is not None:
             evs = {k: records.from_dict(v) for k, v in out.items()}
-            data.set_stress(factor, evs)
-            self.latencies.insert(0, time.perf_counter() - t0)
-            self.note = describe(data, factor, evs)
+            self._seen[factor] = evs
+            self._show(data, factor, evs, time.perf_counter() - t0)
         pending, self._pending = self._pending, None
         if pending is not None and pending != factor:
             self.request(executor, pending)
         self.busy = self._job is not None
         return out is not None
+
+
+    def _show(self, data, factor: float, evs: dict, seconds: float) -> None:
+        data.set_stress(factor, evs)
+        self.latencies.insert(0, seconds)
+        self.note = describe(data, factor, evs)
 
 
 def _fmt(x: float) -> str:

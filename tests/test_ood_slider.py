@@ -79,6 +79,9 @@ def test_moves_while_a_job_is_out_merge_to_the_latest(done_dash):
     drain_until(d, lambda: not s.ood_probe.busy, timeout=90)
     assert s.data.stress_factor == 7.5
     assert len(s.ood_probe.latencies) == 2  # the first move and the latest, nothing between
+    # back to a factor already evaluated: drawn at once, no job
+    d.drift_view.ood_slider.value = 4.0
+    assert not s.ood_probe.busy and s.data.stress_factor == 4.0 and s.ood_probe.latencies[0] == 0.0
 
 
 def test_a_new_run_resets_the_slider_until_it_finishes(done_dash):
