@@ -20,10 +20,10 @@ from app.views import Controls, guarded, html
 #: the failure-mode lessons as the menu and the README name them (preset -> short line)
 FAILURE_LINES = {
     "damped-pendulum": "Friction breaks the HNN",
-    "chaos-double-pendulum": "Chaos: the energy stays bounded while the path diverges",
+    "chaos-double-pendulum": "Chaos: bounded energy, diverging path",
     "generic-lnn-runaway": "The generic LNN runs away",
     "integrator-vs-model": "Integrator error versus model error",
-    "ood-leakage": "Out-of-distribution leakage",
+    "ood-leakage": "Hard constraints keep what they learned",
     "wrong-symmetry": "A wrong symmetry, held exactly",
 }
 

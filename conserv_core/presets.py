@@ -42,7 +42,7 @@ PRESETS: dict[str, Preset] = {
                       "Switch the integrator to discrete_gradient (Rollout and test): the HNN's own energy (dotted) "
                       "drops to round-off.",
                       "Change the seed: which conclusions survive?")),
-        Preset("damped-pendulum", "Damped pendulum: the wrong hard constraint, and the right one", "pendulum",
+        Preset("damped-pendulum", "Damped pendulum: the right hard constraint", "pendulum",
                # lightly damped (b = 0.1, Q ≈ 30): the energy falls to ~5% over the 30 s rollout, so
                # the baseline's unconstrained errors pile up over many swings, as in the undamped
                # lesson; at b = 0.3 the energy is gone by t ≈ 10 and the lead was a coin toss (4/5
@@ -68,7 +68,7 @@ PRESETS: dict[str, Preset] = {
                       "give momentum.",
                       "Change the number of bodies or the seed: the symmetric network keeps momentum by construction,"
                       " whatever it learned.")),
-        Preset("wrong-symmetry", "N-body in a trap: the symmetry that is not there", "nbody",
+        Preset("wrong-symmetry", "N-body in a trap: a symmetry not there", "nbody",
                ("baseline", "hnn", "shnn"), system_params={"trap": 1.0},
                description="A harmonic trap breaks translation symmetry: the centre of mass swings and momentum "
                            "changes. The symmetric HNN cannot follow, because it keeps momentum by construction.",
@@ -93,7 +93,7 @@ PRESETS: dict[str, Preset] = {
                       "Raise the penalty's λ and train again: the leak shrinks but does not vanish.")),
         # failure modes (FAILURE_MODES below): each shows a constraint, or the lab's own
         # numerics, getting something wrong, and what to look at to see it
-        Preset("chaos-double-pendulum", "Chaos: the energy stays bounded while the path diverges", "double_pendulum",
+        Preset("chaos-double-pendulum", "Chaos: bounded energy, diverging path", "double_pendulum",
                ("baseline", "hnn"), system_params={"max_angle": 1.5, "max_speed": 1.0},
                config={"steps": 800, "horizon": 20.0, "activation": "gelu", "batch_size": 256},
                description="Starts up to 1.5 rad from rest: the double pendulum is chaotic there. Every model's "
@@ -120,16 +120,18 @@ PRESETS: dict[str, Preset] = {
                       "Switch the integrator to rk4 (Rollout and test) and train again: the truth drops to its floor.",
                       "Now the gap between the baseline and the truth is model error, and the HNN's is small.",
                       "Try discrete_gradient: it holds the HNN's own energy (dotted) exactly in every step.")),
-        Preset("ood-leakage", "Out-of-distribution leakage: soft constraints leak, hard ones hold", "pendulum",
+        Preset("ood-leakage", "Hard constraints keep what they learned", "pendulum",
                ("baseline", "hnn", "penalty"), config={"ood_factor": 6.0},
                description="The penalty asks for energy conservation only on the training data; the HNN builds "
-                           "it in. Far outside the training band the penalty's violation grows, the HNN's own "
-                           "energy still holds (though no network knows the true physics there).",
+                           "it in. Far outside the training band the penalty's violation grows; the HNN still "
+                           "conserves its own learned energy exactly, but not the true one: it conserves what it "
+                           "learned, and it learned nothing out there.",
                tries=("Press Train, then switch the drift plot to the out-of-distribution test set (starts ×6).",
                       "Compare the violation in and out of distribution (Training): the penalty's grows a hundredfold.",
                       "The HNN's own energy (dotted) stays flat out there: a hard constraint holds what it learned.",
                       "Its true energy still drifts: it never saw data there. Constraints are not data.",
-                      "Set the out-of-distribution factor to 1.5 and train again: the leak shrinks.")),
+                      "When it is done, drag the slider above the drift plots towards ×10: the same trained "
+                      "models, evaluated further out; watch the dotted line and the solid HNN line part.")),
         # The published experiments at live size (full size: benchmarks/reproduce_*.py, whose
         # settings live in reproductions/papers.py). Data as in the papers; fewer steps.
         Preset("hnn-table1-spring", "HNN paper, Table 1: ideal mass-spring", "spring", ("baseline", "hnn"),
