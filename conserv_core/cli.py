@@ -246,8 +246,9 @@ def _table(res: dict, out) -> None:
         row += f" {_fmt(m.get('violation')):>10} {_fmt(m.get('violation_ood')):>10}"
         out.write(row + "\n")
     out.write(f"drift = |Q(t) - Q(0)| / |Q(0)| averaged over the test set (a quantity the system does not conserve: "
-              f"|Q(t) - Q_true(t)| / |Q(0)|), {_PEAK_NOTE}; traj. error = |z(t) - z_true(t)| / rms|z_true|; "
-              "violation = rms of the normalised constraint residual (in / out of distribution)\n")
+              f"|Q(t) - Q_true(t)| / |Q(0)|), {_PEAK_NOTE}; "
+              + ("traj. error = |z(t) - z_true(t)| / rms|z_true|; " if traj else "")
+              + "violation = rms of the normalised constraint residual (in / out of distribution)\n")
 
 
 def _on_bodies(comp: training.Comparison, keys: list[str], n_bodies: int, out) -> dict:
