@@ -57,6 +57,9 @@ class Setting:
     methods: tuple[str, ...]
     system_params: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    #: the settings a "things to try" line has the user change before the press (already
+    #: in ``config``): ``tests/test_claims.py`` makes the same change in a session
+    tried: dict = field(default_factory=dict)
 
     def key(self) -> str:
         return repr((self.system, sorted(self.system_params.items()), sorted(self.config.items())))
@@ -150,10 +153,11 @@ class Result:
         return self.held >= min(need, len(self.margins))
 
 
-def live_setting(preset: str | None = None, system: str | None = None) -> Setting:
+def live_setting(preset: str | None = None, system: str | None = None, **tried) -> Setting:
     """The setting a preset's (or a system's own default demo's) Train press runs, as
     the dashboard builds it: the system's live-demo training settings, its horizon,
-    then the preset's parameters and options."""
+    then the preset's parameters and options, then ``tried``: the training settings a
+    "things to try" line changes (``integrator="rk4"``)."""
     from conserv_core import training
 
     if preset is not None:
@@ -164,9 +168,10 @@ def live_setting(preset: str | None = None, system: str | None = None) -> Settin
         sp, cfg = {}, {}
     cls = ALL_SYSTEMS[system]
     sysm = get_system(system, **sp)
-    config = {**(dict(cls.demo) if cls.demo else dict(DEMO_FALLBACK)), "horizon": float(sysm.horizon), **cfg}
+    config = {**(dict(cls.demo) if cls.demo else dict(DEMO_FALLBACK)), "horizon": float(sysm.horizon), **cfg,
+              **tried}
     training.make_config(system, **config)  # validated here, not on a worker
-    return Setting(system, tuple(methods), sp, config)
+    return Setting(system, tuple(methods), sp, config, dict(tried))
 
 
 def _rows_by_seed(frame) -> dict[int, dict[str, dict]]:
@@ -261,6 +266,22 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           "preset damped-pendulum", live_setting("damped-pendulum"), _drift("phnn"), (_drift("hnn"),)),
     Claim("damped-phnn-below-baseline", "the port-Hamiltonian network stays ahead of the baseline every time",
           "preset damped-pendulum", live_setting("damped-pendulum"), _drift("phnn"), (_drift("baseline"),)),
+    # --- integrator error versus model error: once the integrator is RK4, what is left is
+    # the model's, and a Hamiltonian model has little of it
+    Claim("integrator-rk4-hnn-small", "the HNN's is small", "preset integrator-vs-model",
+          live_setting("integrator-vs-model", integrator="rk4"), _drift("hnn"), (_drift("baseline"),), factor=5),
+    Claim("integrator-dg-own-energy-exact", "it holds the HNN's own energy (dotted) exactly in every step",
+          "preset integrator-vs-model", live_setting("integrator-vs-model", integrator="discrete_gradient"),
+          Term("hnn", "learned_energy_max"), (_bound(1e-5),)),
+    # --- the HNN paper's Table 1, at the dashboard's budgets
+    Claim("spring-hnn-on-the-line", "the HNN's energy stays on the truth's line, the baseline's spirals away",
+          "preset hnn-table1-spring", live_setting("hnn-table1-spring"), _drift("hnn"), (_drift("baseline"),),
+          factor=10),
+    Claim("two-body-hnn-on-circles", "the baseline's bodies spiral in or out, the HNN's stay on their circles",
+          "preset hnn-table1-two-body", live_setting("hnn-table1-two-body"), _drift("hnn"),
+          (_drift("baseline"),), factor=5),
+    Claim("two-body-hnn-momentum-not-exact", "nothing in it holds momentum exactly", "preset hnn-table1-two-body",
+          live_setting("hnn-table1-two-body"), _bound(1e-5), (_drift("hnn", "momentum"),)),
 ]}
 
 
