@@ -274,14 +274,29 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           "preset integrator-vs-model", live_setting("integrator-vs-model", integrator="discrete_gradient"),
           Term("hnn", "learned_energy_max"), (_bound(1e-5),)),
     # --- the HNN paper's Table 1, at the dashboard's budgets
-    Claim("spring-hnn-on-the-line", "the HNN's energy stays on the truth's line, the baseline's spirals away",
-          "preset hnn-table1-spring", live_setting("hnn-table1-spring"), _drift("hnn"), (_drift("baseline"),),
-          factor=10),
+    # at a third of the paper's steps the gap is 2-7x over seeds 0-4, not its 450x: the
+    # sentence says "closer" (it said "on the truth's line, the baseline's spirals away",
+    # which a 10x margin failed on every seed)
+    Claim("spring-hnn-closer", "the HNN's energy stays closer to the truth's line than the baseline's",
+          "preset hnn-table1-spring", live_setting("hnn-table1-spring"), _drift("hnn"), (_drift("baseline"),)),
     Claim("two-body-hnn-on-circles", "the baseline's bodies spiral in or out, the HNN's stay on their circles",
           "preset hnn-table1-two-body", live_setting("hnn-table1-two-body"), _drift("hnn"),
           (_drift("baseline"),), factor=5),
     Claim("two-body-hnn-momentum-not-exact", "nothing in it holds momentum exactly", "preset hnn-table1-two-body",
           live_setting("hnn-table1-two-body"), _bound(1e-5), (_drift("hnn", "momentum"),)),
+    # --- a symmetry the physics does not have: in a trap momentum is not conserved, and
+    # its drift is measured against the truth's own P(t); a model that holds P flat is off
+    # by the whole swing, a model free to follow it is not
+    Claim("wrong-symmetry-shnn-held-flat", "The symmetric HNN still holds momentum flat", "preset wrong-symmetry",
+          live_setting("wrong-symmetry"), _drift("hnn", "momentum"), (_drift("shnn", "momentum"),), factor=2),
+    # --- chaos: the path goes, the energy stays
+    Claim("chaos-hnn-energy-few-percent", "the HNN's stays near a few per cent", "preset chaos-double-pendulum",
+          live_setting("chaos-double-pendulum"), _drift("hnn"), (_bound(0.05),)),
+    Claim("lnn-energy-few-percent", "the LNN's stays within a few per cent", "preset lnn-double-pendulum",
+          live_setting("lnn-double-pendulum"), _drift("lnn"), (_bound(0.05),)),
+    Claim("lnn-below-baseline", "the LNN's stays within a few per cent, the baseline's wanders off",
+          "preset lnn-double-pendulum", live_setting("lnn-double-pendulum"), _drift("lnn"), (_drift("baseline"),),
+          factor=5),
 ]}
 
 
