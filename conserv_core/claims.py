@@ -287,8 +287,11 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
     # --- a symmetry the physics does not have: in a trap momentum is not conserved, and
     # its drift is measured against the truth's own P(t); a model that holds P flat is off
     # by the whole swing, a model free to follow it is not
-    Claim("wrong-symmetry-shnn-held-flat", "The symmetric HNN still holds momentum flat", "preset wrong-symmetry",
-          live_setting("wrong-symmetry"), _drift("hnn", "momentum"), (_drift("shnn", "momentum"),), factor=2),
+    # (held flat is by construction; what a run measures is the cost: 1.3-1.5x the plain
+    # HNN's error over seeds 0-4, so the sentence says "further", not a factor)
+    Claim("wrong-symmetry-shnn-further", "its momentum is further from the truth's than the plain HNN's",
+          "preset wrong-symmetry", live_setting("wrong-symmetry"), _drift("hnn", "momentum"),
+          (_drift("shnn", "momentum"),)),
     # --- chaos: the path goes, the energy stays
     Claim("chaos-hnn-energy-few-percent", "the HNN's stays near a few per cent", "preset chaos-double-pendulum",
           live_setting("chaos-double-pendulum"), _drift("hnn"), (_bound(0.05),)),

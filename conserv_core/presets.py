@@ -73,8 +73,8 @@ PRESETS: dict[str, Preset] = {
                description="A harmonic trap breaks translation symmetry: the centre of mass swings and momentum "
                            "changes. The symmetric HNN cannot follow, because it keeps momentum by construction.",
                tries=("Press Train: the trap makes the truth's momentum swing (its curve is not flat).",
-                      "The symmetric HNN still holds momentum flat: a constraint that is not in the physics is a "
-                      "wrong answer, held exactly.",
+                      "The symmetric HNN still holds momentum flat, so its momentum is further from the truth's "
+                      "than the plain HNN's: a constraint that is not in the physics is a wrong answer, held exactly.",
                       "Load the momentum-by-symmetry preset: the same bodies without the trap, where the symmetry is "
                       "real.")),
         Preset("figure-eight", "Three-body figure-eight", "nbody", ("baseline", "hnn"),
