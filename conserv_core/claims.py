@@ -168,6 +168,9 @@ def live_setting(preset: str | None = None, system: str | None = None, **tried) 
         sp, cfg = {}, {}
     cls = ALL_SYSTEMS[system]
     sysm = get_system(system, **sp)
+    # the dashboard sets eval_every from its own evaluations per run (the last one is at
+    # the end either way): a preset's is not what a Train press runs
+    cfg.pop("eval_every", None)
     config = {**(dict(cls.demo) if cls.demo else dict(DEMO_FALLBACK)), "horizon": float(sysm.horizon), **cfg,
               **tried}
     training.make_config(system, **config)  # validated here, not on a worker
@@ -297,9 +300,9 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
           live_setting("chaos-double-pendulum"), _drift("hnn"), (_bound(0.05),)),
     Claim("lnn-energy-few-percent", "the LNN's stays within a few per cent", "preset lnn-double-pendulum",
           live_setting("lnn-double-pendulum"), _drift("lnn"), (_bound(0.05),)),
-    Claim("lnn-below-baseline", "the LNN's stays within a few per cent, the baseline's wanders off",
-          "preset lnn-double-pendulum", live_setting("lnn-double-pendulum"), _drift("lnn"), (_drift("baseline"),),
-          factor=5),
+    # the baseline's is 1.3-6x the LNN's over seeds 0-4 ("wanders off" at 5x held on 1/5)
+    Claim("lnn-below-baseline", "the LNN's stays within a few per cent, below the baseline's",
+          "preset lnn-double-pendulum", live_setting("lnn-double-pendulum"), _drift("lnn"), (_drift("baseline"),)),
 ]}
 
 

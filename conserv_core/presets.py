@@ -177,7 +177,7 @@ PRESETS: dict[str, Preset] = {
                            "form needs minutes (benchmarks/reproduce_lnn.py). Published |ΔE(t=100)| / max "
                            "potential energy: baseline 0.074, LNN 0.0043.",
                tries=("Press Train: the paths part from the truth within seconds (chaos), whatever the model.",
-                      "Watch the energy instead: the LNN's stays within a few per cent, the baseline's wanders off.",
+                      "Watch the energy instead: the LNN's stays within a few per cent, below the baseline's.",
                       "Switch the LNN form to generic (Constraint settings) and train again: see the failure-mode "
                       "lesson on it.")),
     ]
