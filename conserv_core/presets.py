@@ -73,8 +73,8 @@ PRESETS: dict[str, Preset] = {
                description="A harmonic trap breaks translation symmetry: the centre of mass swings and momentum "
                            "changes. The symmetric HNN cannot follow, because it keeps momentum by construction.",
                tries=("Press Train: the trap makes the truth's momentum swing (its curve is not flat).",
-                      "The symmetric HNN still holds momentum flat: a constraint that is not in the physics is a "
-                      "wrong answer, held exactly.",
+                      "The symmetric HNN still holds momentum flat, so its momentum is further from the truth's "
+                      "than the plain HNN's: a constraint that is not in the physics is a wrong answer, held exactly.",
                       "Load the momentum-by-symmetry preset: the same bodies without the trap, where the symmetry is "
                       "real.")),
         Preset("figure-eight", "Three-body figure-eight", "nbody", ("baseline", "hnn"),
@@ -141,7 +141,7 @@ PRESETS: dict[str, Preset] = {
                        "batch_size": 2000, "steps": 600, "horizon": 20.0, "n_test": 15},
                description="H = q² + p², 50 noisy trajectories, MLP 200-200: the paper's data at a third of its "
                            "2000 full-batch steps. Published energy MSE: baseline 0.17, HNN 0.00038.",
-               tries=("Press Train: the HNN's energy stays on the truth's line, the baseline's spirals away.",
+               tries=("Press Train: the HNN's energy stays closer to the truth's line than the baseline's.",
                       "Compare the drift with the paper's energy MSE quoted in the preset's description.",
                       "Set the spring constant k to 1 and train again: the same law on another energy.")),
         Preset("hnn-table1-pendulum", "HNN paper, Table 1: ideal pendulum", "pendulum", ("baseline", "hnn"),
@@ -179,7 +179,7 @@ PRESETS: dict[str, Preset] = {
                            "form needs minutes (benchmarks/reproduce_lnn.py). Published |ΔE(t=100)| / max "
                            "potential energy: baseline 0.074, LNN 0.0043.",
                tries=("Press Train: the paths part from the truth within seconds (chaos), whatever the model.",
-                      "Watch the energy instead: the LNN's stays within a few per cent, the baseline's wanders off.",
+                      "Watch the energy instead: the LNN's stays within a few per cent, below the baseline's.",
                       "Switch the LNN form to generic (Constraint settings) and train again: see the failure-mode "
                       "lesson on it.")),
     ]
