@@ -108,10 +108,9 @@ class OODProbe(param.Parameterized):
         self.busy = self._job is not None
         return out is not None
 
-
     def _show(self, data, factor: float, evs: dict, seconds: float) -> None:
         data.set_stress(factor, evs)
-        self.latencies.insert(0, seconds)
+        self.latencies = [seconds, *self.latencies[:49]]
         self.note = describe(data, factor, evs)
 
 
