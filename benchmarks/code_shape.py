@@ -12,6 +12,10 @@ Prints, for ``conserv_core/`` and ``app/``:
   is counted apart (so were the reproductions' protocols while they lived in the engine,
   before they moved to ``reproductions/``).
   ``--list`` prints where they are.
+* the capability probes: ``hasattr(x, "name")`` and ``getattr(x, "name", default)``, each a
+  place where code guesses what an object can do instead of asking what it declares
+  (issue 30: a model declares its capabilities once, see ``conserv_core/models/base.py``).
+  ``--list`` prints them too.
 
 No assertions: it prints figures for the issue note.
 
@@ -61,6 +65,14 @@ def docstring_nodes(tree: ast.AST) -> set[int]:
     return ids
 
 
+def is_probe(node: ast.AST) -> bool:
+    """``hasattr(x, "name")`` or ``getattr(x, "name", default)``: a guess at a capability."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+        return False
+    return (node.func.id == "hasattr" and len(node.args) == 2) or (node.func.id == "getattr" and len(node.args) == 3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--list", action="store_true", help="print every key literal outside its registry")
@@ -69,7 +81,7 @@ def main() -> None:
 
     keys = registered_keys()
     files = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
-    classes, functions, sizes, literals = [], [], [], []
+    classes, functions, sizes, literals, probes = [], [], [], [], []
     for path in files:
         rel = str(path.relative_to(ROOT))
         text = path.read_text()
@@ -84,6 +96,8 @@ def main() -> None:
             elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in keys
                   and id(node) not in docs and rel not in keys[node.value]):
                 literals.append((rel, node.lineno, node.value))
+            elif is_probe(node):
+                probes.append((rel, node.lineno, node.args[1].value))
 
     print("longest classes:   " + "; ".join(f"{n} {w}" for n, w in sorted(classes, reverse=True)[: args.top]))
     print("longest functions: " + "; ".join(f"{n} {w}" for n, w in sorted(functions, reverse=True)[: args.top]))
@@ -96,9 +110,14 @@ def main() -> None:
     print(f"key literals outside the registries: {len(code)} in code "
           f"({', '.join(f'{p}/ {n}' for p, n in by_pkg.items())}), "
           f"{len(literals) - len(code)} in data ({', '.join(sorted(DATA))})")
+    by_pkg = {pkg: sum(1 for f, _, _ in probes if f.startswith(pkg + "/")) for pkg in PACKAGES}
+    print(f"capability probes (hasattr, getattr with a default): {len(probes)} "
+          f"({', '.join(f'{p}/ {n}' for p, n in by_pkg.items())})")
     if args.list:
         for f, line, k in sorted(literals):
             print(f"  {f}:{line}  {k!r}")
+        for f, line, name in sorted(probes):
+            print(f"  probe {f}:{line}  {name!r}")
 
 
 if __name__ == "__main__":
