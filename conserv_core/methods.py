@@ -53,34 +53,42 @@ class Method:
         return self.arch_ode if system.kind == "ode" else self.arch_field
 
     # -- what the method can do (ask these, not the key) --------------------------------
-    def model_class(self, system: System) -> type | None:
+    def model_class(self, system: System) -> type[models.Model] | None:
         """The class of the model it trains on ``system`` (None: does not apply)."""
         arch = self.arch_for(system)
         return None if arch is None else models.ARCHITECTURES[arch]
 
+    def capable(self, system: System, capability: str) -> bool:
+        """Whether its model on ``system`` declares ``capability`` (one of
+        :data:`conserv_core.models.CAPABILITIES`; False where the method does not apply)."""
+        if capability not in models.CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}; known: {', '.join(models.CAPABILITIES)}")
+        cls = self.model_class(system)
+        return cls is not None and capability in cls.capabilities
+
     def has_learned_energy(self, system: System) -> bool:
         """Whether its model on ``system`` has an energy of its own (HNN, LNN, ...)."""
-        return bool(getattr(self.model_class(system), "has_learned_energy", False))
+        return self.capable(system, "learned_energy")
 
     def has_gradient_form(self, system: System) -> bool:
         """Whether its model is ``ż = (J − R)∇H`` with a scalar ``H`` in canonical
         coordinates (hnn, phnn): what the discrete-gradient rollout needs."""
-        return hasattr(self.model_class(system), "gradient_form")
+        return self.capable(system, "gradient_form")
 
     def any_bodies(self, system: System) -> bool:
         """Whether one trained model runs on any number of bodies (the symmetric HNN)."""
-        return bool(getattr(self.model_class(system), "any_bodies", False))
+        return self.capable(system, "any_bodies")
 
     def has_pair_potential(self, system: System) -> bool:
         """Whether its model learns one pair function of distance (the symmetric n-body
         HNN), which a view can draw against the true one."""
-        return hasattr(self.model_class(system), "pair_potential")
+        return self.capable(system, "pair_potential")
 
     def coords(self, system: System) -> str | None:
         """The state its model works in: ``"canonical"`` ``[q, p]``, ``"velocity"``
         ``[q, q̇]`` or ``"field"`` (None: does not apply)."""
         cls = self.model_class(system)
-        return None if cls is None else getattr(cls, "coords", "canonical")
+        return None if cls is None else cls.coords
 
     @property
     def has_multipliers(self) -> bool:
@@ -97,22 +105,15 @@ class Method:
         return None if self.variant_field is None else getattr(config, self.variant_field)
 
     # -- building -----------------------------------------------------------------------
-    def build_model(self, system: System, config):
-        """A fresh, untrained model for ``system`` with ``config``'s width, depth and
-        activation, and what its architecture reads from the config (its
-        ``config_options(config, system)``, e.g. the LNN's form). Weights are PyTorch's
-        default draw: the trainer redraws them from the run's seed."""
-        arch = self.arch_for(system)
-        if arch is None:
+    def build_model(self, system: System, config) -> models.Model:
+        """A fresh, untrained model for ``system``, built by its architecture from
+        ``config`` (:meth:`conserv_core.models.Model.from_config`: width, depth,
+        activation, and what that architecture reads besides, e.g. the LNN's form).
+        Weights are PyTorch's default draw: the trainer redraws them from the run's seed."""
+        cls = self.model_class(system)
+        if cls is None:
             raise ParameterError(f"method {self.key!r} does not apply to system {system.key!r}")
-        cls = models.ARCHITECTURES[arch]
-        kw = dict(width=config.width, depth=config.depth, activation=config.activation)
-        options = getattr(cls, "config_options", None)
-        if options is not None:
-            kw.update(options(config, system))
-        if system.kind == "ode":
-            return models.build(arch, state_dim=system.state_dim, dof=system.dof, **kw)
-        return models.build(arch, **kw)
+        return cls.from_config(system, config)
 
     def build_constraint(self, config):
         """Its soft constraint built from ``config`` (None: hard or unconstrained)."""

@@ -201,14 +201,13 @@ class ODEProblem(Problem):
 
     def fit(self, model, inv_names):
         sysm, to = self.system, self.to
-        coords = Coords(sysm, getattr(model, "coords", "canonical"))
+        coords = Coords(sysm, model.coords)
         x, dxdt = self.data.x, self.data.dxdt
         s, dsdt = coords.from_canonical(x), coords.targets(x, dxdt)
         tr, te = self.train_idx, self.test_idx
         x_train, y_train = s[tr].to(**to), dsdt[tr].to(**to)
         x_test, y_test = s[te].to(**to), dsdt[te].to(**to)
-        if hasattr(model, "set_scales"):
-            model.set_scales(x_train, y_train)
+        model.set_scales(x_train, y_train)
         # collocation pool for the soft constraints: every training input
         residual = constraints.InvariantRates(sysm, inv_names, coords.to_canonical, x_train, y_train)
         # states far along the OOD true trajectories, where the soft constraint was never trained
@@ -290,7 +289,7 @@ class ODEProblem(Problem):
 
     def evaluate(self, model, fit, method, step, inv_names):
         sysm, cfg, n = self.system, self.config, self.config.n_test
-        has_energy = getattr(model, "has_learned_energy", False)
+        has_energy = "learned_energy" in model.capabilities
         with torch.no_grad():
             s0 = fit.coords.from_canonical(self.z0_eval)
             t, s = self.rollout(model, fit, s0, cfg.integrator, cfg.projection, inv_names)
@@ -323,7 +322,7 @@ class ODEProblem(Problem):
             view.update(self._power(model))
         if has_energy and sysm.dof == 1:
             view["energy_grid"] = self._energy_grid(model, fit)
-        if hasattr(model, "pair_potential") and hasattr(sysm, "pair_potential"):
+        if "pair_potential" in model.capabilities and hasattr(sysm, "pair_potential"):
             view.update(self._pair_potential(model, fit))
         return Evaluation(
             method=method, step=step, elapsed=0.0, drift=drift, drift_ood=drift_ood,

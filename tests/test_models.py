@@ -111,12 +111,66 @@ def test_registry_declares_what_the_trainer_needs():
     coords = {k: c.coords for k, c in ARCHITECTURES.items()}
     assert coords == {"mlp": "canonical", "hnn": "canonical", "lnn": "velocity", "phnn": "canonical",
                       "shnn": "canonical", "field_mlp": "field", "divfree": "field"}
-    learned = {k for k, c in ARCHITECTURES.items() if c.has_learned_energy}
+    learned = {k for k, c in ARCHITECTURES.items() if "learned_energy" in c.capabilities}
     assert learned == {"hnn", "lnn", "phnn", "shnn"}
-    kept = {k for k, c in ARCHITECTURES.items() if c.conserves_learned_energy}
+    kept = {k for k, c in ARCHITECTURES.items() if "conserves_learned_energy" in c.capabilities}
     assert kept == {"hnn", "lnn", "shnn"}  # the port-Hamiltonian model's energy may fall
     for cls in ARCHITECTURES.values():
         assert cls.default_activation in models.ACTIVATIONS
+
+
+def test_every_architecture_fills_the_contract():
+    """Each class declares its flags in its own body (none inherited, none defaulted) and
+    builds itself: ``build`` branches on no class."""
+    for key, cls in ARCHITECTURES.items():
+        assert issubclass(cls, models.Model), key
+        for flag in models.base.FLAGS:
+            assert flag in vars(cls), (key, flag)
+        assert cls.capabilities <= set(models.CAPABILITIES), key
+        assert ("learned_energy" in cls.capabilities) == issubclass(cls, models.EnergyModel), key
+        assert (cls.kind == "field") == issubclass(cls, models.FieldModel), key
+
+
+def _declare(**flags):
+    body = dict(kind="ode", coords="canonical", default_activation="tanh", capabilities=frozenset())
+    body.update(flags)
+    body = {k: v for k, v in body.items() if v is not None}
+    body.update(__init__=lambda self, state_dim, **kw: torch.nn.Module.__init__(self),
+                forward=lambda self, z, t=None: z, set_scales=lambda self, x, y: None)
+    return type("Made", (models.Model,), body)
+
+
+def test_a_model_that_leaves_a_flag_out_or_invents_a_capability_is_refused():
+    assert _declare().capabilities == frozenset()
+    for flag in models.base.FLAGS:
+        with pytest.raises(TypeError, match=f"Made must declare '{flag}'"):
+            _declare(**{flag: None})
+    with pytest.raises(TypeError, match="unknown capabilities 'conserves_mass'"):
+        _declare(capabilities=frozenset({"conserves_mass"}))
+    with pytest.raises(TypeError, match="EnergyModels"):
+        _declare(capabilities=frozenset({"learned_energy"}))
+    with pytest.raises(TypeError, match="'pair_potential' but has no such member"):
+        _declare(capabilities=frozenset({"pair_potential"}))
+
+    with pytest.raises(TypeError, match="Inherits must declare 'kind'"):
+        class Inherits(models.HamiltonianNN):  # an HNN's flags would be a guess: declare them
+            pass
+    with pytest.raises(TypeError, match="abstract"):
+        models.Model()
+
+
+def test_register_refuses_a_taken_key_and_a_class_that_is_not_a_model():
+    with pytest.raises(ValueError, match="'hnn' is already registered"):
+        models.register("hnn", models.HamiltonianNN)
+    with pytest.raises(TypeError, match="subclass of models.Model"):
+        models.register("plain", torch.nn.Linear)
+    with pytest.raises(TypeError, match="abstract"):
+        models.register("energy", models.EnergyModel)
+    made = _declare()
+    with models.registered("made", made):
+        assert models.ARCHITECTURES["made"] is made
+        assert isinstance(models.build("made", dof=1, width=8), made)
+    assert "made" not in models.ARCHITECTURES
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
@@ -170,7 +224,7 @@ def test_ode_models_shapes_dtypes_and_scales_checks(arch, dtype):
     out = model(z, 0.0)
     assert out.shape == (7, 4) and out.dtype == dtype and torch.isfinite(out).all()
     assert torch.equal(model(z), out)  # autonomous: t is ignored
-    if model.has_learned_energy:
+    if "learned_energy" in model.capabilities:
         energy = model.learned_energy(z)
         assert energy.shape == (7,) and energy.dtype == dtype
     else:
@@ -207,7 +261,8 @@ def test_field_models_shapes_time_forms_and_periodicity(arch, dtype):
 # -- hard constraints, by construction ----------------------------------------------------
 @pytest.mark.parametrize("arch", [k for k in ODE_ARCHS
                                   if k in ARCHITECTURES and ARCHITECTURES[k].coords == "canonical"
-                                  and ARCHITECTURES[k].conserves_learned_energy == ARCHITECTURES[k].has_learned_energy])
+                                  and ("conserves_learned_energy" in ARCHITECTURES[k].capabilities)
+                                  == ("learned_energy" in ARCHITECTURES[k].capabilities)])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dof", [1, 3])
 def test_canonical_flow_is_hamiltonian_far_out_of_range(arch, dtype, dof):
@@ -219,7 +274,7 @@ def test_canonical_flow_is_hamiltonian_far_out_of_range(arch, dtype, dof):
     jac = _rows(model(z), z)  # (B, D, D)
     a = _symplectic_J(dof, dtype).T @ jac
     asym = ((a - a.mT).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1)).detach()
-    if model.has_learned_energy:
+    if "learned_energy" in model.capabilities:
         assert asym.max() <= RTOL[dtype], f"max asymmetry {asym.max():.2e}"
     else:
         assert asym.median() >= BASELINE_MIN_VIOLATION
@@ -610,7 +665,7 @@ def test_inference_mode_gives_the_no_grad_result(arch):
         inferred = model(*args)
         if kind == "field":
             assert torch.isfinite(models.divergence(model, *args)).all()
-        elif model.has_learned_energy:
+        elif "learned_energy" in model.capabilities:
             assert torch.isfinite(model.learned_energy(args[0])).all()
     torch.testing.assert_close(inferred, expected, rtol=0, atol=0)
 
@@ -644,7 +699,8 @@ def test_every_method_builds_its_model_and_keeps_the_law_it_declares(system, met
     model = m.build_model(sysm, training.make_config(system, width=16))
     models.init_weights(model, torch.Generator().manual_seed(0))
     model = model.double()
-    assert type(model).coords == m.coords(sysm) and m.has_learned_energy(sysm) == type(model).has_learned_energy
+    assert type(model).coords == m.coords(sysm)
+    assert m.has_learned_energy(sysm) == ("learned_energy" in type(model).capabilities)
     if sysm.kind == "field":
         xy = 2 * math.pi * torch.rand(32, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         u = model(xy, 0.5)
@@ -653,7 +709,7 @@ def test_every_method_builds_its_model_and_keeps_the_law_it_declares(system, met
     s = sysm.sample_initial(64, seed=3, scale=10.0).requires_grad_(True)  # any point: [q, p] or [q, q̇]
     f = model(s)
     assert f.shape == s.shape and f.dtype == torch.float64 and torch.isfinite(f).all()
-    if type(model).conserves_learned_energy:
+    if "conserves_learned_energy" in type(model).capabilities:
         (g,) = torch.autograd.grad(model.learned_energy(s).sum(), s)
         rel = (g * f.detach()).sum(-1).abs() / (g.norm(dim=-1) * f.detach().norm(dim=-1))
         assert rel.median() <= RTOL[torch.float64], f"median |dE/dt| rel {rel.median():.2e}"

@@ -1,22 +1,28 @@
 """Learned vector fields: the unconstrained baselines and the hard-constrained models.
 
-``ARCHITECTURES`` maps each registry key to its class; tests parametrize over it, so an
-architecture added here is checked by every generic test automatically. Every class
-carries ``kind`` (``"ode"`` or ``"field"``), ``coords`` (``"canonical"``: state
-``[q, p]``; ``"velocity"``: ``[q, q̇]``; ``"field"``), ``has_learned_energy`` and
-``default_activation``.
+``ARCHITECTURES`` is the registry: key -> class. Tests parametrize over it, so an
+architecture added here, or at runtime with :func:`register` (a plugin's), is checked by
+every generic test automatically. Every class is a :class:`~conserv_core.models.base.Model`
+and declares, in its own body, ``kind`` (``"ode"`` or ``"field"``), ``coords``
+(``"canonical"``: state ``[q, p]``; ``"velocity"``: ``[q, q̇]``; ``"field"``),
+``default_activation`` and ``capabilities`` (from
+:data:`~conserv_core.models.base.CAPABILITIES`); code outside asks these, never the class.
+It is built through its own :meth:`~conserv_core.models.base.Model.from_spec` (by
+:func:`build`) and :meth:`~conserv_core.models.base.Model.from_config` (by a method).
 
-=============  =======  ==========================================  =====================
-key            kind     model                                       hard constraint
-=============  =======  ==========================================  =====================
-``mlp``        ode      ``z -> dz/dt``                              none
-``hnn``        ode      ``J∇H_θ``                                   ``dH_θ/dt = 0``
-``lnn``        ode      Euler–Lagrange of ``L_θ(q, q̇)``             ``dE_θ/dt = 0``
-``phnn``       ode      ``(J − R_θ)∇H_θ``, ``R_θ ⪰ 0``              ``dH_θ/dt ≤ 0``
-``shnn``       ode      ``J∇H_θ``, ``H_θ`` = Σ kinetic + Σ pairs     ``dH_θ/dt = dP/dt = dL/dt = 0``
-``field_mlp``  field    ``(x, y, t) -> u``                          none
-``divfree``    field    ``u = (∂ψ_θ/∂y, −∂ψ_θ/∂x)``                 ``∇·u = 0``
-=============  =======  ==========================================  =====================
+=============  =====  =========  ==========================================  ===============================  ==========================================
+key            kind   coords     model                                       hard constraint                  capabilities
+=============  =====  =========  ==========================================  ===============================  ==========================================
+``mlp``        ode    canonical  ``z -> dz/dt``                              none                             none
+``hnn``        ode    canonical  ``J∇H_θ``                                   ``dH_θ/dt = 0``                  learned_energy, conserves_learned_energy,
+                                                                                                              gradient_form
+``lnn``        ode    velocity   Euler–Lagrange of ``L_θ(q, q̇)``             ``dE_θ/dt = 0``                  learned_energy, conserves_learned_energy
+``phnn``       ode    canonical  ``(J − R_θ)∇H_θ``, ``R_θ ⪰ 0``              ``dH_θ/dt ≤ 0``                  learned_energy, gradient_form
+``shnn``       ode    canonical  ``J∇H_θ``, ``H_θ`` = Σ kinetic + Σ pairs     ``dH_θ/dt = dP/dt = dL/dt = 0``  learned_energy, conserves_learned_energy,
+                                                                                                              gradient_form, any_bodies, pair_potential
+``field_mlp``  field  field      ``(x, y, t) -> u``                          none                             none
+``divfree``    field  field      ``u = (∂ψ_θ/∂y, −∂ψ_θ/∂x)``                 ``∇·u = 0``                      none
+=============  =====  =========  ==========================================  ===============================  ==========================================
 
 The knobs (width, depth, activation, Fourier modes) are declared once, with bounds, in
 :class:`ModelSpec`; :func:`build` refuses values outside them.
@@ -24,6 +30,7 @@ The knobs (width, depth, activation, Fourier modes) are declared once, with boun
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -31,7 +38,8 @@ import param
 import torch
 from torch import nn
 
-from conserv_core.models import divfree, hamiltonian, lagrangian, mlp, port_hamiltonian, symmetric
+from conserv_core.models import base, divfree, hamiltonian, lagrangian, mlp, port_hamiltonian, symmetric
+from conserv_core.models.base import CAPABILITIES, EnergyModel, FieldModel, Model, Spec
 from conserv_core.models.divfree import DivFreeField, divergence, stream_function_velocity
 from conserv_core.models.hamiltonian import HamiltonianNN, hamiltonian_vector_field
 from conserv_core.models.lagrangian import LagrangianNN, euler_lagrange_acceleration, tikhonov_solve
@@ -40,7 +48,7 @@ from conserv_core.models.port_hamiltonian import PortHamiltonianNN
 from conserv_core.models.symmetric import SymmetricHNN
 from conserv_core.systems.base import ParameterError, describe_range
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {
+ARCHITECTURES: dict[str, type[Model]] = {
     "mlp": MLPVectorField,
     "hnn": HamiltonianNN,
     "lnn": LagrangianNN,
@@ -82,12 +90,12 @@ def _spec_int(name: str, value) -> int:
 
 def build(arch: str, *, state_dim: int | None = None, dof: int | None = None, width: int = 64,
           depth: int = 2, activation: str | None = None, n_modes: int = 4, form: str = "generic",
-          angles: tuple[int, ...] = (), generator: torch.Generator | None = None) -> nn.Module:
+          angles: tuple[int, ...] = (), generator: torch.Generator | None = None) -> Model:
     """A fresh, untrained model of architecture ``arch`` (float32 on CPU: move it with
     ``.to(device, dtype)``).
 
     Args:
-        arch: one of :data:`ARCHITECTURES`.
+        arch: one of :data:`ARCHITECTURES`; the class builds itself (:meth:`Model.from_spec`).
         state_dim: ODE models, size of the state (``2·dof``); or give ``dof``.
         dof: ODE models, degrees of freedom; if both are given they must agree.
         width, depth, activation, n_modes: see :class:`ModelSpec` (``n_modes`` is used by
@@ -103,10 +111,84 @@ def build(arch: str, *, state_dim: int | None = None, dof: int | None = None, wi
         ParameterError (a ``ValueError``): unknown ``arch`` or activation, or a value
             outside its range; the message names the parameter and the range.
     """
-    model = _construct(arch, state_dim, dof, width, depth, activation, n_modes, form, angles)
+    cls = _architecture(arch)
+    spec = spec_for(cls, state_dim=state_dim, dof=dof, width=width, depth=depth, activation=activation,
+                    n_modes=n_modes, arch=arch)
+    model = cls.from_spec(spec, form=form, angles=angles)
     if generator is not None:
         init_weights(model, generator)
     return model
+
+
+def _architecture(arch: str) -> type[Model]:
+    try:
+        return ARCHITECTURES[arch]
+    except (KeyError, TypeError):
+        raise ParameterError(f"arch must be one of {', '.join(ARCHITECTURES)}; got {arch!r}") from None
+
+
+def spec_for(cls: type[Model], *, state_dim: int | None = None, dof: int | None = None, width: int = 64,
+             depth: int = 2, activation: str | None = None, n_modes: int = 4, arch: str | None = None) -> Spec:
+    """The settings of :func:`build`, checked against :class:`ModelSpec`'s bounds, for
+    architecture ``cls`` (``arch``: the key refusals name; default, its registry key).
+    ``activation=None`` is the class's own default; an ODE model needs ``state_dim`` or
+    ``dof``, a field model ignores both.
+
+    Raises:
+        ParameterError: a value outside its range (the message names it and the range).
+    """
+    if arch is None:
+        arch = next((k for k, c in ARCHITECTURES.items() if c is cls), cls.__name__)
+    width = _spec_int("width", width)
+    depth = _spec_int("depth", depth)
+    if activation is None:
+        activation = cls.default_activation
+    if activation not in ACTIVATIONS:
+        raise ParameterError(f"activation must be {describe_range(ModelSpec, 'activation')}; got {activation!r}")
+    n_modes = _spec_int("n_modes", n_modes) if cls.kind == "field" else n_modes
+    if cls.kind == "field":
+        return Spec(arch, None, width, depth, activation, n_modes)
+    if state_dim is None and dof is None:
+        raise ParameterError(f"{arch} needs state_dim (or dof)")
+    if state_dim is not None:
+        state_dim = _int_in("state_dim", state_dim, 1, MAX_STATE_DIM)
+    if dof is not None:
+        dof = _int_in("dof", dof, 1, MAX_STATE_DIM // 2)
+        if state_dim is not None and state_dim != 2 * dof:
+            raise ParameterError(f"state_dim must equal 2*dof; got state_dim={state_dim}, dof={dof}")
+        state_dim = 2 * dof
+    return Spec(arch, state_dim, width, depth, activation, n_modes)
+
+
+def register(key: str, cls: type[Model]) -> type[Model]:
+    """Add architecture ``cls`` under ``key`` (at the end of :data:`ARCHITECTURES`): from
+    then on :func:`build` builds it and a method (:func:`conserv_core.methods.register`)
+    may name it. A taken key, or a class that is not a concrete :class:`Model`, is refused."""
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise TypeError(f"register takes a subclass of models.Model; got {cls!r}")
+    if base._is_abstract(cls):
+        raise TypeError(f"{cls.__name__} is abstract: only a concrete model can be registered")
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"an architecture key is a non-empty string; got {key!r}")
+    if key in ARCHITECTURES:
+        raise ValueError(f"architecture key {key!r} is already registered")
+    ARCHITECTURES[key] = cls
+    return cls
+
+
+def unregister(key: str) -> None:
+    """Take an architecture added by :func:`register` out again."""
+    ARCHITECTURES.pop(key, None)
+
+
+@contextlib.contextmanager
+def registered(key: str, cls: type[Model]):
+    """``with registered(key, cls):`` the architecture is offered inside the block only."""
+    register(key, cls)
+    try:
+        yield cls
+    finally:
+        unregister(key)
 
 
 def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -137,59 +219,25 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
     return model
 
 
-def _construct(arch, state_dim, dof, width, depth, activation, n_modes, form, angles) -> nn.Module:
-    try:
-        cls = ARCHITECTURES[arch]
-    except (KeyError, TypeError):
-        raise ParameterError(f"arch must be one of {', '.join(ARCHITECTURES)}; got {arch!r}") from None
-    width = _spec_int("width", width)
-    depth = _spec_int("depth", depth)
-    if activation is None:
-        activation = cls.default_activation
-    if activation not in ACTIVATIONS:
-        raise ParameterError(f"activation must be {describe_range(ModelSpec, 'activation')}; got {activation!r}")
-    if cls.kind == "field":
-        return cls(n_modes=_spec_int("n_modes", n_modes), width=width, depth=depth, activation=activation)
-
-    if state_dim is None and dof is None:
-        raise ParameterError(f"{arch} needs state_dim (or dof)")
-    if state_dim is not None:
-        state_dim = _int_in("state_dim", state_dim, 1, MAX_STATE_DIM)
-    if dof is not None:
-        dof = _int_in("dof", dof, 1, MAX_STATE_DIM // 2)
-        if state_dim is not None and state_dim != 2 * dof:
-            raise ParameterError(f"state_dim must equal 2*dof; got state_dim={state_dim}, dof={dof}")
-        state_dim = 2 * dof
-    if cls is MLPVectorField:
-        return cls(state_dim, width=width, depth=depth, activation=activation)
-    if state_dim % 2:
-        raise ParameterError(f"state_dim must be even for {arch} (state = [q, p] or [q, q̇]); got {state_dim}")
-    if cls is SymmetricHNN and state_dim % 4:
-        raise ParameterError(f"state_dim must be 4 × the number of planar bodies for {arch} (q and p per "
-                             f"body); got {state_dim}")
-    if cls in (HamiltonianNN, PortHamiltonianNN, SymmetricHNN):
-        return cls(state_dim, width=width, depth=depth, activation=activation)
-    if form not in lagrangian.FORMS:
-        raise ParameterError(f"form must be one of {', '.join(lagrangian.FORMS)}; got {form!r}")
-    dof = state_dim // 2
-    if any(isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < dof for i in angles):
-        raise ParameterError(f"angles must be coordinate indices in [0, {dof - 1}]; got {tuple(angles)!r}")
-    return cls(dof, width=width, depth=depth, activation=activation, form=form, angles=tuple(angles))
-
-
 __all__ = [
     "ACTIVATIONS",
     "ARCHITECTURES",
+    "CAPABILITIES",
     "MAX_STATE_DIM",
     "DivFreeField",
+    "EnergyModel",
+    "FieldModel",
     "FieldMLP",
     "HamiltonianNN",
     "LagrangianNN",
     "MLPVectorField",
+    "Model",
     "ModelSpec",
     "PeriodicFeatures",
     "PortHamiltonianNN",
+    "Spec",
     "SymmetricHNN",
+    "base",
     "build",
     "divergence",
     "divfree",
@@ -200,7 +248,11 @@ __all__ = [
     "lagrangian",
     "mlp",
     "port_hamiltonian",
+    "register",
+    "registered",
     "stream_function_velocity",
+    "spec_for",
     "symmetric",
     "tikhonov_solve",
+    "unregister",
 ]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from conserv_core.models import mlp
+from conserv_core.models import base
 
 Tensor = torch.Tensor
 StreamFunction = Callable[[Tensor, "Tensor | float"], Tensor]  # (xy (B, 2), t) -> ψ (B,)
@@ -64,7 +65,7 @@ def divergence(field_model: FieldModel, xy: Tensor, t: Tensor | float) -> Tensor
     return du_x[:, 0] + du_y[:, 1]
 
 
-class DivFreeField(nn.Module):
+class DivFreeField(base.FieldModel):
     """``u_θ = (∂ψ_θ/∂y, −∂ψ_θ/∂x) + ū`` with ``ψ_θ = s_ψ · net(features(x, y, t))``:
     ``(B, 2), t -> (B, 2)``, divergence-free by construction.
 
@@ -76,9 +77,8 @@ class DivFreeField(nn.Module):
 
     kind: ClassVar[str] = "field"
     coords: ClassVar[str] = "field"
-    has_learned_energy: ClassVar[bool] = False
-    conserves_learned_energy: ClassVar[bool] = False
     default_activation: ClassVar[str] = "tanh"
+    capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, n_modes: int = 4, width: int = 64, depth: int = 2, activation: str = "tanh"):
         super().__init__()

@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import Callable, ClassVar
 
 import torch
-from torch import nn
-
 from conserv_core import integrators
 from conserv_core.models import mlp
+from conserv_core.models.base import EnergyModel, Spec
 
 Tensor = torch.Tensor
 
@@ -42,7 +41,7 @@ def hamiltonian_vector_field(H: Callable[[Tensor], Tensor], z: Tensor, create_gr
     return torch.cat([dH[..., dof:], -dH[..., :dof]], -1)
 
 
-class HamiltonianNN(nn.Module):
+class HamiltonianNN(EnergyModel):
     """``H_θ(z) = s_H · h_θ((z − μ) / σ)`` and ``dz/dt = J∇H_θ(z)``: ``(B, 2·dof) -> (B, 2·dof)``.
 
     Scales (:meth:`set_scales`): the inputs are standardised per column; the single
@@ -53,10 +52,15 @@ class HamiltonianNN(nn.Module):
 
     kind: ClassVar[str] = "ode"
     coords: ClassVar[str] = "canonical"
-    has_learned_energy: ClassVar[bool] = True
-    #: its dynamics hold the learned energy exactly (the port-Hamiltonian model's lose it)
-    conserves_learned_energy: ClassVar[bool] = True
     default_activation: ClassVar[str] = "tanh"
+    #: its dynamics hold the learned energy exactly (the port-Hamiltonian model's lose it)
+    capabilities: ClassVar[frozenset[str]] = frozenset({"learned_energy", "conserves_learned_energy",
+                                                        "gradient_form"})
+
+    @classmethod
+    def from_spec(cls, spec: Spec, **options) -> HamiltonianNN:
+        """``cls(state_dim, width=, depth=, activation=)``, refusing an odd state (``[q, p]``)."""
+        return cls(spec.even_state(), width=spec.width, depth=spec.depth, activation=spec.activation)
 
     def __init__(self, state_dim: int, width: int = 64, depth: int = 2, activation: str = "tanh"):
         super().__init__()

@@ -21,9 +21,13 @@ from __future__ import annotations
 from typing import Callable, ClassVar
 
 import torch
+import numbers
+
 from torch import nn
 
 from conserv_core.models import mlp
+from conserv_core.models.base import EnergyModel, Spec
+from conserv_core.systems.base import ParameterError
 
 Tensor = torch.Tensor
 Lagrangian = Callable[[Tensor, Tensor], Tensor]  # (q (B, dof), q̇ (B, dof)) -> (B,)
@@ -124,7 +128,7 @@ def lagrangian_energy(L: Lagrangian, q: Tensor, qdot: Tensor, create_graph: bool
     return energy if create_graph else energy.detach()
 
 
-class LagrangianNN(nn.Module):
+class LagrangianNN(EnergyModel):
     """Euler–Lagrange dynamics of a learned (or given) Lagrangian:
     ``s = [q, q̇] (B, 2·dof) -> ds/dt = [q̇, q̈] (B, 2·dof)``.
 
@@ -157,18 +161,32 @@ class LagrangianNN(nn.Module):
 
     kind: ClassVar[str] = "ode"
     coords: ClassVar[str] = "velocity"
-    has_learned_energy: ClassVar[bool] = True
-    conserves_learned_energy: ClassVar[bool] = True
     default_activation: ClassVar[str] = "softplus"
-    @staticmethod
-    def config_options(config, system) -> dict:
-        """What :func:`conserv_core.models.build` needs beyond width and depth, from a run's
-        ``TrainConfig``: the form, the system's angle coordinates, and softplus in place of
-        tanh and silu for the generic form (its dynamics uses second derivatives)."""
-        out = dict(form=config.lnn_form, angles=tuple(system.angle_coords))
-        if config.lnn_form == "generic" and config.activation in ("tanh", "silu"):
-            out["activation"] = "softplus"
-        return out
+    capabilities: ClassVar[frozenset[str]] = frozenset({"learned_energy", "conserves_learned_energy"})
+
+    @classmethod
+    def from_spec(cls, spec: Spec, form: str = "generic", angles: tuple[int, ...] = (), **options) -> LagrangianNN:
+        """``dof = state_dim / 2`` and the two settings only this architecture reads:
+        ``form`` and ``angles`` (see the class docstring), refused with a ParameterError
+        naming the range."""
+        dof = spec.even_state() // 2
+        if form not in FORMS:
+            raise ParameterError(f"form must be one of {', '.join(FORMS)}; got {form!r}")
+        if any(isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < dof for i in angles):
+            raise ParameterError(f"angles must be coordinate indices in [0, {dof - 1}]; got {tuple(angles)!r}")
+        return cls(dof, width=spec.width, depth=spec.depth, activation=spec.activation, form=form,
+                   angles=tuple(angles))
+
+    @classmethod
+    def from_config(cls, system, config) -> LagrangianNN:
+        """What it reads of a run's ``TrainConfig`` beyond width and depth: the form
+        (``lnn_form``), the system's angle coordinates, and softplus in place of tanh and
+        silu for the generic form (its dynamics uses second derivatives)."""
+        activation = config.activation
+        if config.lnn_form == "generic" and activation in ("tanh", "silu"):
+            activation = "softplus"
+        return cls.from_spec(cls.spec_from_config(system, config, activation=activation),
+                             form=config.lnn_form, angles=tuple(system.angle_coords))
 
     def __init__(self, dof: int, width: int = 64, depth: int = 2, activation: str = "softplus",
                  lagrangian: Lagrangian | None = None, tikhonov: float | None = None,

@@ -25,6 +25,8 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from conserv_core.models.base import FieldModel, Model
+
 Tensor = torch.Tensor
 
 
@@ -139,7 +141,7 @@ def input_gradient(fn: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool
     return g
 
 
-class MLPVectorField(nn.Module):
+class MLPVectorField(Model):
     """Unconstrained baseline ``dz/dt = f_θ(z)`` for an ODE system, ``(B, D) -> (B, D)``.
 
     With scales set, ``f(z) = μ_y + σ_y ⊙ net((z − μ_x) / σ_x)``. Nothing is conserved:
@@ -148,9 +150,8 @@ class MLPVectorField(nn.Module):
 
     kind: ClassVar[str] = "ode"
     coords: ClassVar[str] = "canonical"
-    has_learned_energy: ClassVar[bool] = False
-    conserves_learned_energy: ClassVar[bool] = False
     default_activation: ClassVar[str] = "tanh"
+    capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, state_dim: int, width: int = 64, depth: int = 2, activation: str = "tanh"):
         super().__init__()
@@ -239,7 +240,7 @@ def check_pair(x: Tensor, y: Tensor, dx: int, dy: int) -> None:
         raise ValueError(f"expected x (N, {dx}) and y (N, {dy}); got {tuple(x.shape)} and {tuple(y.shape)}")
 
 
-class FieldMLP(nn.Module):
+class FieldMLP(FieldModel):
     """Unconstrained baseline velocity field ``u_θ(x, y, t)``: ``(B, 2), t -> (B, 2)``.
 
     ``u = μ_u + σ_u ⊙ net(features(x, y, t))``; its divergence is whatever the fit makes
@@ -248,9 +249,8 @@ class FieldMLP(nn.Module):
 
     kind: ClassVar[str] = "field"
     coords: ClassVar[str] = "field"
-    has_learned_energy: ClassVar[bool] = False
-    conserves_learned_energy: ClassVar[bool] = False
     default_activation: ClassVar[str] = "tanh"
+    capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, n_modes: int = 4, width: int = 64, depth: int = 2, activation: str = "tanh"):
         super().__init__()

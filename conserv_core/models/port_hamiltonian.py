@@ -46,7 +46,11 @@ class PortHamiltonianNN(HamiltonianNN):
     model starts lightly damped and learns how much friction the data show.
     """
 
-    conserves_learned_energy: ClassVar[bool] = False
+    kind: ClassVar[str] = "ode"
+    coords: ClassVar[str] = "canonical"
+    default_activation: ClassVar[str] = "tanh"
+    #: an HNN's, less 'conserves_learned_energy': its energy may fall
+    capabilities: ClassVar[frozenset[str]] = frozenset({"learned_energy", "gradient_form"})
 
     def __init__(self, state_dim: int, width: int = 64, depth: int = 2, activation: str = "tanh"):
         super().__init__(state_dim, width=width, depth=depth, activation=activation)

@@ -40,7 +40,9 @@ import torch
 from torch import nn
 
 from conserv_core.models import mlp
+from conserv_core.models.base import Spec
 from conserv_core.models.hamiltonian import HamiltonianNN
+from conserv_core.systems.base import ParameterError
 
 Tensor = torch.Tensor
 
@@ -80,8 +82,21 @@ class SymmetricHNN(HamiltonianNN):
     dof_step: ClassVar[int] = 2
     #: the invariants its symmetries hold for any weights, besides its own energy
     noether: ClassVar[tuple[str, ...]] = ("momentum", "angular_momentum")
-    #: one set of weights evaluates any number of bodies (:func:`training.on_bodies`)
-    any_bodies: ClassVar[bool] = True
+    kind: ClassVar[str] = "ode"
+    coords: ClassVar[str] = "canonical"
+    default_activation: ClassVar[str] = "tanh"
+    #: an HNN's, and: one set of weights evaluates any number of bodies
+    #: (:func:`training.on_bodies`); one learned pair function a view can draw
+    capabilities: ClassVar[frozenset[str]] = frozenset({"learned_energy", "conserves_learned_energy",
+                                                        "gradient_form", "any_bodies", "pair_potential"})
+
+    @classmethod
+    def from_spec(cls, spec: Spec, **options) -> SymmetricHNN:
+        """The HNN's, refusing a state that is not whole planar bodies (``4N``)."""
+        if spec.even_state() % 4:
+            raise ParameterError(f"state_dim must be 4 × the number of planar bodies for {spec.arch} (q and p "
+                                 f"per body); got {spec.state_dim}")
+        return super().from_spec(spec, **options)
 
     def __init__(self, state_dim: int, width: int = 64, depth: int = 2, activation: str = "tanh"):
         nn.Module.__init__(self)
