@@ -227,7 +227,8 @@ def unread_fields(method: str | Method) -> frozenset[str]:
 def register(method: Method) -> Method:
     """Add ``method`` to :data:`ALL_METHODS` (at the end): from then on the trainer, the
     CLI (``conserv methods``), sweeps and the dashboard offer it. Its architectures must
-    be registered in :data:`conserv_core.models.ARCHITECTURES`, its constraint in
+    be registered in :data:`conserv_core.models.ARCHITECTURES` (a new one with
+    :func:`conserv_core.models.register`, first), its constraint in
     :data:`conserv_core.constraints.CONSTRAINTS`. A key already taken is refused."""
     if not isinstance(method, Method):
         raise TypeError(f"register takes a Method; got {type(method).__name__}")

@@ -1,8 +1,10 @@
-"""A new method and a new system are one file each: this one.
+"""A new method, a new system and a new architecture are one file each: this one.
 
-It defines, here and nowhere else, a method (a copy of the baseline under a new key) and
-an ODE system (a harmonic oscillator whose parameter is a frequency ``omega``, a name no
-other system uses). Registered at runtime, with nothing in ``app/`` or the engine touched:
+It defines, here and nowhere else, a method (a copy of the baseline under a new key), an
+ODE system (a harmonic oscillator whose parameter is a frequency ``omega``, a name no
+other system uses) and an architecture (a separable HNN, ``H = T_θ(p) + V_θ(q)``, with an
+``__init__`` of its own) with a method that trains it. Registered at runtime, with
+nothing in ``app/`` or the engine touched:
 
 * the generic system, model and training tests, and the dashboard's every-system test,
   collect and pass for them (a pytest run with ``CONSERV_TEST_REGISTER`` naming this
@@ -11,7 +13,10 @@ other system uses). Registered at runtime, with nothing in ``app/`` or the engin
 * a headless dashboard session trains them and draws every view.
 
 Each check fails if a key check creeps back in: an ``if key == "baseline"`` in the
-trainer, a ``theme.COLORS[k]`` without a fallback, a system view chosen by key.
+trainer, a ``theme.COLORS[k]`` without a fallback, a system view chosen by key, or a
+branch on the model class in ``models.build`` (the separable HNN's ``__init__`` takes
+``dof`` and ``hidden``, not ``state_dim`` and ``width``: only its own ``from_spec``
+builds it).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import torch
 
 import app
 from app import theme
-from conserv_core import cli, methods, systems, training
+from conserv_core import cli, integrators, methods, models, systems, training
 from conserv_core.systems import ODESystem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,19 +89,84 @@ class Oscillator(ODESystem):
         return z.to(dtype=dtype, device=device)
 
 
+class SeparableHNN(models.EnergyModel):
+    """``H_θ(q, p) = s_H (T_θ(p̂) + V_θ(q̂))`` and ``ż = J∇H_θ``: ``(B, 2·dof) -> (B, 2·dof)``.
+
+    A separable Hamiltonian, kinetic in the momenta and potential in the positions, each
+    part its own small network on the standardised coordinates (``ẑ = (z − μ)/σ``).
+    ``dH_θ/dt = ∇H_θ · J∇H_θ = 0`` for any weights, and ``∂q̇/∂q = ∂²H/∂q∂p = 0``
+    exactly. Scales as the HNN's (:meth:`HamiltonianNN.set_scales`).
+    """
+
+    kind: ClassVar[str] = "ode"
+    coords: ClassVar[str] = "canonical"
+    default_activation: ClassVar[str] = "tanh"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"learned_energy", "conserves_learned_energy",
+                                                        "gradient_form"})
+
+    def __init__(self, dof: int, hidden: int, layers: int, activation: str):
+        super().__init__()
+        self.dof = dof
+        self.kinetic = models.mlp.make_mlp(dof, 1, hidden, layers, activation, out_bias=False)
+        self.potential = models.mlp.make_mlp(dof, 1, hidden, layers, activation, out_bias=False)
+        self.register_buffer("x_mean", torch.zeros(2 * dof))
+        self.register_buffer("x_std", torch.ones(2 * dof))
+        self.register_buffer("h_scale", torch.ones(()))
+
+    @classmethod
+    def from_spec(cls, spec: models.Spec, **options) -> SeparableHNN:
+        return cls(spec.even_state() // 2, hidden=spec.width, layers=spec.depth, activation=spec.activation)
+
+    @torch.no_grad()
+    def set_scales(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        models.mlp.check_pair(x, y, 2 * self.dof, 2 * self.dof)
+        sx, sy = models.mlp.spread(x), models.mlp.spread(y)
+        conjugate = torch.cat([sx[self.dof:], sx[: self.dof]])  # σ of the partner coordinate
+        self.x_mean.copy_(x.mean(0))
+        self.x_std.copy_(sx)
+        self.h_scale.copy_(torch.log(sy * conjugate).mean().exp())
+
+    def hamiltonian(self, z: torch.Tensor) -> torch.Tensor:
+        """``H_θ(z)``: ``(B, 2·dof) -> (B,)``."""
+        zn = (z - self.x_mean) / self.x_std
+        return self.h_scale * (self.kinetic(zn[..., self.dof:]) + self.potential(zn[..., : self.dof])).squeeze(-1)
+
+    @property
+    def gradient_form(self) -> integrators.GradientForm:
+        return integrators.GradientForm(self.hamiltonian)
+
+    @models.mlp.escape_inference_mode
+    def learned_energy(self, z: torch.Tensor) -> torch.Tensor:
+        return self.hamiltonian(z)
+
+    @models.mlp.escape_inference_mode
+    def forward(self, z: torch.Tensor, t=None) -> torch.Tensor:
+        return models.hamiltonian_vector_field(self.hamiltonian, z)
+
+
 #: the baseline under another key: same architecture, no constraint, no style of its own
 COPY = dataclasses.replace(methods.get_method("baseline"), key="baseline_copy", title="Baseline, copied in a test")
+#: a method that trains the separable HNN (on the two one-degree-of-freedom systems, to keep the run short)
+SEPARABLE = methods.Method(
+    "sephnn", "Separable HNN (test)", "hard", "sephnn", None, None,
+    r"H_\theta = T_\theta(p) + V_\theta(q),\quad \dot z = J\nabla H_\theta",
+    "An HNN whose energy is a kinetic part in the momenta plus a potential part in the positions.",
+    systems=("oscillator", "pendulum"),
+)
 
 
 def register_all() -> None:
     """What ``conftest.py`` calls when ``CONSERV_TEST_REGISTER`` names this file."""
     methods.register(COPY)
     systems.register(Oscillator)
+    models.register("sephnn", SeparableHNN)
+    methods.register(SEPARABLE)
 
 
 @pytest.fixture
 def added():
-    with methods.registered(COPY), systems.registered(Oscillator):
+    with methods.registered(COPY), systems.registered(Oscillator), models.registered("sephnn", SeparableHNN), \
+            methods.registered(SEPARABLE):
         yield
 
 
@@ -119,7 +189,7 @@ def test_generic_tests_collect_and_pass_for_the_added_method_and_system():
     files = ["tests/test_systems.py", "tests/test_geometric.py", "tests/test_models.py", "tests/test_training.py",
              "tests/test_app.py"]
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files,
-                           "-k", "oscillator or baseline_copy"],
+                           "-k", "oscillator or baseline_copy or sephnn"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
@@ -159,6 +229,9 @@ def test_a_plugin_file_adds_them_to_the_cli():
     proc = run("--plugin=" + str(PLUGIN), "run", "--system", "oscillator", "--method", "baseline_copy",
                "--steps", "20", "--width", "8", "--horizon", "1", "--quiet")
     assert proc.returncode == 0 and "baseline_copy" in proc.stdout, proc.stderr
+    proc = run("--plugin", str(PLUGIN), "run", "--system", "oscillator", "--method", "sephnn",
+               "--steps", "20", "--width", "8", "--horizon", "1", "--quiet")
+    assert proc.returncode == 0 and "sephnn" in proc.stdout, proc.stderr
     assert run("systems", CONSERV_PLUGINS=str(PLUGIN)).stdout.count("omega") == 1
     bad = run("methods", "--plugin", "no_such_module_here")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
@@ -193,10 +266,48 @@ def test_a_plugin_trains_on_a_cluster_of_separate_processes(cluster):
     assert numbers(h) == numbers(lone) and len(numbers(h)) == 6
 
 
+def test_the_separable_hnn_keeps_its_own_energy_on_untrained_weights():
+    """``dH_θ/dt = ∇H_θᵀ J ∇H_θ = 0`` to round-off at random states 10× out of any
+    training band, and ``∂q̇/∂q = 0`` (separable), for weights straight from the draw.
+    Built by ``models.build`` and by the method, through the class's own ``from_spec``."""
+    with models.registered("sephnn", SeparableHNN), methods.registered(SEPARABLE):
+        model = models.build("sephnn", dof=2, width=16, generator=torch.Generator().manual_seed(0)).double()
+        assert isinstance(model, SeparableHNN) and model.dof == 2
+        assert methods.get_method("sephnn").has_learned_energy(Oscillator())
+        assert methods.get_method("sephnn").has_gradient_form(Oscillator())
+        built = methods.get_method("sephnn").build_model(Oscillator(), training.make_config("oscillator", width=8))
+        assert isinstance(built, SeparableHNN) and built.dof == 1
+    z = 10 * torch.randn(256, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    z.requires_grad_(True)
+    f = model(z)
+    (g,) = torch.autograd.grad(model.learned_energy(z).sum(), z)
+    rate = (g * f.detach()).sum(-1).abs() / (g.norm(dim=-1) * f.detach().norm(dim=-1))
+    assert rate.max() <= 1e-12, f"max |dH/dt| rel {rate.max():.2e}"
+    (dqdot_dq,) = torch.autograd.grad(f[:, :2].sum(), z)
+    assert dqdot_dq[:, :2].abs().max() == 0.0
+
+
+def test_the_separable_hnn_trains_through_the_training_api(added):
+    """A short run of the added method on the added system: the loss falls, and the
+    evaluation carries the learned energy's drift (it declares ``learned_energy``)."""
+    cfg = training.make_config("oscillator", steps=60, width=16, eval_every=60, n_test=3, horizon=1.0)
+    run = training.Trainer(Oscillator(), "sephnn", cfg).run()
+    assert isinstance(run.model, SeparableHNN)
+    losses = [p.loss for p in run.history]
+    assert losses[-1] < 0.5 * losses[0], losses[:: 10]
+    assert run.last_eval.learned_drift and math.isfinite(run.last_eval.test_mse)
+
+
 def test_they_leave_the_registries_when_the_block_ends():
-    with methods.registered(COPY), systems.registered(Oscillator):
+    with methods.registered(COPY), systems.registered(Oscillator), models.registered("sephnn", SeparableHNN):
         assert "baseline_copy" in methods.ALL_METHODS and "oscillator" in systems.ALL_SYSTEMS
+        assert models.ARCHITECTURES["sephnn"] is SeparableHNN
+        with pytest.raises(ValueError, match="'sephnn' is already registered"):
+            models.register("sephnn", SeparableHNN)
     assert "baseline_copy" not in methods.ALL_METHODS and "oscillator" not in systems.ALL_SYSTEMS
+    assert "sephnn" not in models.ARCHITECTURES
+    with pytest.raises(TypeError, match="subclass of models.Model"):
+        models.register("sephnn", Oscillator)
     with pytest.raises(ValueError, match="already registered"):
         methods.register(methods.get_method("hnn"))
     with pytest.raises(ValueError, match="architecture 'nope'"):
