@@ -383,6 +383,8 @@ def test_the_l1_setting_leaves_with_the_block():
         training.TrainConfig(l1_weight=1.0)
     with pytest.raises(ValueError, match="constraint 'l1' is not in"):  # a method needs its constraint registered
         methods.register(L1_METHOD)
+    with constraints.registered(L1Penalty), pytest.raises(ValueError, match="reads l1_weight"):
+        methods.register(dataclasses.replace(L1_METHOD, reads=()))  # sweeps would merge its l1_weight cells
     with pytest.raises(TypeError, match="Constraint subclass"):
         constraints.register(dict)
     taken = type("Taken", (L1Penalty,), {"kind": "taken", "settings": {"lr": param.Number(1.0)}})
