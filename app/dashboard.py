@@ -20,7 +20,7 @@ import param
 from app.serving import prepare_document, release_memory
 from app.lesson_views import LessonMenu, LessonView, SharePanel
 from app.session import LabSession
-from app.settings import URL_CONFIG_FIELDS, url_system_fields
+from app.settings import url_config_fields, url_system_fields
 from app.sweep_view import SweepView
 from app.views import (Controls, DriftView, LossView, MultiplierView, StatusView, SystemView, TeachingView,
                        guarded, html)
@@ -163,7 +163,7 @@ class Dashboard(pn.viewable.Viewer):
         write = lambda *events: self._write_link()  # noqa: E731
         s.param.watch(write, ["system", "methods", "preset"])
         s.lesson.param.watch(write, ["title", "tries", "hide"])
-        s.config.param.watch(write, URL_CONFIG_FIELDS)
+        s.config.param.watch(write, url_config_fields())
         for key, sysm in s.systems.items():
             sysm.param.watch(write, url_system_fields(key))
         self._link_watcher = loc.param.watch(lambda e: self._read_link(e.new), "search")

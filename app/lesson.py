@@ -24,7 +24,7 @@ import param
 from conserv_core.presets import PRESETS
 
 from app import settings
-from app.settings import CONFIG_FIELDS, system_fields
+from app.settings import config_fields, system_fields
 
 #: the link's keys a lesson reads (taken out of the query before the settings read it)
 KEYS = ("lesson", "try", "hide")
@@ -43,7 +43,7 @@ GROUPS = {
 def control_names(system_key: str) -> list[str]:
     """Every control a lesson of ``system_key`` may hide, by its link name (the
     dashboard's :meth:`Controls.hideable` gives their labels)."""
-    return [*GROUPS, *CONFIG_FIELDS, *(f"{system_key}.{n}" for n in system_fields(system_key))]
+    return [*GROUPS, *config_fields(), *(f"{system_key}.{n}" for n in system_fields(system_key))]
 
 
 def control_label(name: str) -> str:

@@ -14,7 +14,7 @@ from conserv_core.presets import FAILURE_MODES, PRESETS
 
 from app import lesson
 from app.session import LabSession
-from app.settings import URL_CONFIG_FIELDS, url_system_fields
+from app.settings import url_config_fields, url_system_fields
 from app.views import Controls, guarded, html
 
 #: the failure-mode lessons as the menu and the README name them (preset -> short line)
@@ -91,7 +91,7 @@ class SharePanel(pn.viewable.Viewer):
             w.param.watch(update, "value")
         s.param.watch(guarded(s, self._options), "system")
         s.param.watch(update, ["system", "methods", "preset"])
-        s.config.param.watch(update, URL_CONFIG_FIELDS)
+        s.config.param.watch(update, url_config_fields())
         for key, sysm in s.systems.items():
             sysm.param.watch(update, url_system_fields(key))
         self._options()

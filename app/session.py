@@ -45,7 +45,7 @@ from app.lesson import Lesson
 from app.ood import OODProbe
 from app.phases import ACTIVE, ENDED, PHASES, TRANSITIONS
 from app.rundata import LiveData, StreamSet
-from app.settings import KEEP_ON_SYSTEM_CHANGE, URL_CONFIG_FIELDS, url_system_fields
+from app.settings import KEEP_ON_SYSTEM_CHANGE, url_config_fields, url_system_fields
 
 #: records a run sends besides the trainer's (see :mod:`conserv_core.runs`)
 SetupDone, Failed, Started, Ended = runs.SetupDone, runs.Failed, runs.Started, runs.Ended
@@ -133,7 +133,7 @@ class LabSession(param.Parameterized):
         self._apply_system_defaults()
         self.param.watch(self._system_changed, "system")
         self.param.watch(self._preset_chosen, "preset")
-        self.config.param.watch(self._setting_changed, URL_CONFIG_FIELDS)
+        self.config.param.watch(self._setting_changed, url_config_fields())
         for key, sysm in self.systems.items():
             sysm.param.watch(self._setting_changed, url_system_fields(key))
         self.param.watch(self._setting_changed, "methods")
@@ -288,7 +288,7 @@ class LabSession(param.Parameterized):
             attempt("system", lambda: pick("system", self, "system"))
         sysm, key = self.current_system, self.system
         fields = url_system_fields(key)
-        config_keys = [k for k in query if k in URL_CONFIG_FIELDS]
+        config_keys = [k for k in query if k in url_config_fields()]
         for k in query:
             head, dot, name = k.partition(".")
             if dot and head == key and name in fields:

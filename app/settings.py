@@ -13,14 +13,48 @@ import param
 from conserv_core import training
 from conserv_core.systems import ALL_SYSTEMS, FieldSystem, ODESystem
 
-#: training settings that get a widget
-CONFIG_FIELDS = ["steps", "lr", "width", "seed", "lam", "mu", "mu_growth", "update_every", "lnn_form",
-                 "integrator", "projection", "horizon", "ood_factor", "device", "invariants"]
-#: training settings the URL carries: every one a run reads (threads is the server's, and
-#: the dashboard sets eval_every from the number of refreshes it wants)
-URL_CONFIG_FIELDS = [k for k in training.TrainConfig.param if k not in ("name", "threads", "eval_every")]
+#: training settings that get a widget whatever constraints and methods are registered;
+#: the constraint settings card's are derived (:func:`constraint_fields`)
+CONFIG_FIELDS = ["steps", "lr", "width", "seed", "integrator", "projection", "horizon", "ood_factor", "device",
+                 "invariants"]
+
+
+def url_config_fields() -> list[str]:
+    """Training settings the URL carries: every one a run reads (threads is the server's,
+    and the dashboard sets eval_every from the number of refreshes it wants). Read off
+    ``TrainConfig`` when asked: a registered constraint's new setting travels too."""
+    return [k for k in training.TrainConfig.param if k not in ("name", "threads", "eval_every")]
+
+
 #: training settings a change of system leaves alone
 KEEP_ON_SYSTEM_CHANGE = ("seed", "device")
+
+
+def constraint_fields() -> list[str]:
+    """The training settings the "Constraint settings" card shows, read off the registries
+    when asked (a constraint or method registered later is shown by the next page): every
+    registered constraint's ``settings``, in the registry's order, then the fields only
+    some methods read (``Method.reads``, ``variant_field``: the LNN's form). Left out: a
+    field another card shows (:data:`CONFIG_FIELDS`) and one declared with a negative
+    ``precedence`` (param's "not a control"; μ's cap)."""
+    from conserv_core import constraints, methods
+
+    names = [n for c in constraints.CONSTRAINTS.values() for n in c.settings]
+    names += [n for m in methods.ALL_METHODS.values() for n in (*m.reads, m.variant_field) if n]
+    out: list[str] = []
+    for n in names:
+        p = training.TrainConfig.param[n] if n in training.TrainConfig.param else None
+        if p is None or n in out or n in CONFIG_FIELDS or (p.precedence is not None and p.precedence < 0):
+            continue
+        out.append(n)
+    return out
+
+
+def config_fields() -> list[str]:
+    """Every training setting that gets a widget: :data:`CONFIG_FIELDS` with
+    :func:`constraint_fields` after the training card's (where the hand-written list had them)."""
+    at = CONFIG_FIELDS.index("seed") + 1
+    return [*CONFIG_FIELDS[:at], *constraint_fields(), *CONFIG_FIELDS[at:]]
 
 def url_system_fields(key: str) -> list[str]:
     """Every scalar parameter of system ``key``: what a link carries (tuples and lists,
@@ -53,7 +87,7 @@ def query_string(system_key: str, methods: list[str], config: training.TrainConf
     from urllib.parse import urlencode
 
     q = {"system": system_key, "methods": ",".join(methods)}
-    for k in URL_CONFIG_FIELDS:
+    for k in url_config_fields():
         v = getattr(config, k)
         if v is not None:
             q[k] = json.dumps(v) if isinstance(v, (list, bool)) else v

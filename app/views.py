@@ -31,7 +31,7 @@ from app import lesson, settings, theme
 from app.live import LivePlot
 from app.rundata import DRIFT_FLOOR, Channel, StreamSet, has_learned_energy, has_pair_potential
 from app.session import LabSession
-from app.settings import CONFIG_FIELDS, system_fields
+from app.settings import config_fields, constraint_fields, system_fields
 
 PLOT_HEIGHT = 300
 #: drawing order by method kind in the system view (later is on top)
@@ -122,17 +122,13 @@ def _styled(obj, framewise: bool = True, overlay: str = "Overlay", **kw):
 # controls
 # ------------------------------------------------------------------------------------------
 #: slider ranges and labels for the training settings (the engine's bounds stay the hard
-#: limits); a system declares its own on its parameters (``softbounds``, ``step``, ``label``)
+#: limits); a system and a constraint declare their own on their parameters (``softbounds``,
+#: ``step``, ``label``), which is how a plugin's setting gets a control without a line here
 SOFT: dict[tuple[str, str], dict] = {
     ("config", "steps"): dict(step=100, label="Training steps (per method)"),
     ("config", "lr"): dict(step=1e-3, label="Learning rate"),
     ("config", "width"): dict(start=8, end=256, step=8, label="Hidden units per layer"),
     ("config", "seed"): dict(label="Seed (data, weights, batches)"),
-    ("config", "lam"): dict(start=0.0, end=20.0, step=0.1, label="Penalty weight λ (penalty)"),
-    ("config", "mu"): dict(start=0.1, end=20.0, step=0.1, label="Initial μ (aug. Lagrangian)"),
-    ("config", "mu_growth"): dict(start=1.0, end=10.0, step=0.1, label="μ growth when stalled"),
-    ("config", "update_every"): dict(start=1, end=500, step=1, label="Multiplier update every (steps)"),
-    ("config", "lnn_form"): dict(label="Lagrangian form (LNN)"),
     ("config", "integrator"): dict(label="Rollout integrator"),
     ("config", "projection"): dict(label="Project onto the invariants after each step (hard at inference)"),
     ("config", "horizon"): dict(step=1.0, label="Rollout horizon (time)"),
@@ -279,7 +275,9 @@ class Controls(pn.viewable.Viewer):
         self.methods.param.watch(g(self._methods_from_widget), "value")
         s.param.watch(g(self._methods_to_widget), "methods")
         cfg = s.config
-        w = {n: param_widget(cfg, n, "config", refuse) for n in CONFIG_FIELDS if n not in ("device", "invariants")}
+        #: the constraint card's settings, as the registries stand when the page is built
+        self.constraint_fields = constraint_fields()
+        w = {n: param_widget(cfg, n, "config", refuse) for n in config_fields() if n not in ("device", "invariants")}
         w["device"] = param_widget(cfg, "device", "config", refuse, options=available_devices())
         self.config_widgets = w
         self.invariants = pn.widgets.CheckBoxGroup(label="Constrain these invariants", inline=True)
@@ -331,7 +329,7 @@ class Controls(pn.viewable.Viewer):
         self._cards = [
             pn.Card(w["steps"], w["lr"], w["width"], w["seed"], w["device"], title="Training",
                     collapsed=False, sizing_mode="stretch_width"),
-            pn.Card(w["lam"], w["mu"], w["mu_growth"], w["update_every"], w["lnn_form"], invariants_head,
+            pn.Card(*[w[n] for n in self.constraint_fields], invariants_head,
                     self.invariants, title="Constraint settings", collapsed=True, sizing_mode="stretch_width"),
             pn.Card(w["integrator"], w["projection"],
                     head("<span class='cl-muted'>discrete_gradient holds a learned energy exactly in every step "

@@ -19,12 +19,24 @@ The penalty adds ``λ·Σ_Q mean(c²)``. The augmented Lagrangian (Nocedal & Wri
 multiplier per collocation point and component, updated on a schedule
 ``λ_i ← λ_i + μ·c_i``; μ grows by ``mu_growth`` (up to ``mu_max``) when the violation has
 not fallen below ``stall_ratio`` of its value at the previous update.
+
+Each constraint is a :class:`Constraint`: a class with a ``kind`` (the key a
+:class:`~conserv_core.methods.Method` names), ``has_multipliers``, and the ``settings`` it
+reads, declared here as ``param`` Parameters with their bounds, doc and widget hints
+(``label``, ``softbounds``, ``step``; a negative ``precedence`` keeps one off the
+dashboard). :func:`register` adds a constraint to :data:`CONSTRAINTS` and a setting that is
+new to ``training.TrainConfig``, so a plugin's constraint with a knob of its own is one
+file: the CLI, the links and the dashboard's "Constraint settings" card read the knob off
+``TrainConfig`` and the registry.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import abc
+import contextlib
+from typing import Callable, ClassVar
 
+import param
 import torch
 
 Tensor = torch.Tensor
@@ -103,32 +115,58 @@ def rms(res: dict[str, Tensor]) -> float:
     return (total / max(count, 1)) ** 0.5
 
 
-class Penalty:
+class Constraint(abc.ABC):
+    """A soft constraint on the loss, built afresh for each run from its ``TrainConfig``.
+
+    The trainer calls :meth:`loss` every step and :meth:`update` every ``update_every``
+    steps (0: never) with the residuals on the whole collocation pool; the dashboard plots
+    :meth:`multipliers` when ``has_multipliers``. A subclass declares its class attributes
+    and :meth:`loss`; :meth:`from_config` passes each setting by name to ``__init__``.
+    """
+
+    #: the key a Method's ``constraint`` names
+    kind: ClassVar[str]
+    #: whether it learns multipliers the dashboard plots
+    has_multipliers: ClassVar[bool] = False
+    #: the ``TrainConfig`` fields it reads, as Parameters (bounds, doc, widget hints);
+    #: :func:`register` adds those ``TrainConfig`` lacks
+    settings: ClassVar[dict[str, param.Parameter]] = {}
+    #: steps between :meth:`update` calls (0: nothing to update)
+    update_every: int = 0
+
+    @classmethod
+    def from_config(cls, config) -> "Constraint":
+        """The constraint with ``config``'s value of each of its settings."""
+        return cls(**{n: getattr(config, n) for n in cls.settings})
+
+    @abc.abstractmethod
+    def loss(self, res: dict[str, Tensor], idx: Tensor | None = None) -> Tensor:
+        """The term added to the data loss, from residuals at the pool points ``idx``."""
+
+    def update(self, step: int, res: dict[str, Tensor]) -> bool:
+        """Update internal state at ``step`` from the residuals on the whole pool; True if it did."""
+        return False
+
+    def multipliers(self) -> dict[str, float]:
+        """Numbers the dashboard plots per constrained quantity (empty: none)."""
+        return {}
+
+
+class Penalty(Constraint):
     """``loss += λ · Σ_Q mean(c²)``; nothing to update."""
 
     kind = "penalty"
-    update_every = 0  # nothing to update
-    #: whether it learns multipliers the dashboard plots
-    has_multipliers = False
+    settings = {"lam": param.Number(default=10.0, bounds=(0.0, 1e6), softbounds=(0.0, 20.0), step=0.1,
+                                    label="Penalty weight λ (penalty)", doc="Penalty weight λ.")}
 
     def __init__(self, lam: float):
         self.lam = float(lam)
 
-    @classmethod
-    def from_config(cls, config) -> "Penalty":
-        return cls(config.lam)
-
     def loss(self, res: dict[str, Tensor], idx: Tensor | None = None) -> Tensor:
         return self.lam * sum(c.pow(2).mean() for c in res.values())
 
-    def update(self, step: int, res: dict[str, Tensor]) -> bool:
-        return False
 
-    def multipliers(self) -> dict[str, float]:
-        return {}
-
-
-class AugmentedLagrangian:
+class AugmentedLagrangian(Constraint):
     """``loss += Σ_Q [mean(λ_i c_i) + (μ/2) mean(c_i²)]`` with scheduled multiplier updates.
 
     Args:
@@ -142,7 +180,17 @@ class AugmentedLagrangian:
 
     kind = "auglag"
     has_multipliers = True
-
+    settings = {
+        "mu": param.Number(default=10.0, bounds=(1e-6, 1e6), softbounds=(0.1, 20.0), step=0.1,
+                           label="Initial μ (aug. Lagrangian)", doc="Augmented Lagrangian initial μ."),
+        "mu_growth": param.Number(default=2.0, bounds=(1.0, 100.0), softbounds=(1.0, 10.0), step=0.1,
+                                  label="μ growth when stalled", doc="Factor on μ when the violation stalls."),
+        # a cap for runaway growth, not a teaching knob: no control on the dashboard
+        "mu_max": param.Number(default=100.0, bounds=(1e-6, 1e9), precedence=-1, doc="Cap on μ."),
+        "update_every": param.Integer(default=100, bounds=(1, 100_000), softbounds=(1, 500), step=1,
+                                      label="Multiplier update every (steps)",
+                                      doc="Steps between multiplier updates."),
+    }
     def __init__(self, mu: float, update_every: int = 50, mu_growth: float = 2.0,
                  mu_max: float = 1e4, stall_ratio: float = 0.8):
         self.mu = float(mu)
@@ -179,10 +227,6 @@ class AugmentedLagrangian:
         self._last_violation = v
         return True
 
-    @classmethod
-    def from_config(cls, config) -> "AugmentedLagrangian":
-        return cls(config.mu, update_every=config.update_every, mu_growth=config.mu_growth, mu_max=config.mu_max)
-
     def multipliers(self) -> dict[str, float]:
         """RMS multiplier per constrained quantity, and μ."""
         out = {n: float(l.pow(2).mean().sqrt()) for n, l in self.lam.items()}
@@ -190,7 +234,60 @@ class AugmentedLagrangian:
         return out
 
 
-#: soft constraint key (a :class:`~conserv_core.methods.Method`'s ``constraint``) -> class;
-#: each class builds itself from a ``TrainConfig`` (``from_config``) and says whether it
-#: learns multipliers (``has_multipliers``)
-CONSTRAINTS: dict[str, type] = {c.kind: c for c in (Penalty, AugmentedLagrangian)}
+#: soft constraint key (a :class:`~conserv_core.methods.Method`'s ``constraint``) -> its
+#: :class:`Constraint` class; :func:`register` adds to it
+CONSTRAINTS: dict[str, type[Constraint]] = {c.kind: c for c in (Penalty, AugmentedLagrangian)}
+#: kind -> the settings :func:`register` added to ``TrainConfig`` for it (:func:`unregister` removes them)
+_ADDED: dict[str, list[str]] = {}
+
+
+def register(cls: type[Constraint]) -> type[Constraint]:
+    """Add constraint ``cls`` to :data:`CONSTRAINTS` (at the end), and each of its
+    ``settings`` that ``training.TrainConfig`` lacks to ``TrainConfig`` (at the end): from
+    then on a method may name its ``kind``, and the CLI (``--name-of-setting``), links
+    and the dashboard's "Constraint settings" card offer its settings. A setting may be
+    shared with another constraint by reusing its Parameter object
+    (``Penalty.settings["lam"]``). Refused: a class that is not a :class:`Constraint`, a
+    kind already taken, a setting whose name ``TrainConfig`` already uses for another
+    Parameter."""
+    from conserv_core import training  # training imports this module
+
+    if not (isinstance(cls, type) and issubclass(cls, Constraint)):
+        raise TypeError(f"register takes a Constraint subclass; got {cls!r}")
+    if cls.kind in CONSTRAINTS:
+        raise ValueError(f"constraint kind {cls.kind!r} is already registered")
+    for n, p in cls.settings.items():
+        if not isinstance(p, param.Parameter):
+            raise TypeError(f"constraint {cls.kind!r}: setting {n!r} must be a param.Parameter; got {p!r}")
+        if n in training.TrainConfig.param and training.TrainConfig.param[n] is not p:
+            raise ValueError(f"constraint {cls.kind!r}: setting {n!r} is already a TrainConfig field; "
+                             f"name a new one, or reuse that field's Parameter to share it")
+    added = [n for n in cls.settings if n not in training.TrainConfig.param]
+    for n in added:
+        training.TrainConfig.param.add_parameter(n, cls.settings[n])
+    CONSTRAINTS[cls.kind] = cls
+    _ADDED[cls.kind] = added
+    return cls
+
+
+def unregister(kind: str) -> None:
+    """Take a constraint added by :func:`register` out again, with the settings it added."""
+    from conserv_core import training
+
+    CONSTRAINTS.pop(kind, None)
+    config = training.TrainConfig
+    for n in _ADDED.pop(kind, []):
+        type.__delattr__(config, n)
+        # param caches its class parameters and has no public way to remove one: the cache
+        # is cleared as ``add_parameter`` clears it, and rebuilt from the class on next use
+        config._param__private.params.clear()
+
+
+@contextlib.contextmanager
+def registered(cls: type[Constraint]):
+    """``with registered(C):`` the constraint and its new settings exist inside the block only."""
+    register(cls)
+    try:
+        yield cls
+    finally:
+        unregister(cls.kind)

@@ -229,7 +229,8 @@ def register(method: Method) -> Method:
     CLI (``conserv methods``), sweeps and the dashboard offer it. Its architectures must
     be registered in :data:`conserv_core.models.ARCHITECTURES` (a new one with
     :func:`conserv_core.models.register`, first), its constraint in
-    :data:`conserv_core.constraints.CONSTRAINTS`. A key already taken is refused."""
+    :data:`conserv_core.constraints.CONSTRAINTS` (:func:`conserv_core.constraints.register`),
+    and its ``reads`` must name that constraint's settings. A key already taken is refused."""
     if not isinstance(method, Method):
         raise TypeError(f"register takes a Method; got {type(method).__name__}")
     if method.key in ALL_METHODS:
@@ -240,6 +241,13 @@ def register(method: Method) -> Method:
     if method.constraint is not None and method.constraint not in constraints.CONSTRAINTS:
         raise ValueError(f"method {method.key!r}: constraint {method.constraint!r} is not in "
                          f"constraints.CONSTRAINTS ({', '.join(constraints.CONSTRAINTS)})")
+    if method.constraint is not None:
+        # a sweep trains a method once for all values of a field it does not declare: an
+        # undeclared setting of its constraint would be swept without effect
+        unread = [n for n in constraints.CONSTRAINTS[method.constraint].settings if n not in method.reads]
+        if unread:
+            raise ValueError(f"method {method.key!r}: its constraint {method.constraint!r} reads "
+                             f"{', '.join(unread)}; name them in the method's reads")
     ALL_METHODS[method.key] = method
     return method
 

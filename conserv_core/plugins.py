@@ -2,12 +2,12 @@
 
 A plugin is a Python module, named (``mylab.methods``) or given as a file
 (``./my_oscillator.py``), that registers what it adds when imported
-(:func:`conserv_core.methods.register`, :func:`conserv_core.systems.register`). Load it
-with ``conserv --plugin SPEC ...`` or ``conserv serve --plugin SPEC``, or list specs in
-``CONSERV_PLUGINS`` (separated by commas). The Dask executor passes the loaded plugins to
-every worker (:class:`~conserv_core.runs.WorkerSetup`), so a served room and a sweep
-train them on the cluster too; a worker must be able to import the module, or read the
-file at the same path.
+(:func:`conserv_core.methods.register`, :func:`conserv_core.systems.register`,
+:func:`conserv_core.constraints.register`). Load it with ``conserv --plugin SPEC ...`` or
+``conserv serve --plugin SPEC``, or list specs in ``CONSERV_PLUGINS`` (separated by commas).
+The Dask executor passes the loaded plugins to every worker
+(:class:`~conserv_core.runs.WorkerSetup`), so a served room and a sweep train them on the
+cluster too; a worker must be able to import the module, or read the file at the same path.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class TrainConfig(param.Parameterized):
     depth = param.Integer(default=2, bounds=(1, 8), doc="Hidden layers.")
     activation = param.Selector(default="tanh", objects=list(models.ACTIVATIONS),
                                 doc="Hidden activation (the generic LNN uses softplus in place of tanh and silu).")
-    lnn_form = param.Selector(default="generic", objects=["generic", "mechanical"], doc=(
+    lnn_form = param.Selector(default="generic", objects=["generic", "mechanical"], label="Lagrangian form (LNN)", doc=(
         "LNN only. generic: any L(q, q̇), as in the LNN paper. mechanical: L = ½ q̇ᵀM(q)q̇ − V(q) "
         "with M positive definite, which trains faster and cannot run away. Both see angles as (cos, sin)."))
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Seed for data, weights and batches.")
@@ -108,11 +108,14 @@ class TrainConfig(param.Parameterized):
                               doc="How far out of distribution the OOD test set goes (1 = training band).")
     invariants = param.List(default=[], item_type=str,
                             doc="Invariants the soft constraints act on (empty: all conserved ones).")
-    lam = param.Number(default=10.0, bounds=(0.0, 1e6), doc="Penalty weight λ.")
-    mu = param.Number(default=10.0, bounds=(1e-6, 1e6), doc="Augmented Lagrangian initial μ.")
-    mu_growth = param.Number(default=2.0, bounds=(1.0, 100.0), doc="Factor on μ when the violation stalls.")
-    mu_max = param.Number(default=100.0, bounds=(1e-6, 1e9), doc="Cap on μ.")
-    update_every = param.Integer(default=100, bounds=(1, 100_000), doc="Steps between multiplier updates.")
+    # the built-in soft constraints' settings, declared beside their constraint; placed here
+    # so that a link lists them where it always has (a registered constraint's new settings
+    # are added at the end by constraints.register)
+    lam = constraints.Penalty.settings["lam"]
+    mu = constraints.AugmentedLagrangian.settings["mu"]
+    mu_growth = constraints.AugmentedLagrangian.settings["mu_growth"]
+    mu_max = constraints.AugmentedLagrangian.settings["mu_max"]
+    update_every = constraints.AugmentedLagrangian.settings["update_every"]
     n_colloc = param.Integer(default=1024, bounds=(1, 100_000),
                              doc="Collocation points per step for the soft constraints (drawn from a fixed pool).")
 

@@ -1,16 +1,20 @@
-"""A new method, a new system and a new architecture are one file each: this one.
+"""A new method, a new system, a new architecture and a new soft constraint are one file
+each: this one.
 
 It defines, here and nowhere else, a method (a copy of the baseline under a new key), an
 ODE system (a harmonic oscillator whose parameter is a frequency ``omega``, a name no
-other system uses) and an architecture (a separable HNN, ``H = T_θ(p) + V_θ(q)``, with an
-``__init__`` of its own) with a method that trains it. Registered at runtime, with
-nothing in ``app/`` or the engine touched:
+other system uses), an architecture (a separable HNN, ``H = T_θ(p) + V_θ(q)``, with an
+``__init__`` of its own) with a method that trains it, and a soft constraint with a
+setting of its own (an L1 penalty, ``l1_weight``) with a method that uses it. Registered
+at runtime, with nothing in ``app/`` or the engine touched:
 
 * the generic system, model and training tests, and the dashboard's every-system test,
   collect and pass for them (a pytest run with ``CONSERV_TEST_REGISTER`` naming this
   file, which ``conftest.py`` registers before collection);
 * ``conserv methods`` and ``conserv systems`` list them;
-* a headless dashboard session trains them and draws every view.
+* a headless dashboard session trains them and draws every view;
+* the constraint trains, and its setting reaches the CLI (``--l1-weight``), links and a
+  control in the dashboard's "Constraint settings" card, and leaves them with the block.
 
 Each check fails if a key check creeps back in: an ``if key == "baseline"`` in the
 trainer, a ``theme.COLORS[k]`` without a fallback, a system view chosen by key, or a
@@ -37,8 +41,8 @@ import pytest
 import torch
 
 import app
-from app import theme
-from conserv_core import cli, integrators, methods, models, systems, training
+from app import settings, theme
+from conserv_core import cli, constraints, integrators, methods, models, systems, training
 from conserv_core.systems import ODESystem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,12 +159,34 @@ SEPARABLE = methods.Method(
 )
 
 
+class L1Penalty(constraints.Constraint):
+    """``loss += w · Σ_Q mean|c|``: a penalty that pulls small violations to exactly zero
+    harder than the squared one, with its own weight ``l1_weight``."""
+
+    kind = "l1"
+    settings = {"l1_weight": param.Number(default=1.0, bounds=(0.0, 100.0), softbounds=(0.0, 5.0), step=0.05,
+                                          label="L1 weight w (L1 penalty)", doc="Weight of the L1 penalty.")}
+
+    def __init__(self, l1_weight: float):
+        self.weight = float(l1_weight)
+
+    def loss(self, res, idx=None):
+        return self.weight * sum(c.abs().mean() for c in res.values())
+
+
+#: the penalty method's architectures with the L1 constraint
+L1_METHOD = dataclasses.replace(methods.get_method("penalty"), key="l1_penalty", title="L1 penalty (test)",
+                                constraint="l1", reads=("l1_weight",))
+
+
 def register_all() -> None:
     """What ``conftest.py`` calls when ``CONSERV_TEST_REGISTER`` names this file."""
     methods.register(COPY)
     systems.register(Oscillator)
     models.register("sephnn", SeparableHNN)
     methods.register(SEPARABLE)
+    constraints.register(L1Penalty)  # on the oscillator the generic tests train it too
+    methods.register(L1_METHOD)
 
 
 @pytest.fixture
@@ -388,3 +414,93 @@ def test_a_headless_dashboard_trains_them_and_draws_every_view(added):
         assert "baseline_copy" in set(app.export.curves_frame(s.data)["method"])
     finally:
         dash.close()
+
+
+@pytest.fixture
+def l1_added():
+    with constraints.registered(L1Penalty), methods.registered(L1_METHOD):
+        yield
+
+
+def test_the_l1_constraint_trains_with_its_own_setting(l1_added):
+    """Built from the config by the base class: its weight is the config's, and it changes
+    the training (a weight of zero leaves the data loss alone)."""
+    sysm = systems.get_system("pendulum")
+    cfg = dict(steps=4, width=8, eval_every=4, n_test=2, horizon=1.0, device="cpu")
+    built = L1_METHOD.build_constraint(training.make_config("pendulum", l1_weight=2.5, **cfg))
+    assert isinstance(built, L1Penalty) and built.weight == 2.5
+    runs = {w: training.Trainer(sysm, "l1_penalty", training.make_config("pendulum", l1_weight=w, **cfg)).run()
+            for w in (0.0, 5.0)}
+    assert all(r.status == "done" for r in runs.values()), {w: r.status for w, r in runs.items()}
+    assert [p.loss for p in runs[0.0].history] != [p.loss for p in runs[5.0].history]
+    assert methods.unread_fields("penalty") >= {"l1_weight"} and "l1_weight" not in methods.unread_fields("l1_penalty")
+    with pytest.raises(Exception, match="l1_weight"):
+        training.make_config("pendulum", l1_weight=1e9)  # the declared bounds hold
+
+
+def test_the_cli_takes_the_l1_setting(l1_added, tmp_path):
+    out, path = io.StringIO(), tmp_path / "l1.json"
+    argv = ["run", "--system", "pendulum", "--method", "l1_penalty", "--l1-weight", "0.75", "--steps", "3",
+            "--width", "8", "--n-test", "2", "--horizon", "1", "--device", "cpu", "--quiet", "--json", str(path)]
+    assert cli.main(argv, out=out) == 0, out.getvalue()
+    import json
+
+    assert json.loads(path.read_text())["config"]["l1_weight"] == 0.75
+    bad = argv[:argv.index("--l1-weight") + 1] + ["1e9"] + argv[argv.index("--l1-weight") + 2:]
+    assert cli.main(bad, out=io.StringIO()) == 2  # refused by the declared bounds, before training
+
+
+def test_a_link_carries_the_l1_setting(l1_added):
+    s = app.LabSession()
+    try:
+        assert s.apply_link([("system", "pendulum"), ("methods", "baseline,l1_penalty"), ("l1_weight", "0.25")]) == []
+        assert s.config.l1_weight == 0.25 and "l1_penalty" in s.methods
+        assert "l1_weight=0.25" in s.query_string()
+        refused = s.apply_link([("l1_weight", "1000")])
+        assert len(refused) == 1 and "l1_weight" in refused[0] and "100" in refused[0], refused
+        assert s.config.l1_weight == 0.25
+    finally:
+        s.close()
+
+
+def test_a_headless_dashboard_shows_a_control_for_the_l1_setting(l1_added):
+    """The "Constraint settings" card lists the new setting, labelled and ranged as
+    declared above, beside the built-in constraints' ones; the control drives the run's
+    config and the link."""
+    dash = app.Dashboard(autodrain=False)
+    try:
+        c = dash.controls
+        assert c.constraint_fields[:4] == ["lam", "mu", "mu_growth", "update_every"]
+        assert "l1_weight" in c.constraint_fields and "mu_max" not in c.constraint_fields
+        w = c.config_widgets["l1_weight"]
+        card = next(k for k in c._cards if k.title == "Constraint settings")
+        assert any(o is w for o in card.objects)
+        assert (w.label, w.start, w.end, w.step) == ("L1 weight w (L1 penalty)", 0.0, 5.0, 0.05)
+        assert c.hideable()["l1_weight"] == "L1 weight w (L1 penalty)"  # a lesson may hide it
+        w.value = 3.5
+        assert dash.session.config.l1_weight == 3.5
+        assert "l1_weight=3.5" in dash.session.query_string()
+        assert pn.panel(c).get_root() is not None
+    finally:
+        dash.close()
+
+
+def test_the_l1_setting_leaves_with_the_block():
+    with constraints.registered(L1Penalty):
+        assert "l1_weight" in training.TrainConfig.param and "l1_weight" in settings.url_config_fields()
+        with pytest.raises(ValueError, match="already registered"):
+            constraints.register(L1Penalty)
+    assert "l1" not in constraints.CONSTRAINTS and "l1_weight" not in training.TrainConfig.param
+    assert "l1_weight" not in settings.url_config_fields() and "l1_weight" not in settings.config_fields()
+    with pytest.raises(TypeError):
+        training.TrainConfig(l1_weight=1.0)
+    with pytest.raises(ValueError, match="constraint 'l1' is not in"):  # a method needs its constraint registered
+        methods.register(L1_METHOD)
+    with constraints.registered(L1Penalty), pytest.raises(ValueError, match="reads l1_weight"):
+        methods.register(dataclasses.replace(L1_METHOD, reads=()))  # sweeps would merge its l1_weight cells
+    with pytest.raises(TypeError, match="Constraint subclass"):
+        constraints.register(dict)
+    taken = type("Taken", (L1Penalty,), {"kind": "taken", "settings": {"lr": param.Number(1.0)}})
+    with pytest.raises(ValueError, match="'lr' is already a TrainConfig field"):
+        constraints.register(taken)
+    assert "taken" not in constraints.CONSTRAINTS
