@@ -188,7 +188,13 @@ def test_runs_headless_within_budget(path: Path, kernel_dir: Path):
     client = NotebookClient(nb, km=km, timeout=BUDGET_S, allow_errors=False,
                             resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
     t0 = time.perf_counter()
-    client.execute()  # raises CellExecutionError, with the traceback, on the first failing cell or claim
+    try:
+        client.execute()  # raises CellExecutionError, with the traceback, on the first failing cell or claim
+    finally:
+        # nbclient shuts down only a kernel it started itself: without this each
+        # notebook's kernel (about 500 MB) lived on until the whole suite ended
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     wall = time.perf_counter() - t0
     assert wall < BUDGET_S, f"{path.name} took {wall:.0f} s; the budget is {BUDGET_S} s"
 
