@@ -298,6 +298,26 @@ def test_hnn_energy_rate_is_zero_far_out_of_range(dtype, dof):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_the_hnn_field_without_a_graph_is_autograds_bit_for_bit(dtype, depth):
+    """A rollout (no grad) takes the written-out gradient of H_θ; training the autograd
+    one. They must be the same numbers, far out of range too, or a run's OOD curves would
+    depend on whether a graph was wanted. (A planted ``grad * (1 - y*y)`` for tanh's
+    backward already fails: it rounds differently.)"""
+    model = models.build("hnn", state_dim=6, depth=depth, generator=torch.Generator().manual_seed(3)).to(dtype)
+    model.set_scales(torch.randn(50, 6, dtype=dtype) * 2, torch.randn(50, 6, dtype=dtype))
+    z = _far(256, 6).to(dtype)
+    assert models.mlp.has_trunk_gradient(model.net)
+    with torch.no_grad():
+        fast = model(z)
+    slow = models.hamiltonian_vector_field(model.hamiltonian, z, create_graph=False)
+    assert torch.equal(fast, slow), (fast - slow).abs().max()
+    # an activation without a written-out backward keeps autograd's path
+    soft = models.build("hnn", state_dim=6, activation="softplus", generator=torch.Generator().manual_seed(3))
+    assert not models.mlp.has_trunk_gradient(soft.net)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dof", [1, 3])
 @pytest.mark.parametrize("form, angles", [("generic", ()), ("generic", (0,)), ("mechanical", ()),
                                           ("mechanical", (0,))])

@@ -107,5 +107,15 @@ class HamiltonianNN(EnergyModel):
 
     @mlp.escape_inference_mode
     def forward(self, z: Tensor, t=None) -> Tensor:
-        """``z (B, 2·dof) -> J∇H_θ(z) (B, 2·dof)``; ``t`` is ignored (autonomous)."""
-        return hamiltonian_vector_field(self.hamiltonian, z)
+        """``z (B, 2·dof) -> J∇H_θ(z) (B, 2·dof)``; ``t`` is ignored (autonomous).
+
+        Where no graph is wanted (a rollout, under ``torch.no_grad()``) and the trunk
+        allows, ``∇H_θ`` is written out (:func:`~conserv_core.models.mlp.trunk_gradient`):
+        the same numbers as autograd's, several times faster. A subclass with an ``H`` of
+        its own (the symmetric HNN's pair sum) keeps autograd's."""
+        if (torch.is_grad_enabled() or type(self).hamiltonian is not HamiltonianNN.hamiltonian
+                or not mlp.has_trunk_gradient(self.net)):
+            return hamiltonian_vector_field(self.hamiltonian, z)
+        dof = self.state_dim // 2
+        dH = mlp.trunk_gradient(self.net, (z - self.x_mean) / self.x_std, self.h_scale) / self.x_std
+        return torch.cat([dH[..., dof:], -dH[..., :dof]], -1)
