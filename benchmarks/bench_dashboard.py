@@ -31,29 +31,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlencode
 
 from playwright.sync_api import sync_playwright
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-LONGEST = """(column) => {
-  let n = -1;
-  for (const doc of (window.Bokeh ? window.Bokeh.documents : []))
-    for (const m of doc.all_models) {
-      const d = m.data;
-      if (d && d[column] !== undefined) n = Math.max(n, d[column].length);
-    }
-  return n;
-}"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+# the page probes, the browser and its flags, written once for the tests and the benchmarks
+from browsing import ARGS, CHROMIUM, DRIFT_SUM, LONGEST, SET_WIDGET  # noqa: E402
+from serving_helpers import free_port  # noqa: E402
 
 #: set the seed box as a user's edit does, then time until the server's answer (the URL)
 ROUND_TRIP = """async (value) => {
@@ -75,35 +66,6 @@ ROUND_TRIP = """async (value) => {
 LESSON_QUERY = urlencode([("preset", "ood-leakage"), ("lesson", "Bench lesson title"),
                           *[("try", f"Thing to try number {i}.") for i in range(5)],
                           ("hide", "lr,seed,width,methods,downloads")])
-
-
-#: the sum of every finite drift value on the page: changes when any drift curve does
-DRIFT_SUM = """() => {
-  let s = 0;
-  for (const doc of (window.Bokeh ? window.Bokeh.documents : []))
-    for (const m of doc.all_models) {
-      const d = m.data;
-      if (d && d.drift !== undefined) for (const v of d.drift) if (Number.isFinite(v)) s += v;
-    }
-  return s;
-}"""
-
-#: move the OOD slider as a drag's release does
-SET_SLIDER = """(value) => {
-  for (const doc of window.Bokeh.documents)
-    for (const m of doc.all_models)
-      if (typeof m.title === "string" && m.title.startsWith("Move the test out") && m.value !== undefined) {
-        m.value = value;
-        return true;
-      }
-  return false;
-}"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -241,7 +203,7 @@ def main(argv=None) -> int:
             for f in (6.0, 10.0, 2.0):
                 before = page.evaluate(DRIFT_SUM)
                 t0 = time.perf_counter()
-                page.evaluate(SET_SLIDER, f)
+                page.evaluate(SET_WIDGET, ["Move the test out", f])
                 page.wait_for_function(f"({DRIFT_SUM})() !== {before}", timeout=60_000, polling=20)
                 moves.append(time.perf_counter() - t0)
             results.append(("OOD slider move to redrawn curves (median / worst of 3)",

@@ -6,13 +6,13 @@ Small models on a busy 2-core machine train far faster with one intra-op thread
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from serving_helpers import free_port
 
 torch.set_num_threads(1)
 
@@ -34,19 +34,13 @@ def pytest_configure(config):
         module.register_all()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def cluster():
     """The address of a Dask scheduler with two one-thread workers, each its own OS
     process on 127.0.0.1 (``dask scheduler`` and ``dask worker --nworkers 2``), as a room's
     cluster is started; shared by the tests that need one."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
     # an interrupted session (pytest killed, teardown skipped) leaves no orphans: the
@@ -80,3 +74,24 @@ def cluster():
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The dashboard served from this process, shared by the browser test modules; a closed
+    tab's session is dropped a second after it disconnects (the default is 15 s)."""
+    from browsing import served_in_process
+
+    with served_in_process(check_unused_sessions_milliseconds=500,
+                           unused_session_lifetime_milliseconds=1000) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless chromium for the session (playwright allows one per process at a
+    time, so a test that needs a browser takes this one)."""
+    from browsing import chromium
+
+    with chromium() as b:
+        yield b

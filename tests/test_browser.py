@@ -11,124 +11,22 @@ another browser binary.
 
 from __future__ import annotations
 
-import os
 import time
-import urllib.request
 
 import pytest
-from conftest import _free_port
+from browsing import LONGEST, SET_WIDGET, WIDGET_VALUE, open_page, require_browser
 
-#: Debian's chromium; another path through CONSERV_CHROMIUM
-CHROMIUM = os.environ.get("CONSERV_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-REQUIRED = os.environ.get("CONSERV_REQUIRE_BROWSER") == "1"
+require_browser()
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
-
-
-def _missing() -> str | None:
-    if not os.path.exists(CHROMIUM):
-        return f"{CHROMIUM} is not installed (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is not installed (pip install playwright)"
-    return None
-
-
-_reason = _missing()
-if _reason:
-    if REQUIRED:
-        pytest.fail(f"CONSERV_REQUIRE_BROWSER=1 but {_reason}", pytrace=False)
-    pytest.skip(f"browser tests skipped: {_reason}", allow_module_level=True)
-
-from playwright.sync_api import sync_playwright  # noqa: E402
-
-#: the longest curve held by any ColumnDataSource with this column, in every Bokeh doc
-LONGEST = """(column) => {
-  let n = -1;
-  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
-    for (const m of doc.all_models) {
-      const d = m.data;
-      if (d && d[column] !== undefined) n = Math.max(n, d[column].length);
-    }
-  }
-  return n;
-}"""
-
-#: the value of the widget whose title starts with this text
-WIDGET_VALUE = """(title) => {
-  for (const doc of (window.Bokeh ? window.Bokeh.documents : []))
-    for (const m of doc.all_models)
-      if (typeof m.title === "string" && m.title.startsWith(title) && m.value !== undefined) return m.value;
-  return null;
-}"""
-
-#: set the widget whose title starts with ``title`` as a user's edit would
-SET_WIDGET = """([title, value]) => {
-  for (const doc of (window.Bokeh ? window.Bokeh.documents : []))
-    for (const m of doc.all_models)
-      if (typeof m.title === "string" && m.title.startsWith(title) && m.value !== undefined) {
-        m.value = value;
-        return true;
-      }
-  return false;
-}"""
 
 #: generous budgets: the suite may share two cores with other work
 FIRST_POINTS_S = 60
 STOP_S = 10
 
 
-@pytest.fixture(scope="module")
-def server():
-    import panel as pn
-
-    from app.dashboard import create_app
-    from app.serving import serve_kwargs
-    from conserv_core.training import warm_up
-
-    warm_up()
-    port = _free_port()
-    # a closed tab's session is dropped a second after it disconnects (the default is 15 s);
-    # serve_kwargs as `python -m app` serves (long links among them)
-    srv = pn.serve({"/": create_app}, port=port, address="127.0.0.1", threaded=True, show=False,
-                   websocket_origin=[f"127.0.0.1:{port}"], title="Conservation Lab",
-                   check_unused_sessions_milliseconds=500, unused_session_lifetime_milliseconds=1000,
-                   **serve_kwargs())
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
-    while True:  # poll until it answers: a race gives ERR_CONNECTION_REFUSED
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            srv.stop()
-            pytest.fail("the dashboard server did not answer within 60 s")
-        time.sleep(0.2)
-    yield url
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
 def _open(browser, url: str):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url, wait_until="load", timeout=60_000)
-    page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
-    return page, errors
+    return open_page(browser, url)
 
 
 def _click(page, name: str) -> None:

@@ -1,12 +1,13 @@
 """Lesson links in a real browser (chromium via playwright; skips or fails exactly as
-tests/test_browser.py does, whose server and browser fixtures it uses)."""
+tests/test_browser.py does; the server and browser are the session's, from tests/conftest.py)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
 import pytest
-from test_browser import WIDGET_VALUE, _open, _status_contains, browser, server  # noqa: F401
+from browsing import WIDGET_VALUE
+from test_browser import _open, _status_contains
 from test_lessons import LESSON
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]

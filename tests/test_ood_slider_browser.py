@@ -1,5 +1,5 @@
 """The out-of-distribution slider in a real browser (chromium via playwright; skips or
-fails exactly as tests/test_browser.py does, whose server and browser fixtures it uses):
+fails exactly as tests/test_browser.py does; the server and browser are the session's, from tests/conftest.py):
 after a short run, moving the slider redraws the OOD curves of the same trained models."""
 
 from __future__ import annotations
@@ -7,20 +7,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_browser import SET_WIDGET, _click, _open, _status_contains, browser, server  # noqa: F401
+from browsing import DRIFT_SUM, SET_WIDGET
+from test_browser import _click, _open, _status_contains
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
-
-#: the sum of every finite value of every ``drift`` column on the page: changes when any curve does
-DRIFT_SUM = """() => {
-  let s = 0;
-  for (const doc of (window.Bokeh ? window.Bokeh.documents : []))
-    for (const m of doc.all_models) {
-      const d = m.data;
-      if (d && d.drift !== undefined) for (const v of d.drift) if (Number.isFinite(v)) s += v;
-    }
-  return s;
-}"""
 
 #: the text of the slider's note (in a shadow root)
 NOTE = """() => {

@@ -8,21 +8,18 @@ Skips (or fails, with ``CONSERV_REQUIRE_BROWSER=1``) as tests/test_browser.py do
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 import numpy as np
 import pytest
 
-from test_browser import ARGS, CHROMIUM, LONGEST, _free_port  # skips this module too without a browser
+from browsing import LONGEST, VIEWPORT, require_browser
+from serving_helpers import ServerProcess
 
-from playwright.sync_api import sync_playwright  # noqa: E402
+require_browser()
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
@@ -54,40 +51,17 @@ DONE = """() => {
 
 
 @pytest.fixture(scope="module")
-def room_server():
+def room_server(tmp_path_factory):
     """``conserv serve --workers 2`` in a process of its own, on a free port (the same
     ``app.__main__.main`` as ``python -m app``)."""
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "conserv_core", "serve", "--port", str(port), "--workers", "2",
-           "--unused-session-lifetime", "2000", "--check-unused-sessions", "500"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
+    srv = ServerProcess([sys.executable, "-m", "conserv_core", "serve", "--port", "{port}", "--workers", "2",
+                         "--unused-session-lifetime", "2000", "--check-unused-sessions", "500"],
+                        log=Path(tmp_path_factory.mktemp("room")) / "server.log")
+    srv.start(timeout_s=180)
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}: {proc.stdout.read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=10) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the dashboard server did not answer within 180 s")
-            time.sleep(0.3)
-        yield url
+        yield srv.url
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        srv.kill()
 
 
 def lone_run_curves(query: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -150,14 +124,14 @@ def _match(page: list, lone: list, rtol: float = 1e-12) -> str | None:
     return None
 
 
-def test_pages_training_at_once_finish_with_the_lone_runs_curves(room_server):
+def test_pages_training_at_once_finish_with_the_lone_runs_curves(room_server, browser):
     expected = lone_run_curves(QUERY)
     assert len(expected) >= 4  # truth + three methods (+ the HNN's own energy)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
         pages, errors = [], []
         for _ in range(PAGES):
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(room_server + "?" + QUERY, wait_until="load", timeout=120_000)
             page.get_by_role("button", name="Train", exact=True).wait_for(timeout=120_000)
@@ -171,7 +145,8 @@ def test_pages_training_at_once_finish_with_the_lone_runs_curves(room_server):
             page.wait_for_function(DONE, timeout=left_ms, polling=250)
         time.sleep(1.5)  # the verdict comes first, the last redraws within a drain or two
         got = [_nonempty(page.evaluate(DRIFTS)) for page in pages]
-        browser.close()
+    finally:
+        context.close()
     assert not errors, errors
     # page to page: exactly the same curves
     first = sorted(map(_key, got[0]))

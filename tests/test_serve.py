@@ -14,7 +14,8 @@ import urllib.request
 import psutil
 import pytest
 
-from conftest import ROOT, _free_port
+from conftest import ROOT
+from serving_helpers import free_port
 
 pytestmark = pytest.mark.timeout(240)
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -49,7 +50,7 @@ def test_serve_help_names_every_server_option():
 
 
 def _serve(*args: str) -> tuple[subprocess.Popen, int, list[str]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "conserv_core", "serve", "--port", str(port), *args],
                             env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

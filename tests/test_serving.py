@@ -2,7 +2,7 @@
 every serving mode, and a page whose server died says so and offers a Reload.
 
 Skips without /usr/bin/chromium or playwright unless ``CONSERV_REQUIRE_BROWSER=1``
-(the logic, the browser and its flags are tests/test_browser.py's).
+(tests/browsing.py; the browser is the session's, from tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import time
 
 import pytest
 
-# importing it applies its skip/require-browser logic to this module too
-from test_browser import ARGS, CHROMIUM, LONGEST, WIDGET_VALUE  # noqa: E402
+from browsing import LONGEST, WIDGET_VALUE, require_browser, served_in_process
+from serving_helpers import free_port, leaves_this_machine, panel_serve, python_m_app
 
-from playwright.sync_api import sync_playwright  # noqa: E402
-from serving_helpers import free_port, leaves_this_machine, panel_serve, python_m_app, wait_until_up  # noqa: E402
+require_browser()
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -27,30 +26,10 @@ NOTICE = "Lost the connection to the server"
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def in_process_server():
     """One process, in this one, configured as ``python -m app`` configures it."""
-    import panel as pn
-
-    from app.dashboard import create_app
-    from app.serving import serve_kwargs
-
-    port = free_port()
-    srv = pn.serve({"/": create_app}, port=port, address="127.0.0.1", threaded=True, show=False,
-                   websocket_origin=[f"127.0.0.1:{port}"], title="Conservation Lab", **serve_kwargs())
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_up(url, 60)
+    with served_in_process() as url:
         yield url
-    finally:
-        srv.stop()
 
 
 def _load_recording(browser, url: str) -> list[str]:
