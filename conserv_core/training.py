@@ -38,6 +38,7 @@ loop, stopping and divergence.
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import time
@@ -538,16 +539,33 @@ def reevaluate(system: System, config: TrainConfig, weights: dict[str, tuple[int
     """
     cfg = reevaluation_config(config, **changes)
     out: dict[str, Evaluation] = {}
-    problem = None
-    for key, (step, state) in weights.items():
-        tr = Trainer(system, key, cfg, problem=problem)
+    key = repr((system.key, sorted(_plain_params(system).items()), sorted(_plain_params(cfg).items())))
+    with _REEVALUATED_LOCK:
+        problem = _REEVALUATED.get(key)
+    if problem is not None:
+        system = problem.system  # equal settings (the key); a shared problem wants the same object
+    for method, (step, state) in weights.items():
+        tr = Trainer(system, method, cfg, problem=problem)
         problem = tr.problem
         tr.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
         tr.step_count = int(step)
-        out[key] = tr.evaluate()
+        out[method] = tr.evaluate()
     if problem is not None:
+        with _REEVALUATED_LOCK:
+            _REEVALUATED[key] = problem
+            _REEVALUATED.move_to_end(key)
+            while len(_REEVALUATED) > REEVALUATED_KEPT:
+                _REEVALUATED.popitem(last=False)
         out = {"truth": problem.truth(), **out}
     return out
+
+
+#: how many problems :func:`reevaluate` keeps per process (a server's pool, a Dask worker),
+#: newest last: the slider's jobs are one per method, so a second method at the same factor,
+#: or a move back to a factor, skips rebuilding the data, the test starts and the truth
+REEVALUATED_KEPT = 4
+_REEVALUATED: collections.OrderedDict[str, Problem] = collections.OrderedDict()
+_REEVALUATED_LOCK = threading.Lock()
 
 
 #: the settings :func:`reevaluate` may change: those that only move the test set

@@ -90,6 +90,29 @@ def test_a_new_factor_moves_the_ood_curves_only_and_the_hnn_keeps_its_own_energy
     assert own < 1e-3 and true > 10 * own, (own, true)
 
 
+def test_a_kept_problem_is_reused_and_changes_no_number(done, monkeypatch):
+    """The slider's jobs are one per method: the second at a factor takes the problem the
+    first built (no new data, starts or truth), and answers exactly as a fresh build."""
+    _, weights, _ = done
+    sysm, cfg = SPEC.build()
+    built = []
+    real = training.problems.build
+    monkeypatch.setattr(training.problems, "build", lambda *a, **k: built.append(1) or real(*a, **k))
+    monkeypatch.setattr(training, "_REEVALUATED", training.collections.OrderedDict())
+    first = training.reevaluate(sysm, cfg, {"hnn": weights["hnn"]}, ood_factor=5.0)
+    again = training.reevaluate(sysm, cfg, {"hnn": weights["hnn"]}, ood_factor=5.0)
+    other = training.reevaluate(sysm, cfg, {"penalty": weights["penalty"]}, ood_factor=5.0)
+    assert len(built) == 1
+    assert _numbers(first["hnn"]) == _numbers(again["hnn"])
+    monkeypatch.setattr(training, "_REEVALUATED", training.collections.OrderedDict())
+    fresh = training.reevaluate(sysm, cfg, {"penalty": weights["penalty"]}, ood_factor=5.0)
+    assert len(built) == 2 and _numbers(fresh["penalty"]) == _numbers(other["penalty"])
+    # another factor is another problem, and only the newest few are kept
+    for f in (6.0, 7.0, 8.0, 9.0, 10.0):
+        training.reevaluate(sysm, cfg, {"hnn": weights["hnn"]}, ood_factor=f)
+    assert len(built) == 7 and len(training._REEVALUATED) == training.REEVALUATED_KEPT
+
+
 def test_a_change_that_would_change_training_is_refused_before_anything_runs(done):
     _, weights, _ = done
     ex = runs.InProcessExecutor()
