@@ -675,6 +675,8 @@ class LabSession(param.Parameterized):
             return
         if any(f.status == "stopped" for f in fins.values()) or len(fins) < len(data.methods):
             step = max((f.step for f in fins.values()), default=0)
+            # the models as they stood at the stop are still models: the slider moves them out too
+            self.ood_probe.arm(data)
             self._enter("stopped", f"Stopped at step {step:,} of {data.config.steps:,}; the curves so far are "
                         "kept. Press Train to start a new run.")
             return

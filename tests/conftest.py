@@ -19,6 +19,19 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: what keeps a test out of the fast tier (``pytest -m fast``): one of these markers, or the
+#: Dask cluster fixture. A test that takes more than about a second on 2 cores is ``slow``.
+HEAVY_MARKERS = ("slow", "browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the fast tier: every test that is not heavy (:data:`HEAVY_MARKERS`, the cluster)."""
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()) or any(item.get_closest_marker(m) for m in HEAVY_MARKERS):
+            continue
+        item.add_marker(pytest.mark.fast)
+
+
 def pytest_configure(config):
     """``CONSERV_TEST_REGISTER=path/to/file.py``: import that file and call its
     ``register_all()`` before collection, so the generic tests, which parametrize over the

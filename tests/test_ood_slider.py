@@ -96,6 +96,28 @@ def test_a_new_run_resets_the_slider_until_it_finishes(done_dash):
     assert not d.drift_view.ood_slider.disabled
 
 
+def test_a_stopped_run_arms_the_slider_with_the_models_as_they_stood():
+    d = app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=runs.InProcessExecutor()))
+    try:
+        s = d.session
+        tiny(d, steps=20_000, width=16, horizon=4.0)
+        click(d.controls.train_button)
+        drain_until(d, lambda: all(s.data.progress.get(m) and s.data.progress[m].step >= 50 for m in s.data.methods),
+                    timeout=120)
+        click(d.controls.stop_button)
+        drain_until(d, lambda: not s.running, timeout=60)
+        assert s.phase == "stopped", s.status
+        assert not d.drift_view.ood_slider.disabled and s.ood_probe.available
+        stopped_at = {m: w[0] for m, w in s.data.weights.items()}
+        assert stopped_at and all(0 < n < 20_000 for n in stopped_at.values()), stopped_at
+        d.drift_view.ood_slider.value = 8.0
+        drain_until(d, lambda: not s.ood_probe.busy, timeout=90)
+        assert s.data.stress_factor == 8.0
+        assert {m: ev.step for m, ev in s.data.stressed.items() if m in stopped_at} == stopped_at
+    finally:
+        d.close()
+
+
 def test_the_flow_gets_its_dye_and_violation_out_there():
     d = app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=runs.InProcessExecutor()))
     try:
