@@ -504,3 +504,21 @@ def test_the_l1_setting_leaves_with_the_block():
     with pytest.raises(ValueError, match="'lr' is already a TrainConfig field"):
         constraints.register(taken)
     assert "taken" not in constraints.CONSTRAINTS
+
+
+def test_the_architecture_examples_are_one_plugin_that_trains(tmp_path):
+    """docs/ARCHITECTURE.md's examples (a system, an architecture, a soft constraint with
+    its own setting, two methods), put in one file as the page says, are a plugin the CLI
+    trains; its constraint's setting is a flag. The map cannot drift from the code."""
+    page = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page[page.index("## The examples"):], flags=re.S)
+    assert len(blocks) == 4, "one block per addition: system, architecture, constraint, methods"
+    plugin = tmp_path / "my_parts.py"
+    plugin.write_text("\n\n".join(blocks))
+    proc = subprocess.run([sys.executable, "-m", "conserv_core", "--plugin", str(plugin), "compare",
+                           "--system", "stiff_spring", "--methods", "baseline,sep_hnn,l1", "--steps", "40",
+                           "--width", "8", "--horizon", "2", "--l1-weight", "2", "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines() if line.split()}
+    assert rows.get("sep_hnn") == "done" and rows.get("l1") == "done", proc.stdout
