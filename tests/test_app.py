@@ -67,6 +67,7 @@ def dash():
     assert not d.session.errors or d.session.errors == ["RuntimeError: something broke"], d.session.errors
 
 
+@pytest.mark.slow
 def test_dashboard_and_every_view_render(dash):
     assert pn.panel(dash).get_root() is not None
     for view in (dash.controls, dash.status_view, dash.drift_view, dash.loss_view, dash.system_view,
@@ -92,6 +93,7 @@ def test_controls_come_from_param_bounds(dash):
     assert dash.session.methods == ["baseline", "divfree", "penalty"]
 
 
+@pytest.mark.slow
 def test_short_run_streams_into_plots_and_finishes(dash):
     tiny(dash)
     root = pn.panel(dash).get_root()
@@ -118,6 +120,7 @@ def test_short_run_streams_into_plots_and_finishes(dash):
     assert dash.controls.stop_button.disabled is True
 
 
+@pytest.mark.slow
 def test_curves_reach_the_page_as_new_points_not_new_plots(dash):
     """Drawing is cheap per update: the loss curves grow by streamed points (never a
     whole new data set), the figures are the ones built before Train, and their axes
@@ -155,6 +158,7 @@ def test_curves_reach_the_page_as_new_points_not_new_plots(dash):
     assert 0 < loss_plot.y_range.start < lo
 
 
+@pytest.mark.slow
 def test_plots_grow_while_training(dash):
     tiny(dash, steps=200, horizon=1.0)
     dash.session.evals_per_run = 8
@@ -200,6 +204,7 @@ def _final_curves(s: app_session.LabSession) -> dict:
             for m, ev in s.data.latest_eval.items()}
 
 
+@pytest.mark.slow
 def test_pause_step_resume_ends_with_the_curves_of_an_uninterrupted_run():
     plain = app.Dashboard(autodrain=False)
     paused = app.Dashboard(autodrain=False)
@@ -444,6 +449,7 @@ def test_downloads_hold_curves_and_summary(dash):
     assert "system=pendulum" in summary["url_query"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("system", [k for k in ALL_SYSTEMS if k != "pendulum"])
 def test_every_system_draws_its_views(dash, system):
     dash.controls.system.value = system
@@ -492,6 +498,7 @@ def test_threads_is_a_server_setting(monkeypatch):
         d.close()
 
 
+@pytest.mark.slow
 def test_engine_never_imports_the_ui_or_the_reproductions():
     code = ("import sys, conserv_core, conserv_core.training, conserv_core.cli, conserv_core.presets,"
             " conserv_core.sweeps, conserv_core.runs, conserv_core.problems;"
@@ -533,6 +540,7 @@ def _dash_on(ex) -> app.Dashboard:
     return app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=ex))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_session_trains_on_dask_workers_and_draws_every_view(dask_ex):
     d = _dash_on(dask_ex)
@@ -606,6 +614,7 @@ def test_phase_transitions_are_checked():
     s.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_dead_worker_fails_the_session_run_with_a_message_and_keeps_its_curves(dask_ex):
     import os

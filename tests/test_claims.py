@@ -102,6 +102,7 @@ def test_the_margin_is_the_ratio_and_a_planted_claim_fails():
     assert r.held == 3 and r.ok and not claims.Result(c, r.margins, 0.0).ok
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_cheapest_claims_hold_on_two_seeds():
     chosen = [claims.CLAIMS[k] for k in REDUCED]

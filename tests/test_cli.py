@@ -83,6 +83,7 @@ def test_bad_input_exits_2_with_one_line(argv, needle, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_console_script_entry_point_has_help():
     proc = subprocess.run([sys.executable, "-m", "conserv_core", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
@@ -90,6 +91,7 @@ def test_console_script_entry_point_has_help():
         assert word in proc.stdout
 
 
+@pytest.mark.slow
 def test_bad_input_from_the_real_process_has_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "conserv_core", "run", "--system", "pendulum", "--method",
                            "hnn", "--param", "length=0"], capture_output=True, text=True, timeout=60)

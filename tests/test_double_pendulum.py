@@ -102,6 +102,7 @@ def test_small_oscillations_have_the_normal_mode_frequencies(dp):
     assert omega == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_truth_conserves_energy_under_a_tight_integrator(dp):
     """RK4's energy error falls at least as fast as dt⁴ (its order; measured ~dt⁵ at these
     steps), and at dt = 5e-4 it is below 3e-10 of the energy over t = 2.5 of chaotic motion:
@@ -130,6 +131,7 @@ def test_motion_is_chaotic():
     assert float(((dp.energy(z) - dp.energy(z0)).abs() / dp.energy(z0)).max()) < 1e-5
 
 
+@pytest.mark.slow
 def test_leapfrog_still_runs_on_a_non_separable_field(dp):
     """Leapfrog is not symplectic here, but it is a consistent method: it converges, and a
     training run that picks it for its rollouts completes."""

@@ -265,6 +265,7 @@ def test_ood_dye_starts_later_and_only_a_hard_constraint_keeps_its_mass():
     assert base.drift_ood["mass"].rel != base.drift["mass"].rel
 
 
+@pytest.mark.slow
 def test_ood_dye_at_factor_one_is_the_in_distribution_test():
     _, _, truth, evs = _ood_evaluations(1.0)
     for ev in (truth, *evs.values()):

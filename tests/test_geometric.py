@@ -104,6 +104,7 @@ def test_discrete_gradient_never_increases_the_damped_pendulum_energy():
     assert (h[-1] < 0.2 * h[0]).all(), h[-1] / h[0]
 
 
+@pytest.mark.slow
 def test_discrete_gradient_never_increases_a_learned_energy_with_psd_dissipation():
     """An untrained HNN's ``H_θ`` with a constant ``R = L Lᵀ`` (``L`` fixed, random): the
     learned energy never rises, on states in range and 10x out (where the network
@@ -240,6 +241,7 @@ SEPARABLE = [("pendulum", {}), ("pendulum", {"damping": 0.5, "mass": 0.7, "lengt
 SEPARABLE_IDS = [k + "".join(f"_{n}{v}" for n, v in p.items()) for k, p in SEPARABLE]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key, params", SEPARABLE, ids=SEPARABLE_IDS)
 def test_separable_energy_declarations_equal_autograd(key, params):
     """What the Newton solve takes on trust, against the system's own energy: ``H = T(p) +
@@ -384,6 +386,7 @@ def test_projection_keeps_energy_and_both_momenta_of_an_untrained_mlp_on_nbody(c
 
 
 # -- 7. what projection does not fix ----------------------------------------------------------
+@pytest.mark.slow
 def test_projection_fixes_the_energy_not_the_phase_of_a_wrong_model():
     """The true field with gravity 5% too strong, projected onto the true energy: the
     energy stays at the tolerance, yet after ~25 periods the state is as far from the

@@ -136,6 +136,7 @@ LONG_PENDULUM = systems.Pendulum()
 DG_ENERGY_TOL = 1e-11
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_long_time_energy_error_bounded_only_for_symplectic(name):
     """Max relative energy error in the last tenth of the run against the first tenth:

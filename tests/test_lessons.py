@@ -182,12 +182,14 @@ def _compare(name: str, **overrides) -> dict:
         next(iter(comp.trainers.values())))}
 
 
+@pytest.mark.slow
 def test_integrator_lesson_the_truth_drifts_under_euler_and_not_under_rk4():
     euler = _compare("integrator-vs-model", steps=1)["truth"].drift["energy"].final
     rk4 = _compare("integrator-vs-model", steps=1, integrator="rk4")["truth"].drift["energy"].final
     assert euler > 1.0 and rk4 < 1e-2 and euler > 1000 * rk4, (euler, rk4)
 
 
+@pytest.mark.slow
 def test_ood_lesson_the_penalty_leaks_and_the_hnn_holds_its_own_energy():
     ev = _compare("ood-leakage", steps=600)
     pen, hnn = ev["penalty"], ev["hnn"]

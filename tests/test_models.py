@@ -384,6 +384,7 @@ def test_angle_features_make_the_model_periodic_in_those_coordinates_only(form):
         assert (plain(s + turn0) - plain(s)).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_mechanical_lnn_cannot_run_away():
     """Untrained mechanical LNN on a torus of angles, started fast, far outside its
     training scale: E_θ = ½vᵀMv + V is conserved and V is bounded on the torus, so
@@ -652,9 +653,10 @@ class _SavedTensorCounter:
 @pytest.mark.parametrize("arch", ALL_MODELS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_no_grad_rollouts_keep_no_graph(arch, dtype):
-    """200 RK4 steps under torch.no_grad(): plain outputs, and every temporary graph the
-    models build internally (to differentiate H, L or ψ) is freed at each step. The same
-    counter sees the graph a grad-enabled rollout keeps, so it can fail."""
+    """20 RK4 steps under torch.no_grad(): plain outputs, and every temporary graph the
+    models build internally (to differentiate H, L or ψ) is freed at each step (one kept
+    per step would show after one step as after two hundred). The same counter sees the
+    graph a grad-enabled rollout keeps, so it can fail."""
     kind = _kind(arch)
     dof = _dof_step(arch) if kind == "ode" else 1
     model = _ode_model(arch, dof, dtype) if kind == "ode" else _field_model(arch, dtype)
@@ -663,7 +665,7 @@ def test_no_grad_rollouts_keep_no_graph(arch, dtype):
         with torch.no_grad():
             out = model(start, 0.0)  # one evaluation: its output holds no graph either
             assert not out.requires_grad and counter.count() == 0
-            _, traj = integrators.rollout(model, start, 0.01, 200, method="rk4")
+            _, traj = integrators.rollout(model, start, 0.01, 20, method="rk4")
         assert counter.count() == 0
         assert not traj.requires_grad and traj.grad_fn is None
         assert traj.dtype == dtype and torch.isfinite(traj).all()

@@ -244,6 +244,7 @@ def test_default_rollout_is_accurate_for_the_truth(n):
     assert drift(s, "energy", traj, z0).max() < (1e-5 if n == 2 else 1e-2)
 
 
+@pytest.mark.slow
 def test_the_truth_holds_at_64_bodies():
     """N = 64, the largest allowed: at the training data's step (``reference_dt``) over the
     default horizon the truth's energy error stays below 1e-3 (measured 1e-4), momentum at
@@ -260,6 +261,7 @@ def test_the_truth_holds_at_64_bodies():
     assert drift(s, "angular_momentum", traj, z0).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_a_trap_breaks_momentum_and_keeps_energy_and_angular_momentum():
     """The symmetry breaker: a harmonic trap about the origin. The centre of mass starts off
     the trap's centre and swings, so P changes by far more than round-off (measured 0.57 of

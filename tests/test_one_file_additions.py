@@ -210,6 +210,7 @@ def test_the_oscillator_is_a_true_system():
     assert torch.allclose(e, e[:1].expand_as(e), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_generic_tests_collect_and_pass_for_the_added_method_and_system():
     env = dict(os.environ, CONSERV_TEST_REGISTER=str(Path(__file__).resolve()))
     files = ["tests/test_systems.py", "tests/test_geometric.py", "tests/test_models.py", "tests/test_training.py",
@@ -243,6 +244,7 @@ def test_conserv_methods_and_systems_list_them(added):
 PLUGIN = Path(__file__).with_name("oscillator_plugin.py")
 
 
+@pytest.mark.slow
 def test_a_plugin_file_adds_them_to_the_cli():
     """``conserv --plugin FILE`` (before or after the command) and ``CONSERV_PLUGINS`` load
     a user's file before anything else; a broken one is refused in one line."""
@@ -369,6 +371,7 @@ def _drain_until(dash, cond, timeout=120.0):
     dash.drain()
 
 
+@pytest.mark.slow
 def test_a_headless_dashboard_trains_them_and_draws_every_view(added):
     from bokeh.models import ColumnDataSource
 
@@ -506,6 +509,7 @@ def test_the_l1_setting_leaves_with_the_block():
     assert "taken" not in constraints.CONSTRAINTS
 
 
+@pytest.mark.slow
 def test_the_architecture_examples_are_one_plugin_that_trains(tmp_path):
     """docs/ARCHITECTURE.md's examples (a system, an architecture, a soft constraint with
     its own setting, two methods), put in one file as the page says, are a plugin the CLI

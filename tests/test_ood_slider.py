@@ -46,6 +46,7 @@ def done_dash():
     d.close()
 
 
+@pytest.mark.slow
 def test_moving_the_slider_re_evaluates_the_trained_models_without_training(done_dash):
     d, _ = done_dash
     s, view = d.session, d.drift_view
@@ -71,6 +72,7 @@ def test_moving_the_slider_re_evaluates_the_trained_models_without_training(done
     assert s.ood_probe.latencies
 
 
+@pytest.mark.slow
 def test_moves_while_a_job_is_out_merge_to_the_latest(done_dash):
     d, _ = done_dash
     s = d.session
@@ -84,6 +86,7 @@ def test_moves_while_a_job_is_out_merge_to_the_latest(done_dash):
     assert not s.ood_probe.busy and s.data.stress_factor == 4.0 and s.ood_probe.latencies[0] == 0.0
 
 
+@pytest.mark.slow
 def test_a_new_run_resets_the_slider_until_it_finishes(done_dash):
     d, _ = done_dash
     s = d.session
@@ -96,6 +99,7 @@ def test_a_new_run_resets_the_slider_until_it_finishes(done_dash):
     assert not d.drift_view.ood_slider.disabled
 
 
+@pytest.mark.slow
 def test_a_stopped_run_arms_the_slider_with_the_models_as_they_stood():
     d = app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=runs.InProcessExecutor()))
     try:
@@ -118,6 +122,7 @@ def test_a_stopped_run_arms_the_slider_with_the_models_as_they_stood():
         d.close()
 
 
+@pytest.mark.slow
 def test_the_flow_gets_its_dye_and_violation_out_there():
     d = app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=runs.InProcessExecutor()))
     try:

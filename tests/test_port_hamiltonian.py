@@ -55,6 +55,7 @@ def test_the_dissipation_is_symmetric_positive_semidefinite_on_the_momenta_only(
     assert float(r[:, :dof].abs().max()) == 0.0 and float(r[:, :, :dof].abs().max()) == 0.0
 
 
+@pytest.mark.slow
 def test_a_trained_model_damps_the_low_swings_too():
     """Friction does no work at the turning points (∂H/∂p ≈ 0), so the data cannot see
     D_θ there. With a free-signed Cholesky factor, training parked L_θ's zero set at
@@ -80,6 +81,7 @@ def test_zero_dissipation_is_the_hnn():
     torch.testing.assert_close(model(z), hnn(z), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_the_discrete_gradient_rollout_never_raises_the_learned_energy():
     model = _model(1)
     z0 = _states(8, 2, scale=2.0)
@@ -91,6 +93,7 @@ def test_the_discrete_gradient_rollout_never_raises_the_learned_energy():
     assert float((h[-1] - h[0]).max()) < 0
 
 
+@pytest.mark.slow
 def test_a_damped_run_measures_each_model_against_the_truths_own_energy():
     """Energy is not conserved with damping: the drift curve is |E_model(t) − E_true(t)|,
     not |E(t) − E(0)| (under which the HNN, which keeps E(0), looked perfect), and the

@@ -90,6 +90,7 @@ def test_a_new_factor_moves_the_ood_curves_only_and_the_hnn_keeps_its_own_energy
     assert own < 1e-3 and true > 10 * own, (own, true)
 
 
+@pytest.mark.slow
 def test_a_kept_problem_is_reused_and_changes_no_number(done, monkeypatch):
     """The slider's jobs are one per method: the second at a factor takes the problem the
     first built (no new data, starts or truth), and answers exactly as a fresh build."""

@@ -50,6 +50,7 @@ def spring_runs():
     return {m: papers.run_hnn(task, m, seed=0) for m in ("baseline", "hnn")}
 
 
+@pytest.mark.slow
 def test_spring_hnn_energy_mse_is_far_below_the_baseline(spring_runs):
     base, hnn = spring_runs["baseline"]["energy_mse"], spring_runs["hnn"]["energy_mse"]
     assert math.isfinite(base) and hnn < SPRING_MARGIN * base, (hnn, base)
@@ -66,6 +67,7 @@ def test_spring_losses_tie_at_the_noise_floor(spring_runs):
             assert 0.02 < r[key] < 0.07, (m, key, r[key])
 
 
+@pytest.mark.slow
 def test_double_pendulum_lnn_energy_error_is_below_the_baseline():
     """The LNN paper's claim, with the paper's generic L_θ(q, q̇), at reduced size and low
     energies: the LNN keeps the true energy better than an unconstrained network. On the
@@ -80,6 +82,7 @@ def test_double_pendulum_lnn_energy_error_is_below_the_baseline():
     assert runs["lnn"]["truth_energy_error"] < 1e-2 * lnn
 
 
+@pytest.mark.slow
 def test_double_pendulum_mechanical_lnn_at_the_papers_range():
     """The same claim at the paper's own training range and test starts, for the
     mechanical form: its *mean* error over every start (nothing discounted) is a tenth of
@@ -141,6 +144,7 @@ def test_pendulum_preset_has_the_papers_hamiltonian():
     torch.testing.assert_close(pend.energy(z), 3 * (1 - torch.cos(z[:, 0])) + z[:, 1] ** 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PAPER_PRESETS)
 def test_paper_presets_load_and_run(name, tmp_path, capsys):
     """Each preset through the CLI, as ``conserv compare --preset NAME`` runs it, shrunk to

@@ -36,6 +36,7 @@ def _comparison(system, methods, **cfg):
 PEND = dict(steps=60, width=16, horizon=10.0, n_test=4, dtype="float64")
 
 
+@pytest.mark.slow
 def test_the_hnns_own_energy_is_exact_per_step_under_the_discrete_gradient_not_under_rk4():
     """The dotted line of the drift plot: under RK4 the HNN's own energy drifts; under the
     discrete gradient it sits at round-off, in and out of distribution, and so does the
@@ -52,6 +53,7 @@ def test_the_hnns_own_energy_is_exact_per_step_under_the_discrete_gradient_not_u
     assert max(truth.drift_ood["energy"].rel) < 1e-12
 
 
+@pytest.mark.slow
 def test_projection_holds_the_true_invariants_of_an_unconstrained_model_but_not_its_trajectory():
     _, evals, _ = _comparison(get_system("pendulum"), ["baseline"], projection=True, **PEND)
     ev = evals["baseline"][-1]
@@ -64,6 +66,7 @@ def test_projection_holds_the_true_invariants_of_an_unconstrained_model_but_not_
     assert ev.trajectory_error.final > 0.3 * ev.unprojected["trajectory"].final > 0.01
 
 
+@pytest.mark.slow
 def test_projection_and_the_discrete_gradient_change_what_is_shown_never_what_is_learned():
     """Rollout options act on evaluation only: the training losses are bit-identical."""
     sysm = get_system("pendulum")
@@ -75,6 +78,7 @@ def test_projection_and_the_discrete_gradient_change_what_is_shown_never_what_is
         assert a == b, opts
 
 
+@pytest.mark.slow
 def test_projection_on_nbody_holds_momentum_and_angular_momentum_too():
     sysm = get_system("nbody", n_bodies=3)
     _, evals, _ = _comparison(sysm, ["baseline"], projection=True, steps=20, width=16, horizon=2.0, n_test=2,
@@ -85,6 +89,7 @@ def test_projection_on_nbody_holds_momentum_and_angular_momentum_too():
         assert max(ev.unprojected[name].rel) > 1e-6, name
 
 
+@pytest.mark.slow
 def test_leray_projection_keeps_the_baselines_dye_mass_and_says_what_it_costs():
     flow = get_system("flow", grid=32, n_samples=512, n_parcels=64)
     _, evals, _ = _comparison(flow, ["baseline"], projection=True, steps=10, width=16, horizon=0.4)
@@ -160,6 +165,7 @@ def dash():
     assert not d.session.errors, d.session.errors
 
 
+@pytest.mark.slow
 def test_the_projection_toggle_draws_the_unprojected_lines_and_its_card(dash):
     tiny(dash)
     dash.controls.config_widgets["projection"].value = True
@@ -195,6 +201,7 @@ def test_the_discrete_gradient_draws_the_hnns_own_energy_under_both_and_refuses_
     assert not s.running and s.status_kind == "danger" and "applies to hnn" in s.status, s.status
 
 
+@pytest.mark.slow
 def test_a_flow_session_with_projection_reports_the_velocity_cost(dash):
     dash.controls.system.value = "flow"
     s = dash.session

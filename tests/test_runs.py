@@ -95,6 +95,7 @@ def test_init_weights_refuses_layers_it_does_not_know():
         models.init_weights(m, torch.Generator())
 
 
+@pytest.mark.slow
 def test_six_concurrent_runs_with_one_seed_are_bit_identical():
     ex = runs.InProcessExecutor(threads=1)
     handles = [ex.submit(small_spec(seed=11)) for _ in range(6)]
@@ -312,6 +313,7 @@ def test_dask_run_paused_in_the_queue_starts_paused_and_stops(dask_ex):
     assert len(evaluations(waiting)) == 3  # the truth's and both methods' step-0 curves stay
 
 
+@pytest.mark.slow
 def test_a_killed_worker_ends_its_run_with_a_message_and_others_finish(dask_ex):
     doomed = dask_ex.submit(small_spec(steps=200_000, eval_every=100_000))
     deadline = time.monotonic() + 60
@@ -331,6 +333,7 @@ def test_a_killed_worker_ends_its_run_with_a_message_and_others_finish(dask_ex):
     dask_ex.client.wait_for_workers(2, timeout=60)  # the nanny restarted it
 
 
+@pytest.mark.slow
 def test_local_cluster_executor_runs_and_reports_its_dashboard():
     ex = runs.DaskExecutor.local(n_workers=1, dashboard_address="127.0.0.1:0")
     try:

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.timeout(240)
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,flag", [
     (["--port", "-1"], "--port"),
     (["--port", "99999"], "--port"),
@@ -41,6 +42,7 @@ def test_bad_serve_options_exit_2_with_one_line(args, flag):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_serve_help_names_every_server_option():
     proc = subprocess.run([sys.executable, "-m", "conserv_core", "serve", "--help"], capture_output=True,
                           text=True, timeout=60, env=ENV, cwd=ROOT)
@@ -74,6 +76,7 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("procs", ["1", "2"])
 def test_serve_starts_a_local_cluster_and_sigterm_stops_everything(procs):
     proc, port, lines = _serve("--workers", "1", "--num-procs", procs)

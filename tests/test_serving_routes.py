@@ -32,6 +32,7 @@ def test_only_loaded_modules_of_panel_and_app_pass():
         assert err.value.status_code == 404
 
 
+@pytest.mark.slow
 def test_in_process_server_does_not_import_a_module_named_in_the_url():
     import panel as pn
 
@@ -52,6 +53,7 @@ def test_in_process_server_does_not_import_a_module_named_in_the_url():
         srv.stop()
 
 
+@pytest.mark.slow
 def test_python_m_app_does_not_import_a_module_named_in_the_url(tmp_path):
     with python_m_app(tmp_path / "server.log") as srv:
         status, _ = http_get(srv.url + PROBE)
@@ -61,6 +63,7 @@ def test_python_m_app_does_not_import_a_module_named_in_the_url(tmp_path):
         assert http_get(srv.url)[0] == 200  # the page itself is served
 
 
+@pytest.mark.slow
 def test_panel_serve_with_the_plugin_does_not_import_it_either(tmp_path):
     # before any session: the plugin, not the script's first run, must have closed it
     srv = panel_serve(tmp_path / "server.log", "--plugins", "app.panel_plugin")

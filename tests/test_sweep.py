@@ -79,6 +79,7 @@ def test_cell_keys_are_stable_across_processes_and_runs():
     assert sweeps.cell_key(spec) == "6a0132ba800e"
 
 
+@pytest.mark.slow
 def test_methods_declare_exactly_the_fields_they_read():
     """A sweep shares one run among values of a field the method does not declare: a
     method that reads an undeclared field would get wrong rows. Two values of each
@@ -195,6 +196,7 @@ def test_parquet_without_pyarrow_writes_csv_and_says_so(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------
 # results files, interrupt, resume
 # ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_an_interrupted_sweep_keeps_its_rows_and_resume_runs_only_the_missing_cells(tmp_path, serial_rows, capsys):
     path = tmp_path / "pend.csv"
     cells = six_cells()
@@ -238,6 +240,7 @@ def test_the_three_line_notebook_call(tmp_path):
 # ---------------------------------------------------------------------------------------
 # Dask
 # ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_sweep_on_a_two_worker_local_cluster_equals_the_cells_run_one_by_one(serial_rows):
     frame = sweeps.run(six_cells(), workers=2)
     assert frame.attrs["dashboard_link"].startswith("http://127.0.0.1:")

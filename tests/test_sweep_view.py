@@ -30,6 +30,7 @@ def _finish(view) -> None:
     view.drain(force=True)
 
 
+@pytest.mark.slow
 def test_a_sweep_from_the_current_settings_fills_the_front_and_the_ladder():
     dash, view = _dashboard()
     view.param.update(lams="1, 100", n_seeds=2)

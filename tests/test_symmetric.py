@@ -112,6 +112,7 @@ def drift(q: torch.Tensor, scale: torch.Tensor) -> float:
     return float((d / scale).max())
 
 
+@pytest.mark.slow
 def test_rollouts_keep_momentum_under_rk4_and_angular_momentum_under_implicit_midpoint():
     """P is linear: any Runge–Kutta rollout keeps it to round-off. L is quadratic: implicit
     midpoint keeps it to the solve's tolerance; RK4 only approximately (its drift here is
@@ -161,6 +162,7 @@ def test_refusals_name_the_parameter_and_range():
         SymmetricHNN(6)
 
 
+@pytest.mark.slow
 def test_with_a_trap_the_symmetric_model_is_wrong_by_construction():
     """The failure mode: a trap breaks translation symmetry, the truth's P swings (by more
     than 0.1 of its scale here), and the symmetric model, any weights, keeps P to
@@ -180,6 +182,7 @@ def test_with_a_trap_the_symmetric_model_is_wrong_by_construction():
     assert (error >= swing - 1e-9).all()
 
 
+@pytest.mark.slow
 def test_cli_rolls_a_trained_model_out_on_more_bodies(tmp_path):
     """`--rollout-bodies`: trained on 2 bodies, the same weights on 5, with a table and
     JSON; momentum still at float32 round-off there."""

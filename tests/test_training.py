@@ -24,6 +24,7 @@ def tiny(system: str, **kw) -> training.TrainConfig:
     return training.make_config(system, **values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("system,method", PAIRS)
 def test_every_pair_trains_and_reports(system, method):
     sysm = get_system(system)
@@ -47,6 +48,7 @@ def test_every_pair_trains_and_reports(system, method):
         assert progress[-1].multipliers["mu"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("system,method", PAIRS)
 def test_deterministic_on_cpu(system, method):
     sysm = get_system(system)
@@ -55,6 +57,7 @@ def test_deterministic_on_cpu(system, method):
     assert [p.loss for p in a.history] == [p.loss for p in b.history]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("system,method", [p for p in PAIRS if p[1] in ("baseline", "auglag", "hnn", "shnn")])
 def test_evaluating_more_often_changes_nothing_trained(system, method):
     """Evaluations draw nothing from the run's generators and leave the weights alone:
@@ -316,6 +319,7 @@ def _resume(gate, stop):
     gate.resume()
 
 
+@pytest.mark.slow
 def test_pause_step_resume_ends_bit_identical_to_an_uninterrupted_run():
     sysm, cfg = _pausable()
     plain = []

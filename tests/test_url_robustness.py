@@ -117,6 +117,7 @@ def test_an_invariant_the_system_lacks_is_named(link):
     assert ok.session.config.invariants == ["energy"] and ok.session.status_kind != "warning"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("cuda" in available_devices(), reason="this machine has CUDA, so a cuda link is valid here: nothing to refuse")
 def test_a_device_this_machine_lacks_is_named(link):
     d = link("?device=cuda&steps=40")
