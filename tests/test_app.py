@@ -449,6 +449,16 @@ def test_downloads_hold_curves_and_summary(dash):
     assert "system=pendulum" in summary["url_query"]
 
 
+def test_every_plot_view_consumes_channels_its_streams_hold(dash):
+    """``consumes`` is what a plot view says it reads (app/views/__init__.py): each name
+    must be one of the session's StreamSet channels, or the declaration has gone stale."""
+    streams = dash.session.streams
+    assert streams is not None
+    for view in (dash.loss_view, dash.multiplier_view, dash.drift_view, dash.system_view):
+        assert view.consumes and all(hasattr(streams, c) for c in view.consumes), (type(view).__name__,
+                                                                                  view.consumes)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("system", [k for k in ALL_SYSTEMS if k != "pendulum"])
 def test_every_system_draws_its_views(dash, system):
