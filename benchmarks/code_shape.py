@@ -17,7 +17,17 @@ Prints, for ``conserv_core/`` and ``app/``:
   (issue 30: a model declares its capabilities once, see ``conserv_core/models/base.py``).
   ``--list`` prints them too.
 
-No assertions: it prints figures for the issue note.
+* the family branches: comparisons of a ``kind``, ``view_family`` or ``coords`` attribute
+  with a string (``system.kind == "ode"``), each a place where code chooses by family
+  instead of asking the part;
+* the quantity-name literals (``"energy"``, ``"momentum"``, ...) outside the systems, each a
+  place where code names a conserved quantity instead of reading a system's invariants.
+
+And one check, which sets the exit status: a random draw from a global generator
+(``torch.randn(...)`` without ``generator=``, ``torch.manual_seed``, ``np.random.rand``,
+``random.random``) in ``conserv_core/`` or ``app/`` breaks "every draw comes from the run's
+seed" (two runs in one process, or a server's threads, would share it): the script lists
+each and exits 1. ``tests/test_code_shape.py`` plants one and sees it caught.
 
 Usage::
 
@@ -37,7 +47,7 @@ PACKAGES = ("conserv_core", "app")
 
 REGISTRIES = {"conserv_core/methods.py", "conserv_core/models/__init__.py", "conserv_core/constraints.py",
               "app/theme.py"}
-DATA = {"conserv_core/presets.py", "conserv_core/papers.py"}
+DATA = {"conserv_core/presets.py"}
 
 
 def registered_keys() -> dict[str, set[str]]:
@@ -73,6 +83,63 @@ def is_probe(node: ast.AST) -> bool:
     return (node.func.id == "hasattr" and len(node.args) == 2) or (node.func.id == "getattr" and len(node.args) == 3)
 
 
+#: torch functions that draw from torch's global generator unless given ``generator=``
+TORCH_DRAWS = {"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "normal",
+               "bernoulli", "multinomial", "poisson"}
+#: calls that seed or draw from a process-wide generator whatever their arguments
+GLOBAL_SEEDING = {("torch", "manual_seed"), ("torch", "seed")}
+#: the attributes a family branch compares with a string
+FAMILY_ATTRS = {"kind", "view_family", "coords"}
+#: the conserved quantities' names (a system declares its own in ``invariants()``)
+QUANTITIES = {"energy", "momentum", "angular_momentum", "mass", "charge"}
+
+
+def _dotted(node: ast.AST) -> str:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return ""
+
+
+def global_draw(node: ast.AST) -> str | None:
+    """The name of a call that draws from (or seeds) a global generator, else None."""
+    if not isinstance(node, ast.Call):
+        return None
+    name = _dotted(node.func)
+    head, _, fn = name.rpartition(".")
+    if (head, fn) in GLOBAL_SEEDING:
+        return name
+    if head == "torch" and fn in TORCH_DRAWS and not any(k.arg == "generator" for k in node.keywords):
+        return name
+    if head in ("np.random", "numpy.random") and fn not in ("default_rng", "Generator", "SeedSequence",
+                                                           "PCG64", "Philox", "BitGenerator"):
+        return name
+    if head == "random" and fn not in ("Random", "SystemRandom"):
+        return name
+    return None
+
+
+def family_branch(node: ast.AST) -> bool:
+    """``x.kind == "ode"``, ``x.view_family != "bodies"``, ``x.coords in ("velocity",)``."""
+    if not (isinstance(node, ast.Compare) and len(node.comparators) == 1):
+        return False
+    sides = [node.left, node.comparators[0]]
+    attr = any(isinstance(x, ast.Attribute) and x.attr in FAMILY_ATTRS for x in sides)
+    const = any(isinstance(x, ast.Constant) and isinstance(x.value, str)
+                or isinstance(x, (ast.Tuple, ast.Set, ast.List)) and x.elts
+                and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in x.elts) for x in sides)
+    return attr and const
+
+
+def global_draws_in(text: str) -> list[tuple[int, str]]:
+    """(line, call) of every global draw in a module's source (what the check counts)."""
+    return [(n.lineno, d) for n in ast.walk(ast.parse(text)) if (d := global_draw(n))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--list", action="store_true", help="print every key literal outside its registry")
@@ -82,6 +149,10 @@ def main() -> None:
     keys = registered_keys()
     files = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
     classes, functions, sizes, literals, probes = [], [], [], [], []
+    branches, quantities, draws = [], [], []
+    missing = sorted(f for f in REGISTRIES | DATA if not (ROOT / f).exists())
+    if missing:
+        raise SystemExit(f"code_shape.py names files that do not exist: {', '.join(missing)}")
     for path in files:
         rel = str(path.relative_to(ROOT))
         text = path.read_text()
@@ -98,6 +169,13 @@ def main() -> None:
                 literals.append((rel, node.lineno, node.value))
             elif is_probe(node):
                 probes.append((rel, node.lineno, node.args[1].value))
+            elif family_branch(node):
+                branches.append((rel, node.lineno, ast.unparse(node)))
+            elif (isinstance(node, ast.Constant) and node.value in QUANTITIES and id(node) not in docs
+                  and not rel.startswith("conserv_core/systems/")):
+                quantities.append((rel, node.lineno, node.value))
+            if isinstance(node, ast.Call) and (d := global_draw(node)):
+                draws.append((rel, node.lineno, d))
 
     print("longest classes:   " + "; ".join(f"{n} {w}" for n, w in sorted(classes, reverse=True)[: args.top]))
     print("longest functions: " + "; ".join(f"{n} {w}" for n, w in sorted(functions, reverse=True)[: args.top]))
@@ -113,11 +191,26 @@ def main() -> None:
     by_pkg = {pkg: sum(1 for f, _, _ in probes if f.startswith(pkg + "/")) for pkg in PACKAGES}
     print(f"capability probes (hasattr, getattr with a default): {len(probes)} "
           f"({', '.join(f'{p}/ {n}' for p, n in by_pkg.items())})")
+    by_pkg = {pkg: sum(1 for f, _, _ in branches if f.startswith(pkg + "/")) for pkg in PACKAGES}
+    print(f"family branches (kind/view_family/coords against a string): {len(branches)} "
+          f"({', '.join(f'{p}/ {n}' for p, n in by_pkg.items())})")
+    by_pkg = {pkg: sum(1 for f, _, _ in quantities if f.startswith(pkg + "/")) for pkg in PACKAGES}
+    print(f"quantity-name literals outside the systems: {len(quantities)} "
+          f"({', '.join(f'{p}/ {n}' for p, n in by_pkg.items())})")
+    print(f"draws from a global generator: {len(draws)}")
     if args.list:
         for f, line, k in sorted(literals):
             print(f"  {f}:{line}  {k!r}")
         for f, line, name in sorted(probes):
             print(f"  probe {f}:{line}  {name!r}")
+        for f, line, text in sorted(branches):
+            print(f"  branch {f}:{line}  {text}")
+        for f, line, name in sorted(quantities):
+            print(f"  quantity {f}:{line}  {name!r}")
+    for f, line, name in sorted(draws):
+        print(f"  GLOBAL DRAW {f}:{line}  {name}(...): take a generator seeded from the run's seed")
+    if draws:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
