@@ -606,6 +606,34 @@ def test_phase_transitions_are_checked():
     s.close()
 
 
+def test_a_served_session_drains_on_its_documents_periodic_callback():
+    """Served, the drain is Bokeh's periodic callback on the page's own document (public
+    API, no busy mark per tick, dropped with the session), and ``close`` removes it."""
+    import asyncio
+    import weakref
+
+    from bokeh.document import Document
+
+    class Context:  # what makes a document served, as far as Panel asks
+        pass
+
+    ctx, doc = Context(), Document()
+    doc._session_context = weakref.ref(ctx)
+    s = app_session.LabSession()
+    s.autodrain = True
+
+    async def served():
+        pn.state.curdoc = doc  # a context variable: set in this task only
+        s._ensure_periodic()
+        assert s.drainer.periodic.active and len(doc.session_callbacks) == 1
+        s._ensure_periodic()  # once per session
+        assert len(doc.session_callbacks) == 1
+        s.close()
+        assert not s.drainer.periodic.active and not doc.session_callbacks
+
+    asyncio.run(served())
+
+
 @pytest.mark.timeout(300)
 def test_a_dead_worker_fails_the_session_run_with_a_message_and_keeps_its_curves(dask_ex):
     import os
