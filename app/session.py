@@ -38,7 +38,7 @@ from conserv_core import presets, records, runs, training
 from conserv_core.devices import available_devices
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, System, get_system
 
-from app import drain, export, settings, theme, verdict
+from app import drain, export, links, settings, theme, verdict
 from app.executor import executor, server_threads
 from app.lesson import Lesson
 from app.ood import OODProbe
@@ -244,94 +244,20 @@ class LabSession(param.Parameterized):
         if event.new and not self._applying_preset:
             self.apply_preset(event.new)
 
-    # -- a link ------------------------------------------------------------------------------
+    # -- a link (app.links) -------------------------------------------------------------------
     def apply_link(self, pairs: list[tuple[str, str]]) -> list[str]:
-        """Apply a link's query, given as ``(key, text)`` pairs, one key at a time: a bad
-        key is refused alone and the rest still applies. The preset first, then the
-        system (it resets the training settings to its defaults), its parameters, the
-        methods and the training settings. Returns one plain clause per refused key,
-        naming it and what it takes (see :meth:`refuse_link`)."""
-        query: dict[str, str] = {}
-        for key, text in pairs:  # the last of a repeated key wins, as in the address bar
-            query[key] = text
-        refused: list[str] = []
-
-        def attempt(key: str, fn) -> None:
-            try:
-                fn()
-            except settings.Refused as err:
-                refused.append(str(err))
-            except (ValueError, TypeError) as err:  # param's own checks (a system's cross-checks)
-                refused.append(f"{settings.quote(key)}: {str(err).splitlines()[0] if str(err) else 'invalid'}")
-
-        def pick(key: str, obj, name: str):
-            value = settings.from_text(obj.param[name], key, query[key])
-            if value != getattr(obj, name):
-                obj.param.update(**{name: value})
-
-        if "preset" in query:
-            attempt("preset", lambda: pick("preset", self, "preset"))
-        if "system" in query:
-            attempt("system", lambda: pick("system", self, "system"))
-        sysm, key = self.current_system, self.system
-        fields = url_system_fields(key)
-        config_keys = [k for k in query if k in url_config_fields()]
-        for k in query:
-            head, dot, name = k.partition(".")
-            if dot and head == key and name in fields:
-                attempt(k, lambda k=k, name=name: pick(k, sysm, name))
-            elif dot and head in ALL_SYSTEMS:
-                refused.append(f"{settings.quote(k)}: the link's system is the {sysm.title}, not "
-                               f"{ALL_SYSTEMS[head].title}")
-            elif k not in ("preset", "system", "methods") and k not in config_keys:
-                refused.append(f"{settings.quote(k)}: no such setting")
-        if "methods" in query:
-            attempt("methods", lambda: self._link_methods(query["methods"]))
-        for k in config_keys:
-            if k == "device":
-                attempt(k, lambda: self._link_device(query[k]))
-            elif k == "invariants":
-                attempt(k, lambda: self._link_invariants(query[k]))
-            else:
-                attempt(k, lambda k=k: pick(k, self.config, k))
-        return refused
+        """Apply a link's query one key at a time; one clause per refused key (see
+        :func:`app.links.apply`)."""
+        return links.apply(self, pairs)
 
     def refuse_link(self, refused: list[str]) -> None:
         """Say in the status line, in one line, which parts of a link were refused."""
         if refused:
-            self._set_status("Link settings refused (the rest of the link applies): " + "; ".join(refused) + ".",
-                             "warning")
+            self._set_status(links.refusal(refused), "warning")
 
-    def _link_methods(self, text: str) -> None:
-        if len(text) > settings.MAX_VALUE_CHARS:
-            raise settings.Refused(f"methods: {len(text):,} characters long "
-                                   f"(at most {settings.MAX_VALUE_CHARS:,})")
-        valid = self.valid_methods()
-        keys = [k.strip() for k in text.split(",") if k.strip()]
-        bad = [k for k in keys if k not in valid]
-        good = [k for k in keys if k in valid]
-        if good and good != self.methods:
-            self.methods = good
-        if bad or not keys:
-            raise settings.refusal("methods", ",".join(bad), why=f"the {self.current_system.title} takes "
-                                   f"{', '.join(valid)}")
-
-    def _link_device(self, text: str) -> None:
-        p = self.config.param["device"]
-        value = settings.from_text(p, "device", text)
-        here = available_devices()
-        if value not in here:
-            raise settings.refusal("device", text, why=f"not available here; one of {', '.join(here)}")
-        self.config.device = value
-
-    def _link_invariants(self, text: str) -> None:
-        value = settings.from_text(self.config.param["invariants"], "invariants", text)
-        names = list(self.current_system.invariant_names())
-        bad = [n for n in value if n not in names]
-        if bad:
-            raise settings.refusal("invariants", ",".join(bad), why=f"the {self.current_system.title}'s invariants are "
-                                   f"{', '.join(names)}")
-        self.config.invariants = list(value)
+    def query_string(self) -> str:
+        """The settings as a URL query (what the address bar holds when served)."""
+        return links.query_string(self)
 
     def build_config(self) -> training.TrainConfig:
         """A fresh, validated copy of the settings for one run (later edits don't touch it)."""
@@ -575,7 +501,3 @@ class LabSession(param.Parameterized):
     def results_json(self) -> io.StringIO:
         query = self.location.search if self.location is not None else "?" + self.query_string()
         return export.results_json(self.data, query)
-
-    def query_string(self) -> str:
-        """The settings as a URL query (what the address bar holds when served)."""
-        return settings.query_string(self.system, self.methods, self.config, self.current_system)
