@@ -72,14 +72,17 @@ class LabSession(param.Parameterized):
     ood = param.Boolean(default=False, doc="Show drift on the out-of-distribution test set.")
     ood_probe = param.ClassSelector(class_=OODProbe, doc="The live out-of-distribution slider (after a run).")
 
-    phase = param.Selector(default="idle", objects=list(PHASES), doc="Where the session's run is (see PHASES).")
+    phase = param.Selector(default="idle", objects=list(PHASES), constant=True,
+                           doc="Where the session's run is (see PHASES); changed only by _enter.")
     status = param.String(default="Pick a system and methods, then press Train.")
     status_kind = param.Selector(default="info", objects=["info", "running", "success", "warning", "danger"])
     progress = param.Integer(default=0, bounds=(0, 100))
     speed = param.String(default="")
-    running = param.Boolean(default=False)
-    paused = param.Boolean(default=False, doc="The user asked the run to pause (Pause or Step pressed, "
-                                              "Resume not since); the phase says when it waits.")
+    running = param.Boolean(default=False, constant=True,
+                            doc="Whether a run exists (the phase is one of ACTIVE): follows the phase.")
+    paused = param.Boolean(default=False, constant=True,
+                           doc="The user asked the run to pause (Pause or Step pressed, Resume not "
+                               "since); the phase says when it waits. Set only by run control.")
     data = param.ClassSelector(class_=LiveData, allow_None=True, doc="The current run's live data.")
     streams = param.ClassSelector(class_=StreamSet, allow_None=True,
                                   doc="The streams the plots are built on (kept while the layout holds).")
@@ -298,7 +301,7 @@ class LabSession(param.Parameterized):
         self._changed_during_run = False
         self.run = handle
         self._paused_at = None
-        self.paused = False
+        self._ask_pause(False)
         streams = self.prepare(sysm, keys, cfg)
         streams.clear()
         data = LiveData(sysm, keys, cfg, streams)
@@ -358,7 +361,7 @@ class LabSession(param.Parameterized):
         if not self._controllable() or self.paused:
             return
         self.run.pause()
-        self.paused = True
+        self._ask_pause(True)
         if self.phase == "training":
             self._enter("training", f"Pausing at the next evaluation (every {self.data.config.eval_every:,} "
                         "steps)…")
@@ -377,7 +380,7 @@ class LabSession(param.Parameterized):
         if not self._controllable() or not self.paused:
             return
         self.run.resume()
-        self.paused = False
+        self._ask_pause(False)
         if self.phase == "paused":
             self._unpause()
             self._enter("training", f"Resumed: training {len(self.data.methods)} method(s) on "
@@ -424,8 +427,8 @@ class LabSession(param.Parameterized):
             self.run.stop()
         self.run = None
         if self.phase in ACTIVE:
-            self.param.update(phase="idle", running=False)
-        self.paused = False
+            self._set_phase("idle")
+        self._ask_pause(False)
 
     # -- the drain (app.drain) ----------------------------------------------------------------
     def drain(self, budget: float | None = None) -> int:
@@ -442,7 +445,7 @@ class LabSession(param.Parameterized):
     def _conclude(self, run: runs.RunHandle, data: LiveData) -> None:
         self.run = None
         self._changed_during_run = False
-        self.paused = False
+        self._ask_pause(False)
         fins = data.finished
         if data.failed:
             self._enter("failed", f"The run failed: {data.failed}. Curves already shown are kept.")
@@ -474,10 +477,20 @@ class LabSession(param.Parameterized):
         does not allow (a bug, not a user's doing)."""
         if phase not in TRANSITIONS[self.phase]:
             raise ValueError(f"a session cannot go from {self.phase!r} to {phase!r}")
-        active = phase in ACTIVE
         if phase in ACTIVE:
             text = self._with_note(text)
-        self.param.update(phase=phase, running=active, status=text, status_kind=kind or PHASES[phase])
+        self._set_phase(phase, status=text, status_kind=kind or PHASES[phase])
+
+    def _set_phase(self, phase: str, **values) -> None:
+        """Change the phase, and ``running`` with it (both are read-only elsewhere)."""
+        with param.edit_constant(self):
+            self.param.update(phase=phase, running=phase in ACTIVE, **values)
+
+    def _ask_pause(self, wanted: bool) -> None:
+        """Record the user's pause request (read-only elsewhere: the views only read it)."""
+        if wanted != self.paused:
+            with param.edit_constant(self):
+                self.paused = wanted
 
     def _with_note(self, text: str) -> str:
         if self._changed_during_run and self.phase in ACTIVE:

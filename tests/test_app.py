@@ -599,6 +599,11 @@ def test_phase_transitions_are_checked():
     assert not s.running and s.status_kind == "success"
     with pytest.raises(ValueError, match="cannot go from 'done' to 'training'"):
         s._enter("training", "z")
+    # the phase is the one run state: running follows it, and neither is set from outside
+    for name, value in (("phase", "training"), ("running", True), ("paused", True)):
+        with pytest.raises(TypeError, match="Constant parameter"):
+            setattr(s, name, value)
+    assert s.phase == "done" and not s.running and not s.paused
     from app import phases
 
     for phase, kind in phases.PHASES.items():
