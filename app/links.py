@@ -93,7 +93,7 @@ def _methods(s: "LabSession", text: str) -> None:
         raise settings.Refused(f"methods: {len(text):,} characters long "
                                f"(at most {settings.MAX_VALUE_CHARS:,})")
     valid = s.valid_methods()
-    keys = [k.strip() for k in text.split(",") if k.strip()]
+    keys = settings.method_keys(text)
     bad = [k for k in keys if k not in valid]
     good = [k for k in keys if k in valid]
     if good and good != s.methods:

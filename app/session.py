@@ -28,7 +28,6 @@ widget; the views in :mod:`app.views` watch this object.
 from __future__ import annotations
 
 import io
-import math
 import time
 import param
 
@@ -44,7 +43,7 @@ from app.lesson import Lesson
 from app.ood import OODProbe
 from app.phases import ACTIVE, ENDED, PHASES, TRANSITIONS
 from app.rundata import LiveData, StreamSet
-from app.settings import KEEP_ON_SYSTEM_CHANGE, url_config_fields, url_system_fields
+from app.settings import url_config_fields, url_system_fields
 
 #: evaluations per run besides the one at step 0 (each costs a rollout of every test case)
 EVALS_PER_RUN = 6
@@ -144,15 +143,10 @@ class LabSession(param.Parameterized):
         return cmethods.valid_methods(self.current_system)
 
     def _apply_system_defaults(self) -> None:
-        sysm = self.current_system
-        base = training.make_config(self.system, **theme.demo_config(self.system))
-        values = {k: v for k, v in settings.values(base).items() if k not in (*KEEP_ON_SYSTEM_CHANGE, "threads")}
-        values["horizon"] = float(sysm.horizon)
-        values["invariants"] = []
-        self.config.param.update(**values)
+        self.config.param.update(**settings.system_defaults(self.system, self.current_system))
         # keep the ticked methods (or those a link names) if they all apply, else the defaults
         valid = self.valid_methods()
-        wanted = [k.strip() for k in self.methods_text.split(",") if k.strip()]
+        wanted = settings.method_keys(self.methods_text)
         if not wanted or any(m not in valid for m in wanted):
             wanted = theme.default_methods(self.system, valid)
         if wanted != self.methods:
@@ -189,7 +183,7 @@ class LabSession(param.Parameterized):
             self.methods_text = text
 
     def _methods_from_text(self, event) -> None:
-        keys = [k.strip() for k in event.new.split(",") if k.strip()]
+        keys = settings.method_keys(event.new)
         valid = self.valid_methods()
         bad = [k for k in keys if k not in valid]
         if bad:
@@ -264,15 +258,11 @@ class LabSession(param.Parameterized):
 
     def build_config(self) -> training.TrainConfig:
         """A fresh, validated copy of the settings for one run (later edits don't touch it)."""
-        values = settings.values(self.config)
-        values["threads"] = self.threads
-        steps = values["steps"]
-        values["eval_every"] = max(1, math.ceil(steps / self.evals_per_run))
-        return training.make_config(None, **values)
+        return settings.run_config(self.config, self.threads, self.evals_per_run)
 
     def build_system(self) -> System:
         """A fresh copy of the current system (the run keeps it while the user edits)."""
-        return get_system(self.system, **settings.values(self.current_system))
+        return settings.run_system(self.system, self.current_system)
 
     # -- actions ----------------------------------------------------------------------------
     def train(self) -> runs.RunHandle | None:
