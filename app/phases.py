@@ -1,7 +1,9 @@
 """The phases of a session's run: one explicit state machine.
 
-:meth:`app.session.LabSession._enter` is the only place a session changes phase; the
-status line's colour follows from the phase, and no logic reads the status text.
+A session changes phase only through :meth:`app.session.LabSession._enter` (with its
+status line), or ``_set_phase`` directly for a discarded run's silent return to idle;
+the phase and ``running``, which follows from it, are read-only elsewhere. The status
+line's colour follows from the phase, and no logic reads the status text.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""The state of one dashboard session: what to train, where its run is, and the drain.
+"""The state of one dashboard session: what to train and where its run is.
 
 Runs. A Train click turns the settings into a :class:`conserv_core.runs.RunSpec` and hands
 it to the session's executor (:func:`app.executor.executor`): under ``conserv serve`` a Dask cluster of
 worker processes, so the server never trains; in a notebook or a test, a thread of this
 process. Either way the records come back into the run handle's ``deque`` from another
-thread, and :meth:`LabSession.drain` moves them into the plots' channels and param values
-on the session's own thread: under ``panel serve`` a periodic callback calls it every
-:data:`DRAIN_MS`; tests and scripts call it themselves.
+thread, and the session's :class:`app.drain.Drainer` (:meth:`LabSession.drain`) moves them
+into the plots' channels and param values on the session's own thread: under
+``panel serve`` a periodic callback calls it every :data:`app.drain.DRAIN_MS`; tests and
+scripts call it themselves.
 
 The run's state is one explicit phase (:data:`app.phases.PHASES`), changed only by
 :meth:`LabSession._enter`; the status line's colour follows from it, and no logic reads
@@ -18,7 +19,7 @@ the curves shown are those of the models as they are. Step runs one more evaluat
 interval, Resume runs on, Stop still ends it. Pausing changes no number of the run.
 
 Its parts live apart: which settings show and travel in a link (:mod:`app.settings`),
-where runs go (:mod:`app.executor`), the phases (:mod:`app.phases`), a run's received
+where runs go (:mod:`app.executor`), the drain (:mod:`app.drain`), the phases (:mod:`app.phases`), a run's received
 data and the plots' channels (:mod:`app.rundata`), the closing verdict
 (:mod:`app.verdict`) and the downloads (:mod:`app.export`). Nothing here builds a
 widget; the views in :mod:`app.views` watch this object.
@@ -27,10 +28,7 @@ widget; the views in :mod:`app.views` watch this object.
 from __future__ import annotations
 
 import io
-import math
 import time
-from typing import Callable
-
 import param
 
 from conserv_core import budget as work_budget
@@ -39,27 +37,14 @@ from conserv_core import presets, records, runs, training
 from conserv_core.devices import available_devices
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, System, get_system
 
-from app import export, settings, theme, verdict
+from app import drain, export, links, settings, theme, verdict
 from app.executor import executor, server_threads
 from app.lesson import Lesson
 from app.ood import OODProbe
 from app.phases import ACTIVE, ENDED, PHASES, TRANSITIONS
 from app.rundata import LiveData, StreamSet
-from app.settings import KEEP_ON_SYSTEM_CHANGE, url_config_fields, url_system_fields
+from app.settings import url_config_fields, url_system_fields
 
-#: records a run sends besides the trainer's (see :mod:`conserv_core.runs`)
-SetupDone, Failed, Started, Ended = runs.SetupDone, runs.Failed, runs.Started, runs.Ended
-Paused = records.Paused
-
-#: how often a served session drains the worker's records (ms)
-DRAIN_MS = 200
-#: seconds of plot redrawing a served drain may spend (the rest waits for the next drain)
-DRAW_BUDGET_S = 0.05
-#: the loss plots are redrawn at most this often while a run goes on (seconds)
-LOSS_EVERY_S = 0.6
-#: the progress bar and the steps/s line are updated at most this often while a run goes
-#: on (seconds): each update is a message to the page
-PROGRESS_EVERY_S = 0.5
 #: evaluations per run besides the one at step 0 (each costs a rollout of every test case)
 EVALS_PER_RUN = 6
 
@@ -86,14 +71,17 @@ class LabSession(param.Parameterized):
     ood = param.Boolean(default=False, doc="Show drift on the out-of-distribution test set.")
     ood_probe = param.ClassSelector(class_=OODProbe, doc="The live out-of-distribution slider (after a run).")
 
-    phase = param.Selector(default="idle", objects=list(PHASES), doc="Where the session's run is (see PHASES).")
+    phase = param.Selector(default="idle", objects=list(PHASES), constant=True,
+                           doc="Where the session's run is (see PHASES); changed only by _enter.")
     status = param.String(default="Pick a system and methods, then press Train.")
     status_kind = param.Selector(default="info", objects=["info", "running", "success", "warning", "danger"])
     progress = param.Integer(default=0, bounds=(0, 100))
     speed = param.String(default="")
-    running = param.Boolean(default=False)
-    paused = param.Boolean(default=False, doc="The user asked the run to pause (Pause or Step pressed, "
-                                              "Resume not since); the phase says when it waits.")
+    running = param.Boolean(default=False, constant=True,
+                            doc="Whether a run exists (the phase is one of ACTIVE): follows the phase.")
+    paused = param.Boolean(default=False, constant=True,
+                           doc="The user asked the run to pause (Pause or Step pressed, Resume not "
+                               "since); the phase says when it waits. Set only by run control.")
     data = param.ClassSelector(class_=LiveData, allow_None=True, doc="The current run's live data.")
     streams = param.ClassSelector(class_=StreamSet, allow_None=True,
                                   doc="The streams the plots are built on (kept while the layout holds).")
@@ -119,7 +107,8 @@ class LabSession(param.Parameterized):
         #: when the run began its current wait (perf_counter), so steps/s leaves the pause out
         self._paused_at: float | None = None
         self._paused_step = 0
-        self._periodic = None
+        #: moves the run's records into the plots (and owns the periodic callback)
+        self.drainer = drain.Drainer(self)
         self.autodrain = False
         #: build the new system's (empty) plots as soon as it is chosen (the dashboard sets it)
         self.autoprepare = False
@@ -154,15 +143,10 @@ class LabSession(param.Parameterized):
         return cmethods.valid_methods(self.current_system)
 
     def _apply_system_defaults(self) -> None:
-        sysm = self.current_system
-        base = training.make_config(self.system, **theme.demo_config(self.system))
-        values = {k: v for k, v in settings.values(base).items() if k not in (*KEEP_ON_SYSTEM_CHANGE, "threads")}
-        values["horizon"] = float(sysm.horizon)
-        values["invariants"] = []
-        self.config.param.update(**values)
+        self.config.param.update(**settings.system_defaults(self.system, self.current_system))
         # keep the ticked methods (or those a link names) if they all apply, else the defaults
         valid = self.valid_methods()
-        wanted = [k.strip() for k in self.methods_text.split(",") if k.strip()]
+        wanted = settings.method_keys(self.methods_text)
         if not wanted or any(m not in valid for m in wanted):
             wanted = theme.default_methods(self.system, valid)
         if wanted != self.methods:
@@ -199,7 +183,7 @@ class LabSession(param.Parameterized):
             self.methods_text = text
 
     def _methods_from_text(self, event) -> None:
-        keys = [k.strip() for k in event.new.split(",") if k.strip()]
+        keys = settings.method_keys(event.new)
         valid = self.valid_methods()
         bad = [k for k in keys if k not in valid]
         if bad:
@@ -257,106 +241,28 @@ class LabSession(param.Parameterized):
         if event.new and not self._applying_preset:
             self.apply_preset(event.new)
 
-    # -- a link ------------------------------------------------------------------------------
+    # -- a link (app.links) -------------------------------------------------------------------
     def apply_link(self, pairs: list[tuple[str, str]]) -> list[str]:
-        """Apply a link's query, given as ``(key, text)`` pairs, one key at a time: a bad
-        key is refused alone and the rest still applies. The preset first, then the
-        system (it resets the training settings to its defaults), its parameters, the
-        methods and the training settings. Returns one plain clause per refused key,
-        naming it and what it takes (see :meth:`refuse_link`)."""
-        query: dict[str, str] = {}
-        for key, text in pairs:  # the last of a repeated key wins, as in the address bar
-            query[key] = text
-        refused: list[str] = []
-
-        def attempt(key: str, fn) -> None:
-            try:
-                fn()
-            except settings.Refused as err:
-                refused.append(str(err))
-            except (ValueError, TypeError) as err:  # param's own checks (a system's cross-checks)
-                refused.append(f"{settings.quote(key)}: {str(err).splitlines()[0] if str(err) else 'invalid'}")
-
-        def pick(key: str, obj, name: str):
-            value = settings.from_text(obj.param[name], key, query[key])
-            if value != getattr(obj, name):
-                obj.param.update(**{name: value})
-
-        if "preset" in query:
-            attempt("preset", lambda: pick("preset", self, "preset"))
-        if "system" in query:
-            attempt("system", lambda: pick("system", self, "system"))
-        sysm, key = self.current_system, self.system
-        fields = url_system_fields(key)
-        config_keys = [k for k in query if k in url_config_fields()]
-        for k in query:
-            head, dot, name = k.partition(".")
-            if dot and head == key and name in fields:
-                attempt(k, lambda k=k, name=name: pick(k, sysm, name))
-            elif dot and head in ALL_SYSTEMS:
-                refused.append(f"{settings.quote(k)}: the link's system is the {sysm.title}, not "
-                               f"{ALL_SYSTEMS[head].title}")
-            elif k not in ("preset", "system", "methods") and k not in config_keys:
-                refused.append(f"{settings.quote(k)}: no such setting")
-        if "methods" in query:
-            attempt("methods", lambda: self._link_methods(query["methods"]))
-        for k in config_keys:
-            if k == "device":
-                attempt(k, lambda: self._link_device(query[k]))
-            elif k == "invariants":
-                attempt(k, lambda: self._link_invariants(query[k]))
-            else:
-                attempt(k, lambda k=k: pick(k, self.config, k))
-        return refused
+        """Apply a link's query one key at a time; one clause per refused key (see
+        :func:`app.links.apply`)."""
+        return links.apply(self, pairs)
 
     def refuse_link(self, refused: list[str]) -> None:
         """Say in the status line, in one line, which parts of a link were refused."""
         if refused:
-            self._set_status("Link settings refused (the rest of the link applies): " + "; ".join(refused) + ".",
-                             "warning")
+            self._set_status(links.refusal(refused), "warning")
 
-    def _link_methods(self, text: str) -> None:
-        if len(text) > settings.MAX_VALUE_CHARS:
-            raise settings.Refused(f"methods: {len(text):,} characters long "
-                                   f"(at most {settings.MAX_VALUE_CHARS:,})")
-        valid = self.valid_methods()
-        keys = [k.strip() for k in text.split(",") if k.strip()]
-        bad = [k for k in keys if k not in valid]
-        good = [k for k in keys if k in valid]
-        if good and good != self.methods:
-            self.methods = good
-        if bad or not keys:
-            raise settings.refusal("methods", ",".join(bad), why=f"the {self.current_system.title} takes "
-                                   f"{', '.join(valid)}")
-
-    def _link_device(self, text: str) -> None:
-        p = self.config.param["device"]
-        value = settings.from_text(p, "device", text)
-        here = available_devices()
-        if value not in here:
-            raise settings.refusal("device", text, why=f"not available here; one of {', '.join(here)}")
-        self.config.device = value
-
-    def _link_invariants(self, text: str) -> None:
-        value = settings.from_text(self.config.param["invariants"], "invariants", text)
-        names = list(self.current_system.invariant_names())
-        bad = [n for n in value if n not in names]
-        if bad:
-            raise settings.refusal("invariants", ",".join(bad), why=f"the {self.current_system.title}'s invariants are "
-                                   f"{', '.join(names)}")
-        self.config.invariants = list(value)
+    def query_string(self) -> str:
+        """The settings as a URL query (what the address bar holds when served)."""
+        return links.query_string(self)
 
     def build_config(self) -> training.TrainConfig:
         """A fresh, validated copy of the settings for one run (later edits don't touch it)."""
-        values = settings.values(self.config)
-        values["threads"] = self.threads
-        steps = values["steps"]
-        values["eval_every"] = max(1, math.ceil(steps / self.evals_per_run))
-        return training.make_config(None, **values)
+        return settings.run_config(self.config, self.threads, self.evals_per_run)
 
     def build_system(self) -> System:
         """A fresh copy of the current system (the run keeps it while the user edits)."""
-        return get_system(self.system, **settings.values(self.current_system))
+        return settings.run_system(self.system, self.current_system)
 
     # -- actions ----------------------------------------------------------------------------
     def train(self) -> runs.RunHandle | None:
@@ -374,7 +280,7 @@ class LabSession(param.Parameterized):
                                      f"{', '.join(available_devices())}")
             spec = runs.RunSpec.of(sysm, keys, cfg, max_work=work_budget.max_work())
             # checked there in full (the work budget too) before anything is queued
-            handle = self.executor.submit(spec, replaces=self.run, wake=self._waker())
+            handle = self.executor.submit(spec, replaces=self.run, wake=self.drainer.waker())
         except (ParameterError, ValueError) as err:
             self._set_status(f"Cannot start: {err}", "danger")
             return None
@@ -385,7 +291,7 @@ class LabSession(param.Parameterized):
         self._changed_during_run = False
         self.run = handle
         self._paused_at = None
-        self.paused = False
+        self._ask_pause(False)
         streams = self.prepare(sysm, keys, cfg)
         streams.clear()
         data = LiveData(sysm, keys, cfg, streams)
@@ -445,7 +351,7 @@ class LabSession(param.Parameterized):
         if not self._controllable() or self.paused:
             return
         self.run.pause()
-        self.paused = True
+        self._ask_pause(True)
         if self.phase == "training":
             self._enter("training", f"Pausing at the next evaluation (every {self.data.config.eval_every:,} "
                         "steps)…")
@@ -464,7 +370,7 @@ class LabSession(param.Parameterized):
         if not self._controllable() or not self.paused:
             return
         self.run.resume()
-        self.paused = False
+        self._ask_pause(False)
         if self.phase == "paused":
             self._unpause()
             self._enter("training", f"Resumed: training {len(self.data.methods)} method(s) on "
@@ -511,159 +417,25 @@ class LabSession(param.Parameterized):
             self.run.stop()
         self.run = None
         if self.phase in ACTIVE:
-            self.param.update(phase="idle", running=False)
-        self.paused = False
+            self._set_phase("idle")
+        self._ask_pause(False)
 
-    # -- the periodic drain -----------------------------------------------------------------
-    def _waker(self) -> Callable[[], None] | None:
-        """For a served session: a function the worker may call (from its thread) to have
-        this session drain on the server's next tick. ``add_next_tick_callback`` is the
-        one Document method Bokeh allows from another thread."""
-        if not self.autodrain:
-            return None
-        import panel as pn
-
-        doc = pn.state.curdoc
-        if doc is None or doc.session_context is None:
-            return None
-        return lambda: doc.add_next_tick_callback(self._periodic_drain)
+    # -- the drain (app.drain) ----------------------------------------------------------------
+    def drain(self, budget: float | None = None) -> int:
+        """Move the worker's records into streams and status; return how many were taken
+        (see :meth:`app.drain.Drainer.drain`)."""
+        return self.drainer.drain(budget)
 
     def _ensure_periodic(self) -> None:
-        if not self.autodrain or self._periodic is not None:
-            return
-        import panel as pn
-        from panel.io.callbacks import PeriodicCallback
-
-        # what pn.state.add_periodic_callback builds, as a background callback: a
-        # foreground one marks the whole server busy on every tick, and each mark runs
-        # param watchers of every session's busy indicator (profiled: 80 % of the server's
-        # main thread with 30 sessions, against a few percent for the drains themselves)
-        self._periodic = PeriodicCallback(callback=self._periodic_drain, period=DRAIN_MS, background=True)
-        self._periodic.start()
-        doc = pn.state.curdoc
-        if doc is not None:
-            pn.state._periodic.setdefault(doc, []).append(self._periodic)
+        self.drainer.ensure_periodic()
 
     def _stop_periodic(self) -> None:
-        if self._periodic is not None:
-            try:
-                self._periodic.stop()
-            except Exception:  # already stopped with its document
-                pass
-            self._periodic = None
-
-    def _periodic_drain(self) -> None:
-        try:
-            self.drain(budget=DRAW_BUDGET_S)
-        except Exception as err:  # never let a drain error kill the callback silently
-            self.report_error(err)
-        if self.run is None and (self.data is None or not self.data.dirty) and not self.ood_probe.busy:
-            self._stop_periodic()
-
-    def drain(self, budget: float | None = None) -> int:
-        """Move the worker's records into streams and status; return how many were taken.
-
-        Called on the session's thread: by a periodic callback when served (with a time
-        ``budget`` for redrawing plots), directly by tests and scripts (``budget=None``:
-        everything is drawn before it returns).
-        """
-        run, data = self.run, self.data
-        if data is None:
-            return 0
-        records = []
-        while run is not None and run.queue:
-            records.append(run.queue.popleft())
-        import panel as pn
-
-        with pn.io.hold():
-            if run is not None:
-                self._consume(run, data, records)
-                now = time.perf_counter()
-                if budget is None or run.finished.is_set() or now - data.progress_at >= PROGRESS_EVERY_S:
-                    data.progress_at = now
-                    self._update_progress(run, data)
-                if run is self.run and run.finished.is_set() and not run.queue:
-                    # the verdict first: it reaches the page with this drain, the last
-                    # redraws follow in the next ones
-                    self._conclude(run, data)
-            self.ood_probe.poll(self.executor)  # a slider move's answer redraws the OOD curves
-            finished = self.run is None
-            data.flush(budget, loss_every=0.0 if finished or budget is None else LOSS_EVERY_S)
-            if data.views.data and not data.views_announced:
-                data.views_announced = True
-                self.views_ready = True
-        return len(records)
-
-    def _consume(self, run: runs.RunHandle, data: LiveData, records: list) -> None:
-        for rec in records:
-            if isinstance(rec, training.Progress):
-                if data.first_step_at is None:
-                    data.first_step_at = time.perf_counter()
-                data.history[rec.method].append(rec)
-                data.mark("loss", "violation")
-                if rec.multipliers:
-                    data.mult_rows.extend((rec.step, k, v) for k, v in rec.multipliers.items())
-                    data.mark("multipliers")
-            elif isinstance(rec, training.Evaluation):
-                data.evaluation_arrived(rec, time.perf_counter())
-            elif isinstance(rec, training.Finished):
-                data.finished[rec.method] = rec
-                last = run.latest.get(rec.method)
-                hist = data.history[rec.method]
-                if last is not None and (not hist or last.step > hist[-1].step):
-                    hist.append(last)
-                    data.mark("loss", "violation")
-                data.mark("drift", "views")  # a finished method may close a round
-            elif isinstance(rec, Started):
-                if self.phase == "queued":
-                    self._enter("preparing", self._setup_text(data))
-            elif isinstance(rec, SetupDone):
-                data.setup_seconds = rec.seconds
-                if self.phase in ("queued", "preparing"):
-                    self._enter("training", f"Training {len(data.methods)} method(s) on {data.system.title}…")
-            elif isinstance(rec, Failed):
-                data.failed = rec.message
-            elif isinstance(rec, Paused):
-                self._reached_pause(run, data, rec)
-            elif isinstance(rec, runs.Weights):
-                data.weights[rec.method] = (rec.step, rec.state)
-
-    def _update_progress(self, run: runs.RunHandle, data: LiveData) -> None:
-        if self.phase == "queued":
-            if run.phase == "queued":
-                self.status = self._with_note(self._queue_text(run))
-            return
-        latest = dict(run.latest)
-        for m, p in latest.items():
-            data.progress[m] = p
-        steps = data.config.steps
-        total = steps * len(data.methods)
-        done = sum(data.finished[m].step if m in data.finished else (latest[m].step if m in latest else 0)
-                   for m in data.methods)
-        # a finished method counts as complete for the bar and for the time left
-        remaining = sum(0 if m in data.finished else steps - (latest[m].step if m in latest else 0)
-                        for m in data.methods)
-        self.progress = int(round(100 * (total - remaining) / max(total, 1)))
-        if self.phase == "paused":
-            return  # the steps/s line keeps its last value; the clock restarts with the run
-        if data.first_step_at is not None and done:
-            wall = max(time.perf_counter() - data.first_step_at, 1e-3)
-            rate = done / wall
-            left = remaining / max(rate, 1e-9)
-            step_now = max((latest[m].step for m in latest), default=0)
-            self.speed = (f"step {step_now:,} / {steps:,} · {rate:,.0f} steps/s (all methods) "
-                          f"· {left:,.0f} s left" if remaining else
-                          f"{done:,} steps · {rate:,.0f} steps/s (all methods)")
-        pausing = self.paused  # "Pausing at the next evaluation…" stays until the run waits
-        if self.phase == "training" and not run.stop_requested and not pausing and data.first_step_at is not None:
-            names = ", ".join(theme.SHORT[m] for m in data.methods if m not in data.finished)
-            self._enter("training", f"Training {names} on {data.system.title}. Drift curves refresh every "
-                        f"{data.config.eval_every} steps.")
+        self.drainer.stop_periodic()
 
     def _conclude(self, run: runs.RunHandle, data: LiveData) -> None:
         self.run = None
         self._changed_during_run = False
-        self.paused = False
+        self._ask_pause(False)
         fins = data.finished
         if data.failed:
             self._enter("failed", f"The run failed: {data.failed}. Curves already shown are kept.")
@@ -695,10 +467,20 @@ class LabSession(param.Parameterized):
         does not allow (a bug, not a user's doing)."""
         if phase not in TRANSITIONS[self.phase]:
             raise ValueError(f"a session cannot go from {self.phase!r} to {phase!r}")
-        active = phase in ACTIVE
         if phase in ACTIVE:
             text = self._with_note(text)
-        self.param.update(phase=phase, running=active, status=text, status_kind=kind or PHASES[phase])
+        self._set_phase(phase, status=text, status_kind=kind or PHASES[phase])
+
+    def _set_phase(self, phase: str, **values) -> None:
+        """Change the phase, and ``running`` with it (both are read-only elsewhere)."""
+        with param.edit_constant(self):
+            self.param.update(phase=phase, running=phase in ACTIVE, **values)
+
+    def _ask_pause(self, wanted: bool) -> None:
+        """Record the user's pause request (read-only elsewhere: the views only read it)."""
+        if wanted != self.paused:
+            with param.edit_constant(self):
+                self.paused = wanted
 
     def _with_note(self, text: str) -> str:
         if self._changed_during_run and self.phase in ACTIVE:
@@ -722,7 +504,3 @@ class LabSession(param.Parameterized):
     def results_json(self) -> io.StringIO:
         query = self.location.search if self.location is not None else "?" + self.query_string()
         return export.results_json(self.data, query)
-
-    def query_string(self) -> str:
-        """The settings as a URL query (what the address bar holds when served)."""
-        return settings.query_string(self.system, self.methods, self.config, self.current_system)

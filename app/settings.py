@@ -1,5 +1,6 @@
-"""Which settings a session shows and a link carries: one list per kind, read by the
-controls, the URL sync and the session."""
+"""Which settings a session shows and a link carries (one list per kind, read by the
+controls, the URL sync and the session), and the settings a system change resets and a
+run freezes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import numbers
 import param
 
 from conserv_core import training
-from conserv_core.systems import ALL_SYSTEMS, FieldSystem, ODESystem
+from conserv_core.systems import ALL_SYSTEMS, FieldSystem, ODESystem, System, get_system
+
+from app import theme
 
 #: training settings that get a widget whatever constraints and methods are registered;
 #: the constraint settings card's are derived (:func:`constraint_fields`)
@@ -80,6 +83,36 @@ def system_fields(key: str) -> list[str]:
 def values(obj: param.Parameterized) -> dict:
     """Parameter values of ``obj`` (copies of lists), without ``name``."""
     return {k: list(v) if isinstance(v, list) else v for k, v in obj.param.values().items() if k != "name"}
+
+
+def system_defaults(key: str, system: System) -> dict:
+    """The training settings a change to system ``key`` resets: those of its live demo,
+    its own horizon and no invariant pinned (:data:`KEEP_ON_SYSTEM_CHANGE` and the
+    server's threads are left alone)."""
+    base = training.make_config(key, **theme.demo_config(key))
+    out = {k: v for k, v in values(base).items() if k not in (*KEEP_ON_SYSTEM_CHANGE, "threads")}
+    out["horizon"] = float(system.horizon)
+    out["invariants"] = []
+    return out
+
+
+def method_keys(text: str) -> list[str]:
+    """The keys of methods written as ``"a,b,c"`` (how a link and the session carry them)."""
+    return [k.strip() for k in text.split(",") if k.strip()]
+
+
+def run_config(config: training.TrainConfig, threads: int, evals_per_run: int) -> training.TrainConfig:
+    """A fresh, validated copy of ``config`` for one run (later edits don't touch it), with
+    the server's ``threads`` and ``eval_every`` set for ``evals_per_run`` refreshes."""
+    out = values(config)
+    out["threads"] = threads
+    out["eval_every"] = max(1, math.ceil(out["steps"] / evals_per_run))
+    return training.make_config(None, **out)
+
+
+def run_system(key: str, system: System) -> System:
+    """A fresh copy of ``system`` (the run keeps it while the user edits)."""
+    return get_system(key, **values(system))
 
 
 def query_string(system_key: str, methods: list[str], config: training.TrainConfig, system) -> str:

@@ -156,12 +156,13 @@ DRAW_BUDGET = None
 
 
 def replay(data: dict, n_sessions: int) -> dict:
+    from app import drain as D
     from app import rundata as R
     from app import session as S
     from conserv_core import training
 
     global DRAW_BUDGET
-    DRAW_BUDGET = S.DRAW_BUDGET_S
+    DRAW_BUDGET = D.DRAW_BUDGET_S
     clock = SimClock()
     real_time = S.time
     pages: list[Page] = []
@@ -177,7 +178,7 @@ def replay(data: dict, n_sessions: int) -> dict:
             if current:
                 current[0].flushed |= before - set(self.dirty)
 
-    S.time, R.time, S.LiveData.flush = clock, clock, flush
+    S.time, D.time, R.time, S.LiveData.flush = clock, clock, clock, flush
     try:
         c0 = time.thread_time()
         pages = [Page(data["methods"]) for _ in range(n_sessions)]
@@ -192,8 +193,8 @@ def replay(data: dict, n_sessions: int) -> dict:
                 p.drain()
             current.clear()
 
-        records = [(data["setup"], S.SetupDone(data["setup"])), *[(t, r) for t, r in data["records"]]]
-        tick = S.DRAIN_MS / 1000
+        records = [(data["setup"], D.SetupDone(data["setup"])), *[(t, r) for t, r in data["records"]]]
+        tick = D.DRAIN_MS / 1000
         next_tick = tick
         for t, rec in records:
             while t > next_tick:  # the periodic drains before this record arrives
@@ -216,7 +217,7 @@ def replay(data: dict, n_sessions: int) -> dict:
         ok = [p.dash.session.status_kind for p in pages]
         assert all(k == "success" for k in ok), ok
     finally:
-        S.time, R.time, S.LiveData.flush = real_time, real_time, real_flush
+        S.time, D.time, R.time, S.LiveData.flush = real_time, real_time, real_time, real_flush
         for p in pages:
             p.close()
     rounds = len({r.step for _, r in data["records"]

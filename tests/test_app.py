@@ -617,11 +617,44 @@ def test_phase_transitions_are_checked():
     assert not s.running and s.status_kind == "success"
     with pytest.raises(ValueError, match="cannot go from 'done' to 'training'"):
         s._enter("training", "z")
+    # the phase is the one run state: running follows it, and neither is set from outside
+    for name, value in (("phase", "training"), ("running", True), ("paused", True)):
+        with pytest.raises(TypeError, match="Constant parameter"):
+            setattr(s, name, value)
+    assert s.phase == "done" and not s.running and not s.paused
     from app import phases
 
     for phase, kind in phases.PHASES.items():
         assert kind in s.param.status_kind.objects, phase
     s.close()
+
+
+def test_a_served_session_drains_on_its_documents_periodic_callback():
+    """Served, the drain is Bokeh's periodic callback on the page's own document (public
+    API, no busy mark per tick, dropped with the session), and ``close`` removes it."""
+    import asyncio
+    import weakref
+
+    from bokeh.document import Document
+
+    class Context:  # what makes a document served, as far as Panel asks
+        pass
+
+    ctx, doc = Context(), Document()
+    doc._session_context = weakref.ref(ctx)
+    s = app_session.LabSession()
+    s.autodrain = True
+
+    async def served():
+        pn.state.curdoc = doc  # a context variable: set in this task only
+        s._ensure_periodic()
+        assert s.drainer.periodic.active and len(doc.session_callbacks) == 1
+        s._ensure_periodic()  # once per session
+        assert len(doc.session_callbacks) == 1
+        s.close()
+        assert not s.drainer.periodic.active and not doc.session_callbacks
+
+    asyncio.run(served())
 
 
 @pytest.mark.slow
