@@ -374,17 +374,6 @@ def _line_columns(paths: list[np.ndarray], dims: list[str]) -> dict:
     return {dims[0]: xy[:, 0], dims[1]: xy[:, 1]}
 
 
-def _line(paths: list[np.ndarray], dims: list[str]) -> hv.Curve:
-    """Several (T, 2) paths drawn as one line, with NaN rows between them (Bokeh leaves a
-    gap there). A Curve in data order redraws several times faster than a multi-path
-    ``hv.Path``, which matters when a redraw holds the session's thread."""
-    paths = [p for p in paths if len(p)]
-    if not paths:
-        return hv.Curve([], *dims)
-    gap = np.full((1, 2), np.nan)
-    return hv.Curve(np.concatenate([x for p in paths for x in (p, gap)][:-1]), *dims)
-
-
 def _clip_path(xy: np.ndarray, limit: float = 1e3) -> np.ndarray:
     """A path cut where it blows up (a diverging rollout must not wreck the axes)."""
     ok = np.isfinite(xy).all(-1) & (np.abs(xy) < limit).all(-1)
