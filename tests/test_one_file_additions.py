@@ -268,13 +268,16 @@ def test_a_plugin_file_adds_them_to_the_cli():
 
 def test_a_plugin_trains_on_a_cluster_of_separate_processes(cluster):
     """Served on a cluster, the server passes its plugins to every worker: a run of the
-    added method on the added system, on scheduler and workers started as their own
-    processes, ends like the same run in process, bit for bit."""
+    added methods (the copy, the separable HNN's, the L1 penalty's with its own setting)
+    on the added system, on scheduler and workers started as their own processes, ends
+    like the same run in process, bit for bit."""
     from conserv_core import runs
 
-    cfg = dict(steps=12, width=8, eval_every=6, n_test=3, horizon=1.0, device="cpu")
-    spec = runs.RunSpec("oscillator", {"omega": 2.0}, ("baseline_copy", "hnn"), cfg)
-    with methods.registered(COPY), systems.registered(Oscillator):  # the server's side knows them
+    cfg = dict(steps=12, width=8, eval_every=6, n_test=3, horizon=1.0, device="cpu", l1_weight=2.0)
+    spec = runs.RunSpec("oscillator", {"omega": 2.0}, ("baseline_copy", "hnn", "sephnn", "l1_penalty"), cfg)
+    # the server's side knows them
+    with methods.registered(COPY), systems.registered(Oscillator), models.registered("sephnn", SeparableHNN), \
+            methods.registered(SEPARABLE), constraints.registered(L1Penalty), methods.registered(L1_METHOD):
         lone = runs.InProcessExecutor(threads=1).submit(spec)
         assert lone.finished.wait(120)
         ex = runs.DaskExecutor.connect(cluster, plugins=[str(PLUGIN)])
@@ -291,7 +294,7 @@ def test_a_plugin_trains_on_a_cluster_of_separate_processes(cluster):
         return [(r.method, r.step, r.test_mse, tuple(r.drift["energy"].rel)) for r in handle.queue
                 if isinstance(r, training.Evaluation) and r.method != "truth"]
 
-    assert numbers(h) == numbers(lone) and len(numbers(h)) == 6
+    assert numbers(h) == numbers(lone) and len(numbers(h)) == 12
 
 
 def test_the_separable_hnn_keeps_its_own_energy_on_untrained_weights():
