@@ -303,6 +303,12 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
     # the baseline's is 1.3-6x the LNN's over seeds 0-4 ("wanders off" at 5x held on 1/5)
     Claim("lnn-below-baseline", "the LNN's stays within a few per cent, below the baseline's",
           "preset lnn-double-pendulum", live_setting("lnn-double-pendulum"), _drift("lnn"), (_drift("baseline"),)),
+    # --- the generic LNN runs away (its velocity Hessian near singular early in training)
+    Claim("generic-lnn-energy-above-baseline", "the LNN's energy drift and test error climb past the baseline's",
+          "preset generic-lnn-runaway", live_setting("generic-lnn-runaway"), _drift("baseline"), (_drift("lnn"),)),
+    Claim("generic-lnn-error-above-baseline", "the LNN's energy drift and test error climb past the baseline's",
+          "preset generic-lnn-runaway", live_setting("generic-lnn-runaway"), Term("baseline", "test_mse"),
+          (Term("lnn", "test_mse"),)),
 ]}
 
 
