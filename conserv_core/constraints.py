@@ -33,11 +33,12 @@ file: the CLI, the links and the dashboard's "Constraint settings" card read the
 from __future__ import annotations
 
 import abc
-import contextlib
 from typing import Callable, ClassVar
 
 import param
 import torch
+
+from conserv_core import registry
 
 Tensor = torch.Tensor
 ResidualFn = Callable[[torch.nn.Module, Tensor], dict[str, Tensor]]  # -> name: (M, k)
@@ -283,11 +284,6 @@ def unregister(kind: str) -> None:
         config._param__private.params.clear()
 
 
-@contextlib.contextmanager
 def registered(cls: type[Constraint]):
     """``with registered(C):`` the constraint and its new settings exist inside the block only."""
-    register(cls)
-    try:
-        yield cls
-    finally:
-        unregister(cls.kind)
+    return registry.scoped(register, unregister, cls.kind, cls)

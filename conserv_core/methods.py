@@ -13,10 +13,9 @@ so a method added with :func:`register` is drawn, trained and listed like the ot
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
-from conserv_core import constraints, models
+from conserv_core import constraints, models, registry
 from conserv_core.systems.base import ParameterError, System
 
 
@@ -257,15 +256,10 @@ def unregister(key: str) -> None:
     ALL_METHODS.pop(key, None)
 
 
-@contextlib.contextmanager
 def registered(method: Method):
     """``with registered(m):`` the method is offered inside the block only (for tests and
     notebooks that try a method out)."""
-    register(method)
-    try:
-        yield method
-    finally:
-        unregister(method.key)
+    return registry.scoped(register, unregister, method.key, method)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ The knobs (width, depth, activation, Fourier modes) are declared once, with boun
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 
@@ -46,6 +45,7 @@ from conserv_core.models.lagrangian import LagrangianNN, euler_lagrange_accelera
 from conserv_core.models.mlp import ACTIVATIONS, FieldMLP, MLPVectorField, PeriodicFeatures
 from conserv_core.models.port_hamiltonian import PortHamiltonianNN
 from conserv_core.models.symmetric import SymmetricHNN
+from conserv_core import registry
 from conserv_core.systems.base import ParameterError, describe_range
 
 ARCHITECTURES: dict[str, type[Model]] = {
@@ -181,14 +181,9 @@ def unregister(key: str) -> None:
     ARCHITECTURES.pop(key, None)
 
 
-@contextlib.contextmanager
 def registered(key: str, cls: type[Model]):
     """``with registered(key, cls):`` the architecture is offered inside the block only."""
-    register(key, cls)
-    try:
-        yield cls
-    finally:
-        unregister(key)
+    return registry.scoped(register, unregister, key, key, cls)
 
 
 def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:

@@ -6,8 +6,8 @@ system added here is checked by every generic test automatically.
 
 from __future__ import annotations
 
-import contextlib
 
+from conserv_core import registry
 from conserv_core.systems.base import (
     Dataset,
     FieldSystem,
@@ -50,14 +50,9 @@ def unregister(key: str) -> None:
     ALL_SYSTEMS.pop(key, None)
 
 
-@contextlib.contextmanager
 def registered(cls: type[System]):
     """``with registered(cls):`` the system is offered inside the block only."""
-    register(cls)
-    try:
-        yield cls
-    finally:
-        unregister(cls.key)
+    return registry.scoped(register, unregister, cls.key, cls)
 
 
 def get_system(key: str, **params) -> System:
