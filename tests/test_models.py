@@ -308,6 +308,7 @@ def test_the_hnn_field_without_a_graph_is_autograds_bit_for_bit(dtype, depth):
     model.set_scales(torch.randn(50, 6, dtype=dtype) * 2, torch.randn(50, 6, dtype=dtype))
     z = _far(256, 6).to(dtype)
     assert models.mlp.has_trunk_gradient(model.net)
+    assert model._written_out_gradient  # the rollout below takes the written-out path
     with torch.no_grad():
         fast = model(z)
     slow = models.hamiltonian_vector_field(model.hamiltonian, z, create_graph=False)

@@ -62,6 +62,9 @@ class HamiltonianNN(EnergyModel):
         """``cls(state_dim, width=, depth=, activation=)``, refusing an odd state (``[q, p]``)."""
         return cls(spec.even_state(), width=spec.width, depth=spec.depth, activation=spec.activation)
 
+    #: False for a subclass that builds itself without this ``__init__`` (the symmetric HNN)
+    _written_out_gradient: bool = False
+
     def __init__(self, state_dim: int, width: int = 64, depth: int = 2, activation: str = "tanh"):
         super().__init__()
         if state_dim < 2 or state_dim % 2:
@@ -71,6 +74,12 @@ class HamiltonianNN(EnergyModel):
         self.register_buffer("x_mean", torch.zeros(state_dim))
         self.register_buffer("x_std", torch.ones(state_dim))
         self.register_buffer("h_scale", torch.ones(()))
+        #: whether a rollout may take ∇H written out (mlp.trunk_gradient): H is this class's
+        #: trunk (a subclass with an H of its own, the symmetric HNN's pair sum, keeps
+        #: autograd's) and the trunk's activation has a written-out backward. Fixed at
+        #: construction, so the per-step test is one flag
+        self._written_out_gradient = (type(self).hamiltonian is HamiltonianNN.hamiltonian
+                                      and mlp.has_trunk_gradient(self.net))
 
     @torch.no_grad()
     def set_scales(self, x: Tensor, y: Tensor) -> None:
@@ -111,10 +120,8 @@ class HamiltonianNN(EnergyModel):
 
         Where no graph is wanted (a rollout, under ``torch.no_grad()``) and the trunk
         allows, ``∇H_θ`` is written out (:func:`~conserv_core.models.mlp.trunk_gradient`):
-        the same numbers as autograd's, several times faster. A subclass with an ``H`` of
-        its own (the symmetric HNN's pair sum) keeps autograd's."""
-        if (torch.is_grad_enabled() or type(self).hamiltonian is not HamiltonianNN.hamiltonian
-                or not mlp.has_trunk_gradient(self.net)):
+        the same numbers as autograd's, several times faster."""
+        if torch.is_grad_enabled() or not self._written_out_gradient:
             return hamiltonian_vector_field(self.hamiltonian, z)
         dof = self.state_dim // 2
         dH = mlp.trunk_gradient(self.net, (z - self.x_mean) / self.x_std, self.h_scale) / self.x_std
