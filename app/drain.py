@@ -133,7 +133,7 @@ class Drainer:
             self.drain(budget=DRAW_BUDGET_S)
         except Exception as err:  # never let a drain error kill the callback silently
             s.report_error(err)
-        if s.run is None and (s.data is None or not s.data.dirty) and not s.ood_probe.busy:
+        if s.run is None and (s.data is None or not s.data.dirty) and not s.ood_probe.working:
             self.stop_periodic()
 
     # -- the drain ----------------------------------------------------------------------------

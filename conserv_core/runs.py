@@ -413,17 +413,22 @@ class Executor:
     def _launch(self, handle: RunHandle) -> None:
         raise NotImplementedError
 
-    def reevaluate(self, spec: RunSpec, weights: dict, **changes) -> list:
+    def reevaluate(self, spec: RunSpec, weights: dict, urgent: bool = True, **changes) -> list:
         """Futures of :func:`reevaluate` (each ``.done()``, ``.result()``), one per method,
         whose answers together hold every method and the truth: finished runs' models
         evaluated again where this executor trains, never in the caller's thread (the
         server only draws), one task per method so a cluster evaluates them side by side.
-        ``changes`` are checked here, before anything is sent."""
+        ``changes`` are checked here, before anything is sent.
+
+        Args:
+            urgent: a slider move a student waits for (ahead of every run); False: an
+                evaluation ahead of the student (:mod:`app.ood`), behind every run and move.
+        """
         sysm, cfg = spec.build()
         training.reevaluation_config(cfg, **changes)
-        return [self._reevaluate(spec.to_dict(), {k: w}, dict(changes)) for k, w in weights.items()]
+        return [self._reevaluate(spec.to_dict(), {k: w}, dict(changes), urgent) for k, w in weights.items()]
 
-    def _reevaluate(self, spec_dict: dict, weights: dict, changes: dict):
+    def _reevaluate(self, spec_dict: dict, weights: dict, changes: dict, urgent: bool):
         raise NotImplementedError
 
     def _stop(self, handle: RunHandle) -> None:
@@ -493,13 +498,17 @@ class InProcessExecutor(Executor):
     def _stop(self, handle: RunHandle) -> None:
         handle.stop_event.set()
 
-    def _reevaluate(self, spec_dict: dict, weights: dict, changes: dict):
+    def _reevaluate(self, spec_dict: dict, weights: dict, changes: dict, urgent: bool):
+        # a thread for moves and one for evaluations ahead: a move never queues behind
+        # the evaluations ahead (they share the cores meanwhile)
+        name = "_pool" if urgent else "_pool_ahead"
         with self._lock:
-            if getattr(self, "_pool", None) is None:
+            if getattr(self, name, None) is None:
                 from concurrent.futures import ThreadPoolExecutor
 
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="conserv-reevaluate")
-        return self._pool.submit(reevaluate, spec_dict, weights, changes)
+                setattr(self, name, ThreadPoolExecutor(1, thread_name_prefix=f"conserv-reevaluate{name[5:]}"))
+            pool = getattr(self, name)
+        return pool.submit(reevaluate, spec_dict, weights, changes)
 
     def _control(self, handle: RunHandle) -> None:
         pass  # the run holds the handle's own gate
@@ -649,6 +658,12 @@ class WorkerSetup(_WorkerPlugin):
         training.warm_up()
 
 
+#: the Dask priority of the OOD slider's evaluations ahead (``urgent=False``): below every
+#: live run (``-order``) and every move (1), above sweeps (``sweeps.PRIORITY - k``), so a
+#: room's runs go first and a sweep's hour of cells does not hold back a finished run's slider
+AHEAD_PRIORITY = -500_000_000
+
+
 class DaskExecutor(Executor):
     """Runs on a Dask distributed cluster, in arrival order, one task per run.
 
@@ -692,10 +707,12 @@ class DaskExecutor(Executor):
 
         return cls(Client(address, timeout=timeout), threads=threads, plugins=plugins)
 
-    def _reevaluate(self, spec_dict: dict, weights: dict, changes: dict):
-        # above every live run (they are submitted at -order <= 0) and every sweep: a
-        # slider move waits only for a free worker thread, never behind queued runs
-        return self.client.submit(reevaluate, spec_dict, weights, changes, pure=False, priority=1, retries=0)
+    def _reevaluate(self, spec_dict: dict, weights: dict, changes: dict, urgent: bool):
+        # a move: above every live run (they are submitted at -order <= 0) and every
+        # sweep, so it waits only for a free worker thread, never behind queued runs; an
+        # evaluation ahead: below all of them
+        priority = 1 if urgent else AHEAD_PRIORITY
+        return self.client.submit(reevaluate, spec_dict, weights, changes, pure=False, priority=priority, retries=0)
 
     @property
     def dashboard_link(self) -> str:

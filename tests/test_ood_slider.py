@@ -144,3 +144,56 @@ def test_the_flow_gets_its_dye_and_violation_out_there():
         assert {"truth", *s.data.methods} <= set(s.data.drift_series("mass"))
     finally:
         d.close()
+
+
+@pytest.mark.slow
+def test_every_value_of_the_slider_is_evaluated_ahead_so_a_move_is_drawn_at_once(done_dash):
+    from app import ood
+    from conserv_core import training
+
+    d, _ = done_dash
+    s = d.session
+    assert ood.ahead_order(3.0)[:3] == [3.0, 2.0, 4.0] and len(ood.ahead_order(3.0)) == 10
+    drain_until(d, lambda: not s.ood_probe.working, timeout=120)
+    assert sorted(s.ood_probe._seen) == [float(f) for f in range(1, 11)]
+    assert s.data.stressed is None and not s.ood_probe.latencies  # nothing drawn unasked
+    d.drift_view.ood_slider.value = 7.0
+    assert not s.ood_probe.busy and s.data.stress_factor == 7.0 and s.ood_probe.latencies == [0.0]
+    # what was evaluated ahead is the move's own answer, bit for bit
+    sysm, cfg = s.data.spec.build()
+    direct = training.reevaluate(sysm, cfg, dict(s.data.weights), ood_factor=7.0)
+    for m, ev in direct.items():
+        ahead = s.data.stressed[m]
+        for q, curve in ev.drift_ood.items():
+            assert ahead.drift_ood[q].rel == curve.rel, (m, q)
+
+
+@pytest.mark.slow
+def test_a_move_to_the_factor_on_its_way_waits_for_it_and_nothing_is_evaluated_ahead_while_a_run_queues(done_dash):
+    d, _ = done_dash
+    s, probe = d.session, d.session.ood_probe
+    assert probe._ahead is not None and probe._ahead[0] == 3.0  # the run's own factor first
+    d.drift_view.ood_slider.value = 3.0 + 1.0  # not yet on its way: a move of its own
+    assert probe._job is not None and 4.0 not in probe._todo
+    drain_until(d, lambda: probe._job is None and probe._ahead is not None, timeout=60)
+    on_way = probe._ahead[0]
+    d.drift_view.ood_slider.value = on_way
+    assert probe.busy and probe._job is None  # no second job for it
+    drain_until(d, lambda: not probe.busy, timeout=60)
+    assert s.data.stress_factor == on_way and probe.latencies[0] > 0
+
+    class Queued:
+        phase = "queued"
+
+    real = s.executor.active
+    s.executor.active = lambda: [Queued()]
+    try:
+        drain_until(d, lambda: probe._ahead is None, timeout=60)
+        left = list(probe._todo)
+        for _ in range(5):
+            d.drain()
+        assert probe._ahead is None and probe._todo == left and left  # held back while a run waits
+    finally:
+        s.executor.active = real
+    drain_until(d, lambda: not probe.working, timeout=120)
+    assert not probe._todo

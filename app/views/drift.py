@@ -10,7 +10,7 @@ import functools
 
 import panel as pn
 
-from app import theme
+from app import ood, theme
 from app.live import LivePlot
 from app.rundata import DRIFT_FLOOR, StreamSet, has_learned_energy
 from app.views.common import _PlotView, _series_overlay, _series_styles, _styled, guarded, html
@@ -35,7 +35,7 @@ class DriftView(_PlotView):
         probe = s.ood_probe
         self.ood_slider = pn.widgets.FloatSlider(
             label="Move the test out: starts × the training band",
-            start=probe.param.factor.bounds[0], end=probe.param.factor.bounds[1], step=0.5, value=probe.factor,
+            start=probe.param.factor.bounds[0], end=probe.param.factor.bounds[1], step=ood.STEP, value=probe.factor,
             disabled=True, width=360,
             margin=(4, 10), css_classes=["cl-ood-slider"])
         self.ood_slider.param.watch(guarded(s, lambda e: setattr(probe, "factor", e.new)), "value")
