@@ -14,9 +14,31 @@ solver step are converted to state-steps by their measured cost
 smaller than :data:`MIN_BATCH` is counted as :data:`MIN_BATCH`: below that, torch's
 per-call overhead, not the batch, sets a step's cost (a pendulum RK4 step of 32 states
 takes ~0.1-0.2 ms on one core, one of 1 000 states ~0.3 ms). The unit is priced at a
-learned model's rollout, the bulk of most runs: an RK4 step of 32 states (four forward
-passes of the default models) takes 1-3 ms on one core, so a million state-steps are
-roughly 30-90 seconds of one core (the true systems' own fields are cheaper).
+learned model's rollout, the bulk of most runs: an RK4 step of 32 states of the default
+pendulum MLP (width 64) takes 0.4-0.6 ms on one core, so a million state-steps are
+roughly 15-20 seconds of one core (``benchmarks/bench_budget.py``).
+
+Not every state costs a unit. Each model prices its own states
+(:meth:`conserv_core.models.Model.cost_per_state`, asked through
+:meth:`conserv_core.methods.Method.cost_per_state`; the true field through
+:meth:`~conserv_core.systems.base.System.cost_per_state`), because only the model knows
+what its work grows with: the symmetric HNN sums a network over the N(N − 1)/2 body
+pairs and backpropagates through that sum again in training, so a 64-body run (2 016
+pairs) costs ~1 400 units a rollout state and ~7 700 a training sample, and was once
+priced like two bodies. The prices, measured by ``benchmarks/bench_budget.py`` on one
+core, ratio to the unit timed beside each row (n-body, width 128; two runs, noisy on a
+shared machine)::
+
+    model     N=2 roll/train   N=8 roll/train   N=16 roll/train   grows with
+    truth     0.8-1.1  -        1.2-1.5  -        1.5-1.6  -          pairs (mildly)
+    baseline  1.2-2.5  1.6-1.9  1.3      1.7      1.3-1.4  1.9-2.0    state_dim
+    hnn       2.0-4.6  2.3-2.8  2.0-2.7  2.7-3.3  2.1-2.2  3.3        state_dim
+    phnn      4.1-5.2  3.1-3.6  6.0-8.0  5.9-7.5  8.3-9.3  13-14      state_dim²
+    lnn       16-17    23-34    21-26    74-96    47-58    204-281    dof²
+    shnn      7.4-8.5  2.6-3.7  25       76-88    86-96    398-536    pairs
+
+The fits each model declares follow these within the noise (the benchmark prints them
+beside the measurements as ``pred``).
 
 The limit is :data:`DEFAULT_MAX_WORK`, or the environment variable ``CONSERV_MAX_WORK``
 (a server sets it for every session it starts), or the ``max_work`` argument.
@@ -35,12 +57,15 @@ from conserv_core.systems.base import ODESystem, ParameterError, System
 MIN_BATCH = 32
 #: the environment variable that overrides :data:`DEFAULT_MAX_WORK`
 ENV_VAR = "CONSERV_MAX_WORK"
-#: The default limit. Measured with :func:`estimate`: the largest default demo (n-body
-#: at its recommended config, all five methods side by side) needs 4.1e6 state-steps,
-#: the largest preset 1.5e6 (``flow-mass``); this is ~50x the first. A 100 000-step
-#: dashboard run of five methods (1.2e8, tens of minutes, stoppable) still starts;
-#: a pendulum at horizon=1e5 and its default dt (3.8e8: a million RK4 steps per rollout,
-#: minutes for the truth alone) is refused, as is anything at dt=1e-5 over a long horizon.
+#: The default limit, ~45-65 minutes of one core at the measured unit: it refuses what
+#: would hold a worker for an hour. Measured with :func:`estimate` at the models' own
+#: prices: every system's recommended config with the methods its page ticks needs at
+#: most 4.0e6 state-steps (n-body), every preset at most 7.3e6 (``wrong-symmetry``, three
+#: n-body models); the most a default config can ask, all seven n-body methods side by
+#: side, is 2.6e7 (several minutes of a core: the LNN's Hessians and the symmetric HNN's
+#: pairs are really that dear), ~8x under. A pendulum at horizon=1e5 and its default dt
+#: (3.8e8: a million RK4 steps per rollout, minutes for the truth alone) is refused, as is
+#: anything at dt=1e-5 over a long horizon, and a symmetric HNN on 64 bodies (2.6e9).
 DEFAULT_MAX_WORK = 2e8
 #: one training sample through one optimisation step, in state-steps: a 512-batch step
 #: (forward and backward) of the default pendulum/n-body models costs 4-8 ms on one core,
@@ -128,6 +153,23 @@ def _rollout_factor(config) -> float:
     return f
 
 
+def _num(x: float) -> str:
+    """A price for a message: three figures, whole numbers with thousands separated."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _dearest(key: str, price: float, costs: dict) -> str:
+    """The dearest method's price and what sets it, for a term's detail ("" when every
+    model is priced at the unit and says nothing)."""
+    why = costs[key].why
+    return f" (dearest {key}: {_num(price)} units, {why})" if why else ""
+
+
+def _lower(cost) -> str:
+    """The setting that lowers a model's price, added to a term's fix."""
+    return f", or lower {cost.lower} ({cost.why})" if cost.lower else ""
+
+
 def estimate(system: System, method_keys: list[str] | tuple[str, ...], config) -> list[Term]:
     """The work of training ``method_keys`` side by side (as
     :class:`~conserv_core.training.Comparison` does) on ``system`` with ``config``,
@@ -135,6 +177,11 @@ def estimate(system: System, method_keys: list[str] | tuple[str, ...], config) -
     """
     keys = list(dict.fromkeys(method_keys)) or [next(k for k, m in methods.ALL_METHODS.items() if m.is_reference)]
     n_methods = len(keys)
+    # what a state costs each method's model on this system, and the dearest, which the
+    # message names with what sets its price (the symmetric HNN: the body pairs)
+    costs = {k: methods.get_method(k).cost_per_state(system) for k in keys}
+    dear_roll = max(keys, key=lambda k: costs[k].rollout)
+    dear_train = max(keys, key=lambda k: costs[k].train)
     n_constrained = sum(methods.get_method(k).constraint is not None for k in keys)  # a soft constraint's work
     n_evals = _n_evaluations(config)
     # every evaluation of every method, and the truth once
@@ -171,10 +218,13 @@ def estimate(system: System, method_keys: list[str] | tuple[str, ...], config) -
         n_train = max(1, int(0.8 * n_traj * n_points))
         eval_steps = max(1, int(round(horizon / dt)))
         cases = 2 * config.n_test
+        # every method's rollouts at its model's price, and the truth's once at the field's
+        priced = n_evals * _rollout_factor(config) * sum(c.rollout for c in costs.values()) + system.cost_per_state()
         terms.append(Term(
-            "rollouts", float(eval_steps) * _batch(cases) * rollouts,
-            f"horizon={horizon:g} / dt={dt:g} = {eval_steps:,} steps × {cases} test cases × {rollouts:g} rollouts",
-            "lower horizon or n_test, or raise dt or eval_every"))
+            "rollouts", float(eval_steps) * _batch(cases) * priced,
+            f"horizon={horizon:g} / dt={dt:g} = {eval_steps:,} steps × {cases} test cases × {rollouts:g} rollouts"
+            f" × {_num(priced / rollouts)} units a state{_dearest(dear_roll, costs[dear_roll].rollout, costs)}",
+            "lower horizon or n_test, or raise dt or eval_every" + _lower(costs[dear_roll])))
         if isinstance(system, ODESystem) and type(system).reference_rollout is ODESystem.reference_rollout:
             # RK4 at reference_dt between every pair of sample times (integrators.solve)
             gap = system.t_span / (n_points - 1)
@@ -183,15 +233,22 @@ def estimate(system: System, method_keys: list[str] | tuple[str, ...], config) -
         else:  # a closed-form reference: one evaluation per sample
             ref_steps = n_points
             detail = f"n_points={n_points:,} × n_traj={n_traj:,}"
-        terms.append(Term("training data", float(ref_steps) * _batch(n_traj), detail,
+        truth = system.cost_per_state()
+        if truth != 1.0:
+            detail += f" × {_num(truth)} units a state"
+        terms.append(Term("training data", float(ref_steps) * _batch(n_traj) * truth, detail,
                           "lower the system's n_traj, t_span or n_points"))
     batch = min(config.batch_size, n_train)
-    samples = n_methods * _batch(batch) + n_constrained * _batch(config.n_colloc)
+    # a soft constraint's collocation points go through the same model: its price too
+    samples = sum((_batch(batch) + (_batch(config.n_colloc) if methods.get_method(k).constraint is not None else 0))
+                  * costs[k].train for k in keys)
+    plain = n_methods * _batch(batch) + n_constrained * _batch(config.n_colloc)
     train = config.steps * samples * TRAIN_SAMPLE_COST
     detail = f"steps={config.steps:,} × ({n_methods} method(s) × batch {batch:,}"
     detail += f" + {n_constrained} constrained × n_colloc={config.n_colloc:,})" if n_constrained else ")"
-    detail += f" × {TRAIN_SAMPLE_COST:g}"
-    terms.append(Term("training", float(train), detail, "lower steps, batch_size or n_colloc"))
+    detail += f" × {TRAIN_SAMPLE_COST:g} × {_num(samples / plain)} units a sample"
+    detail += _dearest(dear_train, costs[dear_train].train, costs)
+    terms.append(Term("training", float(train), detail, "lower steps, batch_size or n_colloc" + _lower(costs[dear_train])))
     return sorted(terms, key=lambda t: -t.work)
 
 

@@ -83,6 +83,13 @@ class Method:
         HNN), which a view can draw against the true one."""
         return self.capable(system, "pair_potential")
 
+    def cost_per_state(self, system: System) -> models.Cost:
+        """What one state of ``system`` costs its model, relative to the work budget's
+        unit (:meth:`conserv_core.models.Model.cost_per_state`); the unit where the method
+        does not apply."""
+        cls = self.model_class(system)
+        return models.Cost() if cls is None else cls.cost_per_state(system)
+
     def coords(self, system: System) -> str | None:
         """The state its model works in: ``"canonical"`` ``[q, p]``, ``"velocity"``
         ``[q, q̇]`` or ``"field"`` (None: does not apply)."""

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from conserv_core.models import base, divfree, hamiltonian, lagrangian, mlp, port_hamiltonian, symmetric
-from conserv_core.models.base import CAPABILITIES, EnergyModel, FieldModel, Model, Spec
+from conserv_core.models.base import CAPABILITIES, Cost, EnergyModel, FieldModel, Model, Spec
 from conserv_core.models.divfree import DivFreeField, divergence, stream_function_velocity
 from conserv_core.models.hamiltonian import HamiltonianNN, hamiltonian_vector_field
 from conserv_core.models.lagrangian import LagrangianNN, euler_lagrange_acceleration, tikhonov_solve
@@ -218,6 +218,7 @@ __all__ = [
     "ACTIVATIONS",
     "ARCHITECTURES",
     "CAPABILITIES",
+    "Cost",
     "MAX_STATE_DIM",
     "DivFreeField",
     "EnergyModel",

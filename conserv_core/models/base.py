@@ -47,6 +47,30 @@ _MEMBERS = {"learned_energy": "learned_energy", "gradient_form": "gradient_form"
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What one state costs a model, in units of the work budget's state-step
+    (:mod:`conserv_core.budget`): the default pendulum MLP advancing one state one RK4
+    step (``rollout``), or taking one training sample through one optimisation step
+    (``train``, priced further by ``budget.TRAIN_SAMPLE_COST``).
+
+    A model declares it (:meth:`Model.cost_per_state`) because only the model knows how
+    its work grows: a dense MLP with its input width, the symmetric HNN with the number
+    of body pairs. Were every state priced alike, a 64-body symmetric HNN (2 016 pairs,
+    ~1 300 units a state) would be priced like two bodies and hold a worker for hours.
+    The figures are measured by ``benchmarks/bench_budget.py``.
+    """
+
+    #: an RK4 step of one state under ``no_grad``, relative to the unit
+    rollout: float = 1.0
+    #: one training sample through one optimisation step, relative to the unit's
+    train: float = 1.0
+    #: what sets the price, for the budget's message (e.g. "2,016 pairs of n_bodies=64")
+    why: str = ""
+    #: the setting that lowers it, for the message (e.g. "n_bodies"; empty: none to name)
+    lower: str = ""
+
+
+@dataclass(frozen=True)
 class Spec:
     """The settings every architecture is built from, already checked against
     :class:`~conserv_core.models.ModelSpec`'s bounds (:func:`conserv_core.models.spec_for`)."""
@@ -128,6 +152,15 @@ class Model(nn.Module, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def set_scales(self, x, y) -> None:
         """Store the location and spread of the training inputs ``x`` and targets ``y``."""
+
+    @classmethod
+    def cost_per_state(cls, system) -> Cost:
+        """What one state of ``system`` costs this model, relative to the default pendulum
+        MLP (:class:`Cost`). The default, one unit, suits a model as cheap as that MLP and
+        the field models (whose work the budget counts by the grid and the parcels); an
+        architecture whose cost grows with the system overrides it with its measured
+        figures (``benchmarks/bench_budget.py``), so the budget never asks which it is."""
+        return Cost()
 
     @classmethod
     def from_spec(cls, spec: Spec, **options) -> Model:

@@ -26,7 +26,7 @@ import numbers
 from torch import nn
 
 from conserv_core.models import mlp
-from conserv_core.models.base import EnergyModel, Spec
+from conserv_core.models.base import Cost, EnergyModel, Spec
 from conserv_core.systems.base import ParameterError
 
 Tensor = torch.Tensor
@@ -163,6 +163,17 @@ class LagrangianNN(EnergyModel):
     coords: ClassVar[str] = "velocity"
     default_activation: ClassVar[str] = "softplus"
     capabilities: ClassVar[frozenset[str]] = frozenset({"learned_energy", "conserves_learned_energy"})
+
+    @classmethod
+    def cost_per_state(cls, system) -> Cost:
+        """The Euler–Lagrange equations need the velocity Hessian of ``L`` (one backward per
+        degree of freedom) and a dof × dof solve in every evaluation, training a third
+        derivative: the dearest of the dense models, growing with dof². Measured
+        (benchmarks/bench_budget.py, one core, width 128, the generic form): rollout 15.6
+        units at dof = 4, 21-26 at 16, 47-58 at 32; training 23-34, 74-96, 204-281 (two runs)."""
+        x = system.state_dim // 2
+        return Cost(rollout=15.0 + 0.3 * x + 0.02 * x * x, train=20.0 + 0.8 * x + 0.2 * x * x,
+                    why=f"dof={x}")
 
     @classmethod
     def from_spec(cls, spec: Spec, form: str = "generic", angles: tuple[int, ...] = (), **options) -> LagrangianNN:

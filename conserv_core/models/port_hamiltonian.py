@@ -31,6 +31,7 @@ import torch
 
 from conserv_core import integrators
 from conserv_core.models import mlp
+from conserv_core.models.base import Cost
 from conserv_core.models.hamiltonian import HamiltonianNN
 
 Tensor = torch.Tensor
@@ -51,6 +52,15 @@ class PortHamiltonianNN(HamiltonianNN):
     default_activation: ClassVar[str] = "tanh"
     #: an HNN's, less 'conserves_learned_energy': its energy may fall
     capabilities: ClassVar[frozenset[str]] = frozenset({"learned_energy", "gradient_form"})
+
+    @classmethod
+    def cost_per_state(cls, system) -> Cost:
+        """The HNN's, plus a dissipation network with dof(dof+1)/2 outputs and the
+        product ``R∇H = L(Lᵀ∇H)``: it grows with D². Measured (benchmarks/bench_budget.py,
+        one core, width 128): rollout 5.2 units at D = 8, 6.0 at 32, 8.3 at 64; training
+        3.6, 5.9, 13."""
+        d = system.state_dim
+        return Cost(rollout=5.1 + 7.7e-4 * d * d, train=3.6 + 2.3e-3 * d * d, why=f"state_dim={d}")
 
     def __init__(self, state_dim: int, width: int = 64, depth: int = 2, activation: str = "tanh"):
         super().__init__(state_dim, width=width, depth=depth, activation=activation)

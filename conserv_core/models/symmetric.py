@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from conserv_core.models import mlp
-from conserv_core.models.base import Spec
+from conserv_core.models.base import Cost, Spec
 from conserv_core.models.hamiltonian import HamiltonianNN
 from conserv_core.systems.base import ParameterError
 
@@ -89,6 +89,20 @@ class SymmetricHNN(HamiltonianNN):
     #: (:func:`training.on_bodies`); one learned pair function a view can draw
     capabilities: ClassVar[frozenset[str]] = frozenset({"learned_energy", "conserves_learned_energy",
                                                         "gradient_form", "any_bodies", "pair_potential"})
+
+    @classmethod
+    def cost_per_state(cls, system) -> Cost:
+        """Its energy runs the pair network on every one of the N(N − 1)/2 pairs, and its
+        field is that sum's gradient (training backpropagates through it again): the
+        cost grows with the pairs, not the state. Measured (benchmarks/bench_budget.py, one
+        core, width 128; two runs): rollout 7.4-8.5 units at 1 pair (N = 2), 24.6-25.4 at 28
+        (N = 8), 86-96 at 120 (N = 16); training 2.6-3.7, 76-88, 398-536. At N = 64 (2 016
+        pairs) that is ~1 400 and ~7 700 units: a default run is hours, not the 0.2 % of the
+        limit that pricing every state alike gave it."""
+        n = system.state_dim // 4
+        pairs = n * (n - 1) // 2
+        return Cost(rollout=8.0 + 0.7 * pairs, train=3.5 + 3.8 * pairs,
+                    why=f"{pairs:,} pairs of n_bodies={n}", lower="n_bodies")
 
     @classmethod
     def from_spec(cls, spec: Spec, **options) -> SymmetricHNN:

@@ -195,6 +195,14 @@ class System(param.Parameterized):
 
     __abstract = True
 
+    def cost_per_state(self) -> float:
+        """What one state of the true field costs an RK4 step, relative to the work
+        budget's unit (:mod:`conserv_core.budget`: the default pendulum MLP). One unit
+        overprices the closed-form fields (the pendulum's is 0.4, benchmarks/bench_budget.py),
+        which errs towards refusing; a field that grows with the system overrides it (a
+        flow's solver is priced by its grid instead)."""
+        return 1.0
+
     def invariant_names(self) -> tuple[str, ...]:
         """Names of the quantities a drift view reports for this system."""
         raise NotImplementedError

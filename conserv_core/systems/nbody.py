@@ -234,6 +234,13 @@ class NBody(ODESystem):
     def dof(self) -> int:
         return 2 * self.n_bodies
 
+    def cost_per_state(self) -> float:
+        """The true field sums the force over all N(N − 1)/2 pairs. Measured
+        (benchmarks/bench_budget.py, one core): 1.1 units at N = 2, 1.2 at 8, 1.5 at 16;
+        by the pairs, ~8 at N = 64."""
+        n = self.n_bodies
+        return 1.1 + 0.0035 * (n * (n - 1) // 2)
+
     @param.depends("n_bodies", "mass", "masses", "G", "softening", "trap", watch=True, on_init=True)
     def _cache_constants(self) -> None:
         # plain Python values for the hot path: a param attribute read costs ~10 µs and
