@@ -127,6 +127,13 @@ class Drainer:
     def stop_periodic(self) -> None:
         self.periodic.stop()
 
+    def now(self) -> None:
+        """A served session's drain at once, as its next tick would do it: for a change
+        the user waits on whose answer is already here (a slider move to a factor
+        evaluated ahead), rather than up to :data:`DRAIN_MS` later."""
+        if self.session.autodrain:
+            self._tick()
+
     def _tick(self) -> None:
         s = self.session
         try:

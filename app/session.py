@@ -203,6 +203,8 @@ class LabSession(param.Parameterized):
         try:
             if self.ood_probe.request(self.executor):
                 self._ensure_periodic()
+                if not self.ood_probe.busy:  # drawn from an answer already here: now
+                    self.drainer.now()
         except (ParameterError, ValueError) as err:
             self.ood_probe.note = f"Cannot evaluate there: {err}"
             return
