@@ -492,6 +492,8 @@ def _cmd_sweep(args, out) -> int:
         # passes that test but the writer would replace it
         sweeps.check_out(path, "--out")
         _check_writable("--out", path)
+        if args.resume:  # a file --resume cannot trust: one line before anything is printed
+            sweeps.check_resume(path, fmt, "--out")
     cls = ALL_SYSTEMS[args.system]
     system_params: dict[str, list] = {}
     for pair in args.param:

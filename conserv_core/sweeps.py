@@ -406,7 +406,7 @@ def _csv_records(data: bytes):
         yield fields, end
 
 
-def _check_resume_csv(path: str, data: bytes) -> tuple[int | None, str]:
+def _check_resume_csv(path: str, data: bytes, flag: str = "out") -> tuple[int | None, str]:
     """Check a CSV results file before a sweep resumes from it: ``(keep, note)``.
 
     A file cut mid-write (a crash, a full disk, a kill) ends in a partial row: its cell
@@ -418,7 +418,7 @@ def _check_resume_csv(path: str, data: bytes) -> tuple[int | None, str]:
     under the wrong columns, so it is refused.
 
     Raises:
-        ParameterError: one line naming ``out`` and what is wrong, before anything runs.
+        ParameterError: one line naming ``flag`` and what is wrong, before anything runs.
     """
     records = list(_csv_records(data))
     if not records:
@@ -426,17 +426,17 @@ def _check_resume_csv(path: str, data: bytes) -> tuple[int | None, str]:
     header, header_end = records[0]
     bad = sorted({repr(ch) for name in header for ch in name if ord(ch) < 32 or ord(ch) == 127})
     if bad:
-        raise ParameterError(f"out {path}: the header holds control characters ({', '.join(bad)}); "
+        raise ParameterError(f"{flag} {path}: the header holds control characters ({', '.join(bad)}); "
                              f"not a results file --resume can trust")
     if len(records) == 1 and not data.endswith(b"\n"):
         return 0, "the header was cut off (no rows); the file is written again"
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise ParameterError(f"out {path}: no {', '.join(missing)} column(s) in the header; "
+        raise ParameterError(f"{flag} {path}: no {', '.join(missing)} column(s) in the header; "
                              f"--resume needs a results file a sweep wrote")
     dup = sorted({c for c in header if header.count(c) > 1})
     if dup:
-        raise ParameterError(f"out {path}: the header names {', '.join(dup)} twice; "
+        raise ParameterError(f"{flag} {path}: the header names {', '.join(dup)} twice; "
                              f"not a results file --resume can trust")
     n, ci = len(header), header.index("cell")
     rows = records[1:]
@@ -447,7 +447,7 @@ def _check_resume_csv(path: str, data: bytes) -> tuple[int | None, str]:
             return (rows[i - 1][1] if i else header_end), f"dropped a partial last row ({whose}); it reruns"
         if len(fields) != n or not fields[ci]:
             what = f"{len(fields)} fields, the header {n}" if len(fields) != n else "no cell key"
-            raise ParameterError(f"out {path}: row {i + 1} has {what}; "
+            raise ParameterError(f"{flag} {path}: row {i + 1} has {what}; "
                                  f"not a results file --resume can trust (only a partial last row is dropped)")
     return None, ""
 
@@ -561,6 +561,29 @@ def _csv_row(row: dict) -> dict:
             for k, v in row.items()}
 
 
+def _read_bytes(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as err:
+        raise ParameterError(f"{flag} {path}: cannot read it to resume ({err.strerror or err})") from None
+
+
+def check_resume(path: str | os.PathLike, fmt: str = "csv", flag: str = "out") -> str:
+    """Check the results file a sweep would resume, changing nothing: what resuming would
+    change in it (e.g. drop a partial last row), or ``""``. The CLI calls it before it
+    builds the grid, so a file that cannot be trusted is one line before anything else;
+    :func:`run` checks again when it resumes (the file may have changed in between).
+
+    Raises:
+        ParameterError: a CSV that cannot be trusted (see :func:`_check_resume_csv`).
+    """
+    path = os.fspath(path)
+    if fmt != "csv" or not os.path.exists(path) or os.path.getsize(path) == 0:
+        return ""
+    return _check_resume_csv(path, _read_bytes(path, flag), flag)[1]
+
+
 def _existing_rows(path: str, fmt: str = "csv") -> tuple[list[dict], str]:
     """The rows a resumed sweep keeps from ``path``, and a note of what it changed there.
 
@@ -572,12 +595,7 @@ def _existing_rows(path: str, fmt: str = "csv") -> tuple[list[dict], str]:
         return [], ""
     note = ""
     if fmt == "csv":
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except OSError as err:
-            raise ParameterError(f"out {path}: cannot read it to resume ({err.strerror or err})") from None
-        keep, note = _check_resume_csv(path, data)
+        keep, note = _check_resume_csv(path, _read_bytes(path, "out"))
         if keep is not None:
             try:
                 os.truncate(path, keep)
@@ -831,6 +849,6 @@ def sweep(system: str, methods, seeds=(0,), out=None, scheduler: str | None = No
     return run(cells, client=client, scheduler=scheduler, workers=workers, out=out, resume=resume)
 
 
-__all__ = ["Cell", "Grid", "MAX_CELLS", "PRIORITY", "Status", "cell_key", "check_out", "evaluation_metrics", "grid",
+__all__ = ["Cell", "Grid", "MAX_CELLS", "PRIORITY", "Status", "cell_key", "check_out", "check_resume", "evaluation_metrics", "grid",
            "output_path",
            "read", "run", "run_cell", "run_cell_on_worker", "sweep"]
