@@ -227,12 +227,18 @@ def _empty_key(text: str) -> str:
     return "\r\n".join(lines)
 
 
+def _twice(text: str) -> str:
+    assert ",width," in text.split("\r\n")[0]
+    return text.replace(",width,", ",config_steps,", 1)
+
+
 UNTRUSTED = {
     "NUL in the header": (_nul_header, "the header holds control characters ('\\x00')"),
     "no cell column": (_no_cell, "no cell column(s) in the header"),
     "a short row in the middle": (_short_middle_row, "row 1 has"),
     "a long row in the middle": (_long_middle_row, "row 1 has"),
     "a row without its cell key": (_empty_key, "row 2 has no cell key"),
+    "a column named twice": (_twice, "the header names config_steps twice"),
 }
 
 
@@ -262,7 +268,7 @@ def _full_disk(monkeypatch, header_too: bool) -> None:
         def writeheader(self):
             if header_too:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            return super().writeheader()
+            return self.writer.writerow(self.fieldnames)  # DictWriter's own goes through writerow
 
         def writerow(self, rowdict):
             raise OSError(errno.ENOSPC, "No space left on device")
