@@ -477,7 +477,20 @@ class _Writer:
                 fresh = not os.path.exists(path) or os.path.getsize(path) == 0
                 if fresh or self._header() != self.columns:
                     self._rewrite_csv()
+                else:
+                    self._cut_partial_last_row()
                 self._open_append()
+
+    def _cut_partial_last_row(self) -> None:
+        """Appending to a file that ends mid-row (a sweep cut off, run again without
+        ``resume``) would glue the first new row onto the partial one: cut it first. A
+        resumed file had this done, and said, by :func:`_existing_rows`."""
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        if data.endswith(b"\n"):
+            return
+        ends = [end for _, end in _csv_records(data)]
+        os.truncate(self.path, ends[-2] if len(ends) > 1 else 0)
 
     @contextmanager
     def _writing(self, tmp: str | None = None):
@@ -849,6 +862,5 @@ def sweep(system: str, methods, seeds=(0,), out=None, scheduler: str | None = No
     return run(cells, client=client, scheduler=scheduler, workers=workers, out=out, resume=resume)
 
 
-__all__ = ["Cell", "Grid", "MAX_CELLS", "PRIORITY", "Status", "cell_key", "check_out", "check_resume", "evaluation_metrics", "grid",
-           "output_path",
-           "read", "run", "run_cell", "run_cell_on_worker", "sweep"]
+__all__ = ["Cell", "Grid", "MAX_CELLS", "PRIORITY", "Status", "cell_key", "check_out", "check_resume",
+           "evaluation_metrics", "grid", "output_path", "read", "run", "run_cell", "run_cell_on_worker", "sweep"]

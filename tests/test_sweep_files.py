@@ -190,6 +190,17 @@ def test_the_cli_says_it_dropped_a_partial_row(tmp_path, ran, capsys):
     assert open(p, "rb").read() == whole
 
 
+def test_a_sweep_without_resume_does_not_glue_its_first_row_onto_a_partial_one(tmp_path, ran):
+    p = tmp_path / "r.csv"
+    cells = three_cells()
+    sweeps.run(cells, out=p)
+    whole = open(p, "rb").read()
+    open(p, "wb").write(whole[:-9])
+    sweeps.run(cells[2:], out=p)  # the cut cell again, without --resume: appended
+    assert open(p, "rb").read() == whole
+    assert_whole(p, 3)
+
+
 def test_a_cut_header_is_written_again(tmp_path, ran, capsys):
     p = tmp_path / "r.csv"
     sweeps.run(three_cells(), out=p)
