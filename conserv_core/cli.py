@@ -488,7 +488,12 @@ def _cmd_sweep(args, out) -> int:
     path = note = None
     if args.out:  # checked before the grid is built, let alone run
         path, fmt, note = sweeps.output_path(args.out)
+        # first: opening a FIFO to test it would block, and a device node or a symlink
+        # passes that test but the writer would replace it
+        sweeps.check_out(path, "--out")
         _check_writable("--out", path)
+        if args.resume:  # a file --resume cannot trust: one line before anything is printed
+            sweeps.check_resume(path, fmt, "--out")
     cls = ALL_SYSTEMS[args.system]
     system_params: dict[str, list] = {}
     for pair in args.param:
@@ -524,9 +529,12 @@ def _cmd_sweep(args, out) -> int:
     if note:
         sys.stderr.write(f"sweep: {note}\n")
     tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-    shown = {"link": False}
+    shown = {"link": False, "repaired": False}
 
     def progress(st) -> None:
+        if st.repaired and not shown["repaired"]:  # even with --quiet: the file was changed
+            sys.stderr.write(f"sweep: {st.path}: {st.repaired}\n")
+            shown["repaired"] = True
         if st.dashboard_link and not shown["link"]:
             sys.stderr.write(f"sweep: Dask dashboard {st.dashboard_link}\n")
             shown["link"] = True

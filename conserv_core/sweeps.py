@@ -37,9 +37,12 @@ import itertools
 import json
 import math
 import os
+import stat
+import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -354,6 +357,101 @@ def read(path: str | os.PathLike):
                                         "system": str}, keep_default_na=True)
 
 
+def check_out(path: str | os.PathLike, flag: str = "out") -> None:
+    """Refuse an output path that is not a regular file or a new path, before any cell runs.
+
+    The writer replaces the file whole (a temporary file renamed over it) whenever the
+    header widens, and appends otherwise: over a device node (as root, /dev/null became a
+    regular file), a FIFO (the append blocks until someone reads), a symlink (the rename
+    replaces the link, not its target) or a folder, either one does harm or loses the rows.
+    ``lstat``, not ``stat``: a symlink is refused even where it points at a regular file.
+
+    Raises:
+        ParameterError: one line naming ``flag`` and what the path is.
+    """
+    path = os.fspath(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return  # a new file: the writer creates it
+    except OSError as err:
+        raise ParameterError(f"{flag} {path}: cannot be inspected ({err.strerror or err}); "
+                             f"give a regular file or a new path") from None
+    mode = st.st_mode
+    what = ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "a device node" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else None if stat.S_ISREG(mode) else "not a regular file")
+    if what is not None:
+        raise ParameterError(f"{flag} {path} is {what}; give a regular file or a new path "
+                             f"(the results file is replaced and appended to)")
+
+
+#: the columns a resumed CSV must have: the writer writes them in every file it starts
+REQUIRED_COLUMNS = (*BASE_COLUMNS, *METRIC_COLUMNS)
+
+
+def _csv_records(data: bytes):
+    """``(fields, end)`` for each CSV record of ``data``: its fields and the byte offset just
+    past it (a quoted field may hold line breaks, so a record can span several lines)."""
+    end = 0
+
+    def lines():
+        nonlocal end
+        for line in data.splitlines(keepends=True):
+            end += len(line)
+            yield line.decode("utf-8", errors="replace")
+
+    for fields in csv.reader(lines()):
+        yield fields, end
+
+
+def _check_resume_csv(path: str, data: bytes, flag: str = "out") -> tuple[int | None, str]:
+    """Check a CSV results file before a sweep resumes from it: ``(keep, note)``.
+
+    A file cut mid-write (a crash, a full disk, a kill) ends in a partial row: its cell
+    did not finish as far as the file knows, so the row is dropped (``keep``: the bytes
+    to keep, None for all) and the cell runs again; ``note`` says so. Anything else that
+    is wrong, a header without the columns the writer always writes or holding control
+    characters, a row in the middle with the wrong number of fields, means the file is
+    not one this writer wrote whole: resuming would skip cells on a guess or append rows
+    under the wrong columns, so it is refused.
+
+    Raises:
+        ParameterError: one line naming ``flag`` and what is wrong, before anything runs.
+    """
+    records = list(_csv_records(data))
+    if not records:
+        return None, ""
+    header, header_end = records[0]
+    bad = sorted({repr(ch) for name in header for ch in name if ord(ch) < 32 or ord(ch) == 127})
+    if bad:
+        raise ParameterError(f"{flag} {path}: the header holds control characters ({', '.join(bad)}); "
+                             f"not a results file --resume can trust")
+    if len(records) == 1 and not data.endswith(b"\n"):
+        return 0, "the header was cut off (no rows); the file is written again"
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ParameterError(f"{flag} {path}: no {', '.join(missing)} column(s) in the header; "
+                             f"--resume needs a results file a sweep wrote")
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
+        raise ParameterError(f"{flag} {path}: the header names {', '.join(dup)} twice; "
+                             f"not a results file --resume can trust")
+    n, ci = len(header), header.index("cell")
+    rows = records[1:]
+    for i, (fields, _) in enumerate(rows):
+        last = i == len(rows) - 1
+        if last and (not data.endswith(b"\n") or len(fields) < n):
+            whose = f"cell {fields[ci]}" if ci < len(fields) - 1 else "its cell key cut too"
+            return (rows[i - 1][1] if i else header_end), f"dropped a partial last row ({whose}); it reruns"
+        if len(fields) != n or not fields[ci]:
+            what = f"{len(fields)} fields, the header {n}" if len(fields) != n else "no cell key"
+            raise ParameterError(f"{flag} {path}: row {i + 1} has {what}; "
+                                 f"not a results file --resume can trust (only a partial last row is dropped)")
+    return None, ""
+
+
 class _Writer:
     """Appends rows to a results file as they arrive, flushed after each one.
 
@@ -361,6 +459,10 @@ class _Writer:
     file with the wider header: rare, e.g. a first row without drift columns). Parquet:
     the whole table rewritten to a temporary file and renamed over the old one after
     every row, so a reader never sees half a file.
+
+    A write that fails (a full disk: ``ENOSPC``) is one :class:`ParameterError` line, not a
+    traceback, and leaves no temporary file: the rows already in the file stay, a row cut
+    by the failure is a partial last row that ``resume`` drops and runs again.
     """
 
     def __init__(self, path: str, fmt: str, columns: list[str], existing: list[dict]):
@@ -371,11 +473,52 @@ class _Writer:
             self._widen(r)
         self._fh = None
         if fmt == "csv":
-            fresh = not os.path.exists(path) or os.path.getsize(path) == 0
-            if fresh or self._header() != self.columns:
-                self._rewrite_csv()
-            self._fh = open(path, "a", newline="")
-            self._csv = csv.DictWriter(self._fh, fieldnames=self.columns, restval="")
+            with self._writing():
+                fresh = not os.path.exists(path) or os.path.getsize(path) == 0
+                if fresh or self._header() != self.columns:
+                    self._rewrite_csv()
+                else:
+                    self._cut_partial_last_row()
+                self._open_append()
+
+    def _cut_partial_last_row(self) -> None:
+        """Appending to a file that ends mid-row (a sweep cut off, run again without
+        ``resume``) would glue the first new row onto the partial one: cut it first. A
+        resumed file had this done, and said, by :func:`_existing_rows`."""
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        if data.endswith(b"\n"):
+            return
+        ends = [end for _, end in _csv_records(data)]
+        os.truncate(self.path, ends[-2] if len(ends) > 1 else 0)
+
+    @contextmanager
+    def _writing(self, tmp: str | None = None):
+        """Turn an ``OSError`` while writing into one line naming ``out``; remove ``tmp``."""
+        try:
+            yield
+        except OSError as err:
+            if tmp is not None:
+                try:
+                    os.remove(tmp)
+                except OSError:
+                    pass
+            self._abandon()
+            raise ParameterError(f"out {self.path}: writing failed ({err.strerror or err}); the rows "
+                                 f"already in it are kept, resume runs the rest") from None
+
+    def _abandon(self) -> None:
+        """Drop the open handle without flushing it again (its flush is what failed)."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass
+
+    def _open_append(self) -> None:
+        self._fh = open(self.path, "a", newline="")
+        self._csv = csv.DictWriter(self._fh, fieldnames=self.columns, restval="")
 
     def _header(self) -> list[str]:
         with open(self.path, newline="") as fh:
@@ -388,12 +531,13 @@ class _Writer:
 
     def _rewrite_csv(self) -> None:
         tmp = f"{self.path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=self.columns, restval="")
-            w.writeheader()
-            for r in self.rows:
-                w.writerow(_csv_row(r))
-        os.replace(tmp, self.path)
+        with self._writing(tmp):
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=self.columns, restval="")
+                w.writeheader()
+                for r in self.rows:
+                    w.writerow(_csv_row(r))
+            os.replace(tmp, self.path)
 
     def append(self, row: dict) -> None:
         self.rows.append(row)
@@ -402,22 +546,25 @@ class _Writer:
             import pandas
 
             tmp = f"{self.path}.tmp-{uuid.uuid4().hex[:8]}"
-            pandas.DataFrame(self.rows, columns=self.columns).to_parquet(tmp, index=False)
-            os.replace(tmp, self.path)
+            with self._writing(tmp):
+                pandas.DataFrame(self.rows, columns=self.columns).to_parquet(tmp, index=False)
+                os.replace(tmp, self.path)
             return
         if wider:
-            self._fh.close()
+            self._abandon()
             self._rewrite_csv()
-            self._fh = open(self.path, "a", newline="")
-            self._csv = csv.DictWriter(self._fh, fieldnames=self.columns, restval="")
+            with self._writing():
+                self._open_append()
         else:
-            self._csv.writerow(_csv_row(row))
-        self._fh.flush()
+            with self._writing():
+                self._csv.writerow(_csv_row(row))
+                self._fh.flush()
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            with self._writing():
+                fh, self._fh = self._fh, None
+                fh.close()
 
 
 def _csv_row(row: dict) -> dict:
@@ -427,11 +574,56 @@ def _csv_row(row: dict) -> dict:
             for k, v in row.items()}
 
 
-def _existing_rows(path: str) -> list[dict]:
+def _read_bytes(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as err:
+        raise ParameterError(f"{flag} {path}: cannot read it to resume ({err.strerror or err})") from None
+
+
+def check_resume(path: str | os.PathLike, fmt: str = "csv", flag: str = "out") -> str:
+    """Check the results file a sweep would resume, changing nothing: what resuming would
+    change in it (e.g. drop a partial last row), or ``""``. The CLI calls it before it
+    builds the grid, so a file that cannot be trusted is one line before anything else;
+    :func:`run` checks again when it resumes (the file may have changed in between).
+
+    Raises:
+        ParameterError: a CSV that cannot be trusted (see :func:`_check_resume_csv`).
+    """
+    path = os.fspath(path)
+    if fmt != "csv" or not os.path.exists(path) or os.path.getsize(path) == 0:
+        return ""
+    return _check_resume_csv(path, _read_bytes(path, flag), flag)[1]
+
+
+def _existing_rows(path: str, fmt: str = "csv") -> tuple[list[dict], str]:
+    """The rows a resumed sweep keeps from ``path``, and a note of what it changed there.
+
+    A CSV is checked first (:func:`_check_resume_csv`); a partial last row is cut off the
+    file itself, so the next row starts on a line of its own instead of being glued to the
+    partial one. A Parquet file is written whole (renamed into place), so it is read as is.
+    """
     if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return []
-    df = read(path)
-    return df.to_dict("records")
+        return [], ""
+    note = ""
+    if fmt == "csv":
+        keep, note = _check_resume_csv(path, _read_bytes(path, "out"))
+        if keep is not None:
+            try:
+                os.truncate(path, keep)
+            except OSError as err:
+                raise ParameterError(f"out {path}: cannot cut its partial last row ({err.strerror or err})") from None
+            if keep == 0:
+                return [], note
+    try:
+        df = read(path)
+    except Exception as err:  # a file pandas cannot parse: one line, not a traceback
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ParameterError(f"out {path}: cannot read it to resume ({first})") from None
+    if "cell" not in df.columns:
+        raise ParameterError(f"out {path}: no cell column; --resume needs a results file a sweep wrote")
+    return df.to_dict("records"), note
 
 
 # ---------------------------------------------------------------------------------------
@@ -449,6 +641,9 @@ class Status:
     path: str | None = None
     format: str | None = None
     note: str = ""
+    #: what resume changed in the file before running, e.g. a partial last row it dropped
+    #: (that cell runs again); empty when nothing
+    repaired: str = ""
 
     @property
     def remaining(self) -> int:
@@ -495,12 +690,19 @@ def run(cells: list[Cell], *, client=None, scheduler: str | None = None, workers
             each), closed at the end.
         out: the results file, appended to as each row arrives (see :func:`output_path`).
         resume: skip the cells whose key already has a row in ``out`` (not a ``stopped``
-            one); their rows come back in the DataFrame as read.
+            one); their rows come back in the DataFrame as read. The file is checked first:
+            a partial last row (a write cut off) is dropped and its cell runs again
+            (:attr:`Status.repaired` says so, and stderr where there is no ``on_progress``);
+            a file it cannot trust is refused with a :class:`ParameterError` line.
         on_row: called with each new row (a dict) as it completes, in this thread.
         stop_event: set it (from any thread) to end the sweep: running cells stop within a
             step, queued ones do not start; their rows say ``stopped`` and are not written.
         priority: Dask priority of the first cell's task (the k-th gets ``priority - k``).
         on_progress: called with a :class:`Status` at the start and after every row.
+
+    Raises:
+        ParameterError: ``out`` is not a regular file or a new path, a resumed file cannot
+            be trusted (both before any cell runs), or writing it failed (a full disk).
     """
     import pandas
 
@@ -509,17 +711,22 @@ def run(cells: list[Cell], *, client=None, scheduler: str | None = None, workers
     path = fmt = None
     note = ""
     existing: list[dict] = []
+    repaired = ""
     if out is not None:
         path, fmt, note = output_path(out)
+        check_out(path)
         if resume:
-            existing = [r for r in _existing_rows(path) if str(r.get("status")) != "stopped"]
+            found, repaired = _existing_rows(path, fmt)
+            existing = [r for r in found if str(r.get("status")) != "stopped"]
     have = {str(r["cell"]) for r in existing}
     keep = {c.key for c in cells}
     todo = [c for c in cells if c.key not in have]
     writer = _Writer(path, fmt, _columns(cells), existing) if path else None
     rows: dict[str, dict] = {str(r["cell"]): r for r in existing if str(r["cell"]) in keep}
     status = Status(total=len(todo), done=0, failed=0, skipped=len(cells) - len(todo), path=path, format=fmt,
-                    note=note)
+                    note=note, repaired=repaired)
+    if repaired and on_progress is None:  # said once, where a caller without a progress hook sees it
+        sys.stderr.write(f"sweep: {path}: {repaired}\n")
 
     def finish(cell: Cell, result: dict) -> None:
         row = _row(cell, result)
@@ -551,7 +758,7 @@ def run(cells: list[Cell], *, client=None, scheduler: str | None = None, workers
     columns = writer.columns if writer is not None else _columns(cells)
     columns = list(dict.fromkeys([*columns, *(k for r in ordered for k in r)]))
     frame = pandas.DataFrame(ordered, columns=columns)
-    frame.attrs.update(path=path, format=fmt, note=note, dashboard_link=status.dashboard_link)
+    frame.attrs.update(path=path, format=fmt, note=note, repaired=repaired, dashboard_link=status.dashboard_link)
     return frame
 
 
@@ -655,5 +862,5 @@ def sweep(system: str, methods, seeds=(0,), out=None, scheduler: str | None = No
     return run(cells, client=client, scheduler=scheduler, workers=workers, out=out, resume=resume)
 
 
-__all__ = ["Cell", "Grid", "MAX_CELLS", "PRIORITY", "Status", "cell_key", "evaluation_metrics", "grid", "output_path",
-           "read", "run", "run_cell", "run_cell_on_worker", "sweep"]
+__all__ = ["Cell", "Grid", "MAX_CELLS", "PRIORITY", "Status", "cell_key", "check_out", "check_resume",
+           "evaluation_metrics", "grid", "output_path", "read", "run", "run_cell", "run_cell_on_worker", "sweep"]
