@@ -534,6 +534,22 @@ def test_an_over_budget_link_is_refused_before_any_work():
         d.close()
 
 
+def test_a_64_body_symmetric_hnn_link_is_refused_with_the_pairs_named():
+    # priced like two bodies before issue 31, it held a worker for over an hour
+    loc = Location(search="?system=nbody&nbody.n_bodies=64&methods=shnn")
+    d = app.Dashboard(autodrain=False, location=loc)
+    try:
+        s = d.session
+        assert s.system == "nbody" and s.current_system.n_bodies == 64 and list(s.methods) == ["shnn"]
+        t0 = time.perf_counter()
+        click(d.controls.train_button)
+        assert time.perf_counter() - t0 < 1.0
+        assert s.run is None and s.phase == "idle" and s.status_kind == "danger", s.status
+        assert "2,016 pairs of n_bodies=64" in s.status and "lower n_bodies" in s.status, s.status
+    finally:
+        d.close()
+
+
 # ---------------------------------------------------------------------------------------
 # sessions on a Dask cluster (scheduler and workers as processes: conftest's ``cluster``)
 # ---------------------------------------------------------------------------------------
