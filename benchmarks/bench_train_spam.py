@@ -76,7 +76,8 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=50)
     args = parser.parse_args()
     errors = _Count()
-    logging.getLogger("distributed").addHandler(errors)
+    for name in ("distributed", "distributed.client"):  # the client's logger does not propagate
+        logging.getLogger(name).addHandler(errors)
 
     ex = runs.InProcessExecutor(threads=1)
     threads_before = runs.RunHandle.deliver
