@@ -52,6 +52,13 @@ EVALS_PER_RUN = 6
 #: the system a new session opens on
 DEFAULT_SYSTEM = "pendulum"
 
+#: Train presses less than this far apart (seconds), with the settings unchanged, are one
+#: press: a double click, or the burst a page sends in one websocket message once its
+#: server was busy (200 clicks started 43 runs on the workers and slowed a neighbour's run
+#: from 20 s to 31 s, issue 31). Long enough for a burst, short enough that a deliberate
+#: second press to restart a run still does.
+COALESCE_S = 0.3
+
 
 class LabSession(param.Parameterized):
     """What one browser tab (or notebook) trains, and what it has seen.
@@ -102,6 +109,8 @@ class LabSession(param.Parameterized):
         #: where runs go (default: the process's :func:`executor`)
         self.executor = executor_ if executor_ is not None else executor()
         self.run: runs.RunHandle | None = None
+        #: when Train was last pressed (time.monotonic), for COALESCE_S
+        self._last_press_at = float("-inf")
         #: a settings change made while a run goes on (said in the status line)
         self._changed_during_run = False
         #: when the run began its current wait (perf_counter), so steps/s leaves the pause out
@@ -269,7 +278,10 @@ class LabSession(param.Parameterized):
     # -- actions ----------------------------------------------------------------------------
     def train(self) -> runs.RunHandle | None:
         """Submit a run with the current settings. A run of this session still waiting in
-        the queue is replaced and keeps its place; one already training is stopped."""
+        the queue is replaced and keeps its place; one already training is stopped.
+
+        A press that would start the same run again is the same press (see
+        :meth:`_coalesces`): the current run is returned and nothing reaches the cluster."""
         keys = [m for m in self.methods if m in self.valid_methods()]
         if not keys:
             self._set_status("Tick at least one method to train (the baseline is a good start).", "warning")
@@ -281,6 +293,10 @@ class LabSession(param.Parameterized):
                 raise ParameterError(f"device {cfg.device!r} is not available here; choose one of "
                                      f"{', '.join(available_devices())}")
             spec = runs.RunSpec.of(sysm, keys, cfg, max_work=work_budget.max_work())
+            now = time.monotonic()
+            since_last_press, self._last_press_at = now - self._last_press_at, now
+            if self._coalesces(spec, since_last_press):
+                return self.run
             # checked there in full (the work budget too) before anything is queued
             handle = self.executor.submit(spec, replaces=self.run, wake=self.drainer.waker())
         except (ParameterError, ValueError) as err:
@@ -309,6 +325,18 @@ class LabSession(param.Parameterized):
             self._enter("preparing", self._setup_text(data))
         self._ensure_periodic()
         return handle
+
+    def _coalesces(self, spec: runs.RunSpec, since_last_press: float) -> bool:
+        """Whether a press for ``spec`` is taken by the current run: the same settings,
+        and that run still waits to start (a queued run would only be replaced by its
+        twin) or the press follows the previous one within :data:`COALESCE_S` (a burst,
+        which would otherwise stop a run that just began and start it over, once per
+        click). Other settings replace the run as before (``replaces=``), and so does a
+        press on a paused run (Train starts it over, playing)."""
+        run = self.run
+        if run is None or run.finished.is_set() or run.stop_requested or self.paused or run.spec != spec:
+            return False
+        return run.phase == "queued" or since_last_press < COALESCE_S
 
     def _starts_now(self, handle: runs.RunHandle) -> bool:
         """Whether a free slot takes this run at once (no queue to show)."""

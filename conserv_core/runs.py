@@ -523,17 +523,22 @@ def run_on_worker(spec_dict: dict, run_id: str) -> str:
     """The task a Dask worker carries out: execute the spec, publishing record batches on
     the run's topic, stopping when the run's stop event is set. Returns ``"done"``, or
     ``"lost"`` when this is a retry after a worker died (the run is not started twice:
-    its first records are already on the page)."""
+    its first records are already on the page), or ``"stopped"`` when the run was stopped
+    before it began here (nothing is sent)."""
     from distributed import Event, Variable, get_worker
 
     worker = get_worker()
+    topic = _topic(run_id)
+    stop_remote = Event(f"{topic}-stop")
+    if stop_remote.is_set():
+        # replaced or stopped while it was on its way here (a cancel does not reach a task
+        # the scheduler already sent): no record, no set-up, the worker is free at once
+        return "stopped"
     started = Event(f"{_topic(run_id)}-started")
     if started.is_set():
         return "lost"
     started.set()
     spec = RunSpec.from_dict(spec_dict)
-    topic = _topic(run_id)
-    stop_remote = Event(f"{topic}-stop")
     stop_local = threading.Event()
     done = threading.Event()
     control = Variable(f"{topic}-control")
@@ -723,8 +728,14 @@ class DaskExecutor(Executor):
 
     def _launch(self, handle: RunHandle) -> None:
         topic = _topic(handle.id)
+        # the handler stays with the client after the run is forgotten (see _forget): it
+        # reaches the handle through this cell, which _forget empties
+        handle._listening = [handle]
 
-        def on_event(event):
+        def on_event(event, cell=handle._listening):
+            if not cell:  # a late batch of a forgotten run (replaced, cancelled): nothing to do
+                return
+            handle = cell[0]
             _, payload = event
             batch, latest = pickle.loads(payload)
             batch = [records.from_dict(d) for d in batch]
@@ -753,6 +764,8 @@ class DaskExecutor(Executor):
                     handle.end(failure=f"{name}: {err}")
             elif f.result() == "lost":
                 handle.end(failure="the worker process running this run died")
+            elif f.result() == "stopped":
+                handle.end(stopped="stopped while queued")
             else:
                 # the task returned: its last batch left the worker before the result did,
                 # on the same stream, so it is here or on its way; a safety net only
@@ -781,16 +794,26 @@ class DaskExecutor(Executor):
             pass
 
     def _forget(self, handle: RunHandle) -> None:
-        """Drop a finished run's topic and events from the scheduler (they would pile up)."""
+        """Drop a finished run's topic and events from the scheduler (they would pile up).
+
+        The topic's handler is kept, emptied: a batch the scheduler sent before our
+        unsubscription reached it still arrives after the run ended here (a replaced or
+        cancelled run whose worker was still sending), and a client with no handler for
+        its topic logs a traceback for each (``No event handler known for topic``; 137 of
+        them when 200 Train clicks arrived at once, issue 31). ``unsubscribe_topic`` leaves
+        the handler with the client, so the emptied handler (a closure and an empty list,
+        not the handle and its records) is what stays per run."""
         topic = _topic(handle.id)
+        listening = getattr(handle, "_listening", None)
+        if listening is None or not listening:
+            return  # forgotten already (a late batch, or the end seen from both sides)
+        listening.clear()
 
         def drop():
             try:
                 self.client.unsubscribe_topic(topic)
             except Exception:
                 pass
-            # the client keeps the handler (and with it the handle and its records) otherwise
-            getattr(self.client, "_event_handlers", {}).pop(topic, None)
             # the unsubscription reaches the scheduler first, and the run's stop watcher
             # lets go of its event
             time.sleep(2 * STOP_POLL_S)

@@ -23,7 +23,7 @@ from panel.io.location import Location
 import app
 from app import session as app_session
 from app import theme
-from conserv_core import presets, training
+from conserv_core import presets, runs, training
 from conserv_core.systems import ALL_SYSTEMS
 
 pytestmark = pytest.mark.timeout(120)
@@ -550,6 +550,54 @@ def test_a_64_body_symmetric_hnn_link_is_refused_with_the_pairs_named():
         d.close()
 
 
+def _spam_train(d: app.Dashboard, clicks: int = 50) -> list:
+    """Press Train ``clicks`` times in a row, settings unchanged (a burst a busy page sends
+    in one websocket message), run the run out, and return the handles submitted."""
+    ex = d.session.executor
+    submitted = []
+    real_submit = ex.submit
+
+    def counting_submit(*args, **kwargs):
+        submitted.append(real_submit(*args, **kwargs))
+        return submitted[-1]
+
+    ex.submit = counting_submit
+    try:
+        for _ in range(clicks):
+            click(d.controls.train_button)
+        drain_until(d, lambda: not d.session.running)
+    finally:
+        ex.submit = real_submit
+    return submitted
+
+
+def _ran_the_settings(d: app.Dashboard, steps: int) -> None:
+    s = d.session
+    assert s.phase == "done", s.status
+    assert s.data.spec.config["steps"] == steps and s.data.progress["baseline"].step == steps
+    assert all(f.status == "done" for f in s.data.finished.values())
+
+
+@pytest.mark.slow
+def test_fifty_train_presses_in_a_row_start_one_run():
+    d = app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=runs.InProcessExecutor()))
+    try:
+        tiny(d, steps=18)
+        submitted = _spam_train(d)
+        assert len(submitted) == 1, f"{len(submitted)} runs for one burst of presses"
+        _ran_the_settings(d, 18)
+        # other settings are another run: the press replaces the current one, as before
+        click(d.controls.train_button)
+        first = d.session.run
+        d.controls.config_widgets["steps"].value = 12
+        click(d.controls.train_button)
+        assert d.session.run is not first and first.stop_requested
+        drain_until(d, lambda: not d.session.running)
+        _ran_the_settings(d, 12)
+    finally:
+        d.close()
+
+
 # ---------------------------------------------------------------------------------------
 # sessions on a Dask cluster (scheduler and workers as processes: conftest's ``cluster``)
 # ---------------------------------------------------------------------------------------
@@ -564,6 +612,27 @@ def dask_ex(cluster):
 
 def _dash_on(ex) -> app.Dashboard:
     return app.Dashboard(autodrain=False, session=app_session.LabSession(executor_=ex))
+
+
+def _runs_sent_to_workers(dask_scheduler=None) -> int:
+    return len({t[0] for t in dask_scheduler.transition_log
+                if str(t[0]).startswith("conserv-run-") and t[2] == "processing"})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_fifty_train_presses_start_one_run_on_a_local_cluster():
+    ex = runs.DaskExecutor.local(n_workers=1, dashboard_address="127.0.0.1:0")
+    d = _dash_on(ex)
+    try:
+        tiny(d, steps=18)
+        submitted = _spam_train(d)
+        assert len(submitted) == 1, f"{len(submitted)} runs for one burst of presses"
+        assert ex.client.run_on_scheduler(_runs_sent_to_workers) == 1
+        _ran_the_settings(d, 18)
+    finally:
+        d.close()
+        ex.close()
 
 
 @pytest.mark.slow
