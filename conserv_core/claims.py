@@ -264,6 +264,18 @@ CLAIMS: dict[str, Claim] = {c.key: c for c in [
     Claim("symmetry-hnn-momentum-wanders", "The plain HNN keeps its energy but lets momentum wander",
           "preset momentum-by-symmetry", live_setting("momentum-by-symmetry"), _drift("shnn", "momentum"),
           (_drift("hnn", "momentum"),), factor=100),
+    # --- the symmetric HNN beside the HNN on the n-body demo (the README's shnn entry;
+    # the demo with shnn ticked: check() adds a claim's methods to its setting's)
+    # seeds 0-4: shnn's energy 21-1250x below the HNN's, its P exactly 0 (pair forces
+    # cancel in float arithmetic too), its L at most 1.0e-6; the HNN's P 0.13-0.63
+    Claim("readme-shnn-energy-below-hnn", "its largest energy drift is at least ten times below the HNN's",
+          "README", _NBODY, _drift("shnn"), (_drift("hnn"),), factor=10),
+    Claim("readme-shnn-momentum-round-off", "its momentum stays at round-off", "README", _NBODY,
+          _drift("shnn", "momentum"), (_bound(1e-6),)),
+    Claim("readme-shnn-angular-momentum-small", "its angular momentum within 1e-5", "README", _NBODY,
+          _drift("shnn", "angular_momentum"), (_bound(1e-5),)),
+    Claim("readme-hnn-momentum-wanders", "the HNN's momentum wanders past 0.1", "README", _NBODY,
+          _bound(0.1), (_drift("hnn", "momentum"),)),
     # --- friction: the right hard constraint
     Claim("damped-phnn-below-hnn", "Its largest energy error is below the baseline's and the HNN's",
           "preset damped-pendulum", live_setting("damped-pendulum"), _drift("phnn"), (_drift("hnn"),)),
