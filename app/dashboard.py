@@ -17,7 +17,7 @@ import holoviews as hv
 import panel as pn
 import param
 
-from app.serving import prepare_document, release_memory
+from app.serving import prepare_document, release_memory_soon
 from app.lesson_views import LessonMenu, LessonView, SharePanel
 from app.session import LabSession
 from app.settings import url_config_fields, url_system_fields
@@ -101,7 +101,7 @@ class Dashboard(pn.viewable.Viewer):
             loc.param.unwatch(watcher)
             self._link_watcher = None
         self._release_links()
-        release_memory()
+        release_memory_soon()  # one collection for a burst of closes, not one each
 
     def _release_links(self) -> None:
         """Drop this page's widgets from Panel's global registry of JS links. Editable
