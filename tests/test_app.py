@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -739,7 +740,20 @@ def test_a_served_session_drains_on_its_documents_periodic_callback():
         s.close()
         assert not s.drainer.periodic.active and not doc.session_callbacks
 
-    asyncio.run(served())
+    # on a thread of its own: a served page's test before may leave a loop running on this one
+    failed = []
+
+    def run():
+        try:
+            asyncio.run(served())
+        except BaseException as err:  # noqa: BLE001 -- handed to the test's thread
+            failed.append(err)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(30)
+    if failed:
+        raise failed[0]
 
 
 @pytest.mark.slow
