@@ -226,9 +226,16 @@ class Dashboard(pn.viewable.Viewer):
         ]
 
     def template(self) -> pn.template.BaseTemplate:
-        """The full page, built at once (a served page builds it after connecting:
-        :func:`create_app`)."""
-        return _page([self.lesson_menu, self.controls, self.share_panel], self.main())
+        """The full page (served by ``panel serve`` / ``conserv serve``)."""
+        # Bootstrap: every resource is served by Panel itself (no web fonts, no CDN), so a
+        # workshop without internet loads as fast as one with it
+        return pn.template.BootstrapTemplate(
+            title=TITLE,
+            sidebar=[self.lesson_menu, self.controls, self.share_panel],
+            main=self.main(),
+            sidebar_width=370,
+            header_background="#0b3d62",
+        )
 
     def __panel__(self):
         sidebar = pn.Column(self.lesson_menu, self.controls, self.share_panel, width=340)
@@ -236,35 +243,9 @@ class Dashboard(pn.viewable.Viewer):
 
 
 def create_app() -> pn.template.BaseTemplate:
-    """One page for one session (``pn.serve(create_app)``).
-
-    The GET of a page builds only the page's frame: an empty sidebar and main column with
-    a line saying the lab is loading. The session, its controls and cards are built once
-    the page's websocket has connected (``pn.state.onload``) and fill the frame in place.
-    Building them took ~1.2-1.7 s of the server's one event loop, and a GET that is never
-    followed (a link preview, a crawler, a student's reload spam) paid it in full: fifty
-    of them froze every page in the room for 54 s (issue 31)."""
+    """One page for one session (``pn.serve(create_app)``)."""
     prepare_document()  # before any component exists: see app.serving
-    sidebar = pn.Column(sizing_mode="stretch_width")
-    main = pn.Column(html("<p class='cl-loading'>Loading the lab…</p>"), sizing_mode="stretch_width")
-
-    def build():
-        dash = Dashboard()
-        sidebar.objects = [dash.lesson_menu, dash.controls, dash.share_panel]
-        main.objects = dash.main()
-
-    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-        pn.state.onload(build)
-    else:  # not served (a test, a script): build now
-        build()
-    return _page([sidebar], [main])
-
-
-def _page(sidebar: list, main: list) -> pn.template.BaseTemplate:
-    # Bootstrap: every resource is served by Panel itself (no web fonts, no CDN), so a
-    # workshop without internet loads as fast as one with it
-    return pn.template.BootstrapTemplate(title=TITLE, sidebar=sidebar, main=main, sidebar_width=370,
-                                         header_background="#0b3d62")
+    return Dashboard().template()
 
 
 if __name__.startswith("bokeh_app"):  # run as a script by `panel serve app/dashboard.py`
