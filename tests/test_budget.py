@@ -26,6 +26,24 @@ def _work(system, keys, cfg) -> float:
     return sum(t.work for t in budget.estimate(system, keys, cfg))
 
 
+def _refused_within_a_second(build, stop: threading.Event) -> str:
+    """``build()`` raises ParameterError within a second; its one-line message. Were the
+    run started, ``stop`` (set after a second) would end it with Stopped, not
+    ParameterError: the test fails instead of hanging."""
+    timer = threading.Timer(1.0, stop.set)
+    timer.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(ParameterError) as err:
+            build()
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - t0 < 1.0
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
 def test_the_extreme_link_is_refused_instantly_naming_horizon_and_dt():
     # the dashboard link ?horizon=100000&dt=0.00001, through the engine's two entry points
     sysm = get_system("pendulum")
@@ -33,19 +51,7 @@ def test_the_extreme_link_is_refused_instantly_naming_horizon_and_dt():
     ev = threading.Event()
     for build in (lambda: training.Comparison(sysm, ["baseline", "hnn"], cfg, stop_event=ev),
                   lambda: training.Trainer(sysm, "baseline", cfg, stop_event=ev)):
-        # were the run started, the stop would end it (Stopped, not ParameterError): the
-        # test fails instead of hanging
-        timer = threading.Timer(1.0, ev.set)
-        timer.start()
-        t0 = time.perf_counter()
-        try:
-            with pytest.raises(ParameterError) as err:
-                build()
-        finally:
-            timer.cancel()
-        assert time.perf_counter() - t0 < 1.0
-        msg = str(err.value)
-        assert "\n" not in msg
+        msg = _refused_within_a_second(build, ev)
         assert "horizon=100000" in msg and "dt=1e-05" in msg
         assert "limit is 2.0e+08" in msg and "CONSERV_MAX_WORK" in msg
 
@@ -156,17 +162,7 @@ def test_a_64_body_symmetric_hnn_is_refused_before_any_work_naming_the_pairs():
     sysm = get_system("nbody", n_bodies=64)
     cfg = training.make_config("nbody")
     ev = threading.Event()
-    timer = threading.Timer(1.0, ev.set)  # a run let through is stopped: the test fails fast
-    timer.start()
-    t0 = time.perf_counter()
-    try:
-        with pytest.raises(ParameterError) as err:
-            training.Comparison(sysm, ["shnn"], cfg, stop_event=ev)
-    finally:
-        timer.cancel()
-    assert time.perf_counter() - t0 < 1.0
-    msg = str(err.value)
-    assert "\n" not in msg
+    msg = _refused_within_a_second(lambda: training.Comparison(sysm, ["shnn"], cfg, stop_event=ev), ev)
     assert "2,016 pairs of n_bodies=64" in msg and "lower n_bodies" in msg
     assert "limit is 2.0e+08" in msg and "CONSERV_MAX_WORK" in msg
     # a trusted room raises the limit, by argument or by environment
