@@ -11,11 +11,13 @@ view draws (:meth:`app.rundata.LiveData.set_stress`), so a student sees, per met
 training band.
 
 A finished run's models are also evaluated **ahead**, at every value of the slider
-(:data:`STEP` apart, nearest the run's own factor first), one factor at a time, below
-every run and every move in the executor's queue (``urgent=False``), and only while no run
-waits for a slot: by the time a student reaches for the slider its answers are here, and a
-move is drawn at once from them (``benchmarks/bench_dashboard.py`` times it). A move to a
-factor not yet evaluated is sent at once, ahead of the rest.
+(:data:`STEP` apart, nearest the run's own factor first): one job per factor holding
+every method (one problem built, not one per method), as many factors at once as the
+executor has slots, below every run and every move in the executor's queue
+(``urgent=False``), and only while no run waits for a slot. By the time a student reaches
+for the slider its answers are here, and a move is drawn at once from them
+(``benchmarks/bench_dashboard.py`` times it). A move to a factor not yet evaluated is sent
+at once, ahead of the rest.
 """
 
 from __future__ import annotations
@@ -55,9 +57,9 @@ class OODProbe(param.Parameterized):
         self._data = None
         self._job = None  # (factor, future, perf_counter at submit)
         self._pending: float | None = None
-        #: the factor evaluated ahead now and its futures, the factors still to do, and a
-        #: move that waits for the one out: (factor, perf_counter at the move)
-        self._ahead = None
+        #: the factors evaluated ahead now and their futures, the factors still to do, and
+        #: a move that waits for one of those out: (factor, perf_counter at the move)
+        self._ahead: dict[float, list] = {}
         self._todo: list[float] = []
         self._wanted: tuple[float, float] | None = None
         self._quiet = False
@@ -70,7 +72,7 @@ class OODProbe(param.Parameterized):
         """A new run's data: the slider goes back to the run's own factor, unavailable
         until the run has finished with weights."""
         self._data, self._job, self._pending = data, None, None
-        self._ahead, self._todo, self._wanted = None, [], None
+        self._ahead, self._todo, self._wanted = {}, [], None
         self._seen = {}
         self._quiet = True
         try:
@@ -90,7 +92,7 @@ class OODProbe(param.Parameterized):
     def working(self) -> bool:
         """A move's job or an evaluation ahead is out, or factors wait to be evaluated
         ahead: the session keeps draining."""
-        return self._job is not None or self._ahead is not None or bool(self._todo)
+        return self._job is not None or bool(self._ahead) or bool(self._todo)
 
     def request(self, executor, factor: float | None = None) -> bool:
         """Ask for the models at ``factor`` (default: the slider's); merged with a job
@@ -110,7 +112,7 @@ class OODProbe(param.Parameterized):
             return True
         if factor in self._todo:
             self._todo.remove(factor)  # sent now, not again ahead
-        if self._ahead is not None and self._ahead[0] == factor:
+        if factor in self._ahead:
             self._wanted = (factor, time.perf_counter())  # on its way: drawn when it lands
             self.busy = True
             return True
@@ -160,35 +162,36 @@ class OODProbe(param.Parameterized):
         return evs is not None
 
     def _take_ahead(self) -> bool:
-        if self._ahead is None:
-            return False
-        factor, fut = self._ahead
-        if not all(f.done() for f in fut):
-            return False
-        self._ahead = None
-        evs = self._answers(factor, fut)
-        wanted, self._wanted = self._wanted, None
-        if evs is None or wanted is None or wanted[0] != factor or self._data is None:
-            return False
-        self._show(self._data, factor, evs, time.perf_counter() - wanted[1])
-        return True
+        drawn = False
+        for factor in [f for f, fut in self._ahead.items() if all(x.done() for x in fut)]:
+            evs = self._answers(factor, self._ahead.pop(factor))
+            if self._wanted is None or self._wanted[0] != factor:
+                continue
+            wanted, self._wanted = self._wanted, None
+            if evs is not None and self._data is not None:
+                self._show(self._data, factor, evs, time.perf_counter() - wanted[1])
+                drawn = True
+        return drawn
 
     def _send_ahead(self, executor) -> None:
-        """One factor ahead at a time, and none while a run waits for a slot (a room's
-        runs come first; the cluster also queues these below every run)."""
-        if self._ahead is not None or not self._todo or self._data is None or not self.available:
+        """As many factors ahead at once as the executor has slots, and none while a run
+        waits for a slot (a room's runs come first; the cluster also queues these below
+        every run)."""
+        if self._data is None or not self.available:
             return
-        if any(h.phase == "queued" for h in executor.active()):
+        if self._todo and any(h.phase == "queued" for h in executor.active()):
             return
-        factor = self._todo.pop(0)
-        if factor in self._seen:
-            return
-        try:
-            fut = executor.reevaluate(self._data.spec, dict(self._data.weights), urgent=False, ood_factor=factor)
-        except Exception:  # checked like a move; a refusal here only means no answer ahead
-            self._todo = []
-            return
-        self._ahead = (factor, fut)
+        while self._todo and len(self._ahead) < max(1, executor.slots):
+            factor = self._todo.pop(0)
+            if factor in self._seen or factor in self._ahead:
+                continue
+            try:
+                fut = executor.reevaluate(self._data.spec, dict(self._data.weights), urgent=False,
+                                          ood_factor=factor)
+            except Exception:  # checked like a move; a refusal here only means no answer ahead
+                self._todo = []
+                return
+            self._ahead[factor] = fut
 
     def _show(self, data, factor: float, evs: dict, seconds: float) -> None:
         data.set_stress(factor, evs)

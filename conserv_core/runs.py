@@ -414,10 +414,13 @@ class Executor:
         raise NotImplementedError
 
     def reevaluate(self, spec: RunSpec, weights: dict, urgent: bool = True, **changes) -> list:
-        """Futures of :func:`reevaluate` (each ``.done()``, ``.result()``), one per method,
-        whose answers together hold every method and the truth: finished runs' models
-        evaluated again where this executor trains, never in the caller's thread (the
-        server only draws), one task per method so a cluster evaluates them side by side.
+        """Futures of :func:`reevaluate` (each ``.done()``, ``.result()``) whose answers
+        together hold every method and the truth: finished runs' models evaluated again
+        where this executor trains, never in the caller's thread (the server only draws).
+        A move a student waits for is one task per method, so a cluster evaluates them
+        side by side; an evaluation ahead is one task for all methods, which builds the
+        problem (data, test starts, the truth's rollouts) once instead of once per method
+        (the answers are the same: :func:`training.reevaluate` shares a kept problem).
         ``changes`` are checked here, before anything is sent.
 
         Args:
@@ -426,6 +429,8 @@ class Executor:
         """
         sysm, cfg = spec.build()
         training.reevaluation_config(cfg, **changes)
+        if not urgent:
+            return [self._reevaluate(spec.to_dict(), dict(weights), dict(changes), urgent)]
         return [self._reevaluate(spec.to_dict(), {k: w}, dict(changes), urgent) for k, w in weights.items()]
 
     def _reevaluate(self, spec_dict: dict, weights: dict, changes: dict, urgent: bool):

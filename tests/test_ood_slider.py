@@ -172,11 +172,15 @@ def test_every_value_of_the_slider_is_evaluated_ahead_so_a_move_is_drawn_at_once
 def test_a_move_to_the_factor_on_its_way_waits_for_it_and_nothing_is_evaluated_ahead_while_a_run_queues(done_dash):
     d, _ = done_dash
     s, probe = d.session, d.session.ood_probe
-    assert probe._ahead is not None and probe._ahead[0] == 3.0  # the run's own factor first
-    d.drift_view.ood_slider.value = 3.0 + 1.0  # not yet on its way: a move of its own
-    assert probe._job is not None and 4.0 not in probe._todo
-    drain_until(d, lambda: probe._job is None and probe._ahead is not None, timeout=60)
-    on_way = probe._ahead[0]
+    # nearest the run's own factor first, as many at once as the executor has slots, each
+    # one job for every method (one problem built)
+    slots = s.executor.slots
+    assert list(probe._ahead) == [3.0, 2.0, 4.0][:slots]
+    assert all(len(fut) == 1 for fut in probe._ahead.values())
+    d.drift_view.ood_slider.value = 5.0  # not yet on its way: a move of its own
+    assert probe._job is not None and 5.0 not in probe._todo and 5.0 not in probe._ahead
+    drain_until(d, lambda: probe._job is None and probe._ahead, timeout=60)
+    on_way = next(iter(probe._ahead))
     d.drift_view.ood_slider.value = on_way
     assert probe.busy and probe._job is None  # no second job for it
     drain_until(d, lambda: not probe.busy, timeout=60)
@@ -188,11 +192,11 @@ def test_a_move_to_the_factor_on_its_way_waits_for_it_and_nothing_is_evaluated_a
     real = s.executor.active
     s.executor.active = lambda: [Queued()]
     try:
-        drain_until(d, lambda: probe._ahead is None, timeout=60)
+        drain_until(d, lambda: not probe._ahead, timeout=60)
         left = list(probe._todo)
         for _ in range(5):
             d.drain()
-        assert probe._ahead is None and probe._todo == left and left  # held back while a run waits
+        assert not probe._ahead and probe._todo == left and left  # held back while a run waits
     finally:
         s.executor.active = real
     drain_until(d, lambda: not probe.working, timeout=120)

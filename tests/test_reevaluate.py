@@ -129,12 +129,17 @@ def test_on_dask_the_reevaluation_runs_on_a_worker_and_equals_the_one_in_process
     ex = runs.DaskExecutor.connect(cluster)
     try:
         futs = ex.reevaluate(SPEC, weights, ood_factor=7.0)
-        assert len(futs) == 3  # one task per method: the workers take them side by side
+        assert len(futs) == 3  # a move: one task per method, the workers take them side by side
         remote = _answer(futs, timeout=180)
+        # an evaluation ahead: one task for every method (one problem built), below the runs
+        ahead = ex.reevaluate(SPEC, weights, urgent=False, ood_factor=7.0)
+        assert len(ahead) == 1
+        remote_ahead = _answer(ahead, timeout=180)
     finally:
         ex.close()
     local = _answer(runs.InProcessExecutor().reevaluate(SPEC, weights, ood_factor=7.0))
     for m in SPEC.methods:
         a, b = records.from_dict(remote[m]), records.from_dict(local[m])
         assert _numbers(a) == _numbers(b), m
+        assert _numbers(records.from_dict(remote_ahead[m])) == _numbers(b), m
         assert math.isfinite(a.drift_ood["energy"].largest)
