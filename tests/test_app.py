@@ -259,6 +259,28 @@ def test_stop_while_paused_ends_the_run_and_keeps_its_curves(dash):
     assert s.phase == "stopped" and not s.errors
 
 
+@pytest.mark.slow
+def test_a_run_that_starts_over_on_another_worker_drops_its_curves_and_says_so(dash):
+    tiny(dash, steps=60)
+    s = dash.session
+    dash.train()
+    drain_until(dash, lambda: s.data.n_points >= 2)
+    dash.pause()
+    drain_until(dash, lambda: s.phase == "paused")
+    lost = s.data
+    assert lost.latest_eval and any(len(v["loss"]) for v in lost.loss.data.values())
+    # what a Dask worker sends first when the run's worker left and it starts over there
+    # (runs.run_on_worker; the end-to-end case is in test_runs.py, on a real cluster)
+    s.run.deliver([runs.Restarted("tcp://10.0.0.7:40000"), runs.Started("tcp://10.0.0.7:40000")])
+    dash.drain()
+    assert s.phase == "preparing" and "Worker lost, rerunning" in s.status and "tcp://10.0.0.7:40000" in s.status
+    assert s.data is not lost and not s.data.latest_eval and s.data.n_points == 0
+    assert not any(len(v["loss"]) for v in s.data.loss.data.values())
+    click(dash.controls.stop_button)
+    drain_until(dash, lambda: not s.running, timeout=10)
+    assert s.phase == "stopped" and not s.errors
+
+
 def test_reset_stops_and_clears(dash):
     tiny(dash, steps=100_000, horizon=1.0)
     click(dash.controls.train_button)
