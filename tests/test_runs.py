@@ -358,7 +358,7 @@ def test_a_killed_workers_run_starts_over_elsewhere_with_the_same_curves(dask_ex
 
 
 @pytest.mark.slow
-def test_a_worker_joining_mid_round_takes_queued_runs_and_shortens_the_wait(dask_ex, join_worker):
+def test_a_worker_joining_mid_round_takes_queued_runs_and_leaving_hands_them_back(dask_ex, join_worker):
     lone = runs.InProcessExecutor(threads=1).submit(tiny_spec(seed=4))
     assert lone.finished.wait(120)
     # the room's two workers held by paused runs: the round's runs wait at the scheduler
@@ -385,12 +385,19 @@ def test_a_worker_joining_mid_round_takes_queued_runs_and_shortens_the_wait(dask
         time.sleep(0.1)
     # the same work ahead, shared by three workers instead of two
     assert rest[-1].place() == (1, pytest.approx(wait * 2 / 3))
+    # and it leaves again, retired with the run on it: the run goes back to the head of the
+    # queue and starts over on one of the room's own workers
+    dask_ex.client.retire_workers([first.where], close_workers=True)
+    while dask_ex.slots != 2:
+        assert time.monotonic() < deadline + 10, dask_ex.slots
+        time.sleep(0.1)
     first.resume()
     for h in held:
         h.stop()
     for h in (first, *rest):
         assert h.finished.wait(120), kinds(h)
         assert fingerprint(h) == fingerprint(lone)
+    assert first.restarts == 1 and first.where in room
     for h in held:
         assert h.finished.wait(30), kinds(h)
 
