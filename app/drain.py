@@ -158,6 +158,10 @@ class Drainer:
         taken = []
         while run is not None and run.queue:
             taken.append(run.queue.popleft())
+        restarts = [i for i, rec in enumerate(taken) if isinstance(rec, runs.Restarted)]
+        if restarts:  # the lost attempt's records are void: start over
+            taken = taken[restarts[-1]:]
+            data = s._start_over(taken[0])
         import panel as pn
 
         with pn.io.hold():

@@ -326,6 +326,23 @@ class LabSession(param.Parameterized):
         self._ensure_periodic()
         return handle
 
+    def _start_over(self, restarted: runs.Restarted) -> LiveData:
+        """The run's worker left and the run starts over elsewhere (``runs.Restarted``):
+        what was drawn of the lost attempt is dropped, and the status line says why the
+        curves went back to the start. Returns the new attempt's data."""
+        old = self.data
+        old.streams.clear()
+        data = LiveData(old.system, old.methods, old.config, old.streams)
+        data.ood, data.spec = old.ood, old.spec
+        self.ood_probe.attach(data)
+        self.data = data
+        self.progress = 0
+        self.speed = ""
+        if self.phase != "stopping":
+            self._enter("preparing", f"Worker lost, rerunning: the worker training this run left, so it "
+                                     f"starts over on {restarted.where} (same settings, same curves).")
+        return data
+
     def _coalesces(self, spec: runs.RunSpec, since_last_press: float) -> bool:
         """Whether a press for ``spec`` is taken by the current run: the same settings,
         and that run still waits to start (a queued run would only be replaced by its

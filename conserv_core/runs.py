@@ -16,8 +16,9 @@ Executors share one interface, :meth:`Executor.submit` ``(spec) -> RunHandle``:
 
 A :class:`RunHandle` is what the caller holds: a queue of records in the order the run
 made them (``training.Progress`` thinned to about :data:`MAX_PROGRESS` per method,
-``Evaluation``, ``Finished``, plus :class:`Started`, :class:`SetupDone`, :class:`Failed`
-and, last, :class:`Ended`), the latest progress per method, :meth:`RunHandle.stop`, and
+``Evaluation``, ``Finished``, plus :class:`Started`, :class:`SetupDone`, :class:`Failed`,
+:class:`Restarted` where its worker left and it started over elsewhere, and, last,
+:class:`Ended`), the latest progress per method, :meth:`RunHandle.stop`, and
 :meth:`RunHandle.pause` / :meth:`~RunHandle.step` / :meth:`~RunHandle.resume` (a paused run
 waits at its next evaluation boundary and says so with a ``records.Paused`` record).
 
@@ -159,6 +160,16 @@ class Started:
 
 @records.kind
 @dataclass
+class Restarted:
+    """The worker running the run left (died, or was retired) and the run starts over on
+    ``where``: every record before this one belongs to the lost attempt. The run is
+    rebuilt from its spec, so the records that follow equal those a lone run makes; a
+    listener drops what it drew of the lost attempt (the dashboard says so)."""
+    where: str
+
+
+@records.kind
+@dataclass
 class SetupDone:
     """The comparison is built (data generated, models initialised, truth rolled out)."""
     seconds: float
@@ -225,10 +236,13 @@ class _Batcher:
 
 
 def execute(spec: RunSpec, listener: Callable[[object], None], stop_event: threading.Event, where: str = "local",
-            gate: training.Gate | None = None) -> None:
+            gate: training.Gate | None = None, restarted: bool = False) -> None:
     """Carry out ``spec``: every record goes to ``listener``, in order, :class:`Ended` last.
-    ``gate`` pauses and steps it (:class:`training.Gate`). Never raises: a failure is a
-    :class:`Failed` record."""
+    ``gate`` pauses and steps it (:class:`training.Gate`); ``restarted``: the run's
+    earlier worker left, so a :class:`Restarted` record goes first. Never raises: a
+    failure is a :class:`Failed` record."""
+    if restarted:
+        listener(Restarted(where))
     listener(Started(where))
     try:
         t0 = time.perf_counter()
@@ -274,6 +288,8 @@ class RunHandle:
         self.where = ""
         self.submitted_at = time.monotonic()
         self.started_at: float | None = None
+        #: how many times the run started over because its worker left (:class:`Restarted`)
+        self.restarts = 0
         self.stop_requested = False
         #: what the caller asked of pause / step / resume (the executor carries it to the run)
         self.gate = training.Gate()
@@ -289,6 +305,9 @@ class RunHandle:
         with self._deliver_lock:
             if self.finished.is_set():
                 return
+            if any(isinstance(rec, Restarted) for rec in batch):
+                self.latest = {}  # the lost attempt's steps; this batch's latest is the new one's
+                self.restarts += 1
             if latest:
                 self.latest.update(latest)
             for rec in batch:
@@ -527,9 +546,12 @@ def _topic(run_id: str) -> str:
 def run_on_worker(spec_dict: dict, run_id: str) -> str:
     """The task a Dask worker carries out: execute the spec, publishing record batches on
     the run's topic, stopping when the run's stop event is set. Returns ``"done"``, or
-    ``"lost"`` when this is a retry after a worker died (the run is not started twice:
-    its first records are already on the page), or ``"stopped"`` when the run was stopped
-    before it began here (nothing is sent)."""
+    ``"stopped"`` when the run was stopped before it began here (nothing is sent).
+
+    The scheduler sends the task again when the worker running it leaves (killed, or
+    retired mid-run). That second start is told apart by the run's ``-started`` event and
+    begins with a :class:`Restarted` record, so the client drops the lost attempt's
+    records: the run starts over, from its spec, with the same curves."""
     from distributed import Event, Variable, get_worker
 
     worker = get_worker()
@@ -540,8 +562,7 @@ def run_on_worker(spec_dict: dict, run_id: str) -> str:
         # the scheduler already sent): no record, no set-up, the worker is free at once
         return "stopped"
     started = Event(f"{_topic(run_id)}-started")
-    if started.is_set():
-        return "lost"
+    restarted = started.is_set()
     started.set()
     spec = RunSpec.from_dict(spec_dict)
     stop_local = threading.Event()
@@ -574,7 +595,8 @@ def run_on_worker(spec_dict: dict, run_id: str) -> str:
 
     batcher = _Batcher(send, spec.steps)
     try:
-        execute(spec, batcher, stop_local, where=worker.address, gate=gate)  # Ended, last, flushes the batch
+        # Ended, last, flushes the batch
+        execute(spec, batcher, stop_local, where=worker.address, gate=gate, restarted=restarted)
     finally:
         done.set()
     return "done"
@@ -696,7 +718,20 @@ class DaskExecutor(Executor):
         # priorities keep arrival order (the default, 1.1, lets a worker hold a second run
         # back from a worker that frees up sooner). Said in the README for shared clusters.
         client.run_on_scheduler(_one_task_per_thread)
-        self.slots = max(1, sum(client.nthreads().values()))
+        self._slots = max(1, sum(client.nthreads().values()))
+
+    @property
+    def slots(self) -> int:
+        """Worker threads the scheduler has now: workers join and leave a room's cluster
+        mid-round, and the queue's estimate shares the work ahead among those there are.
+        Read from the scheduler's identity that the client refreshes every 2 s
+        (``distributed.client.scheduler-info-interval``), so asking costs no round trip
+        on the server's event loop; the last count seen when the client has none."""
+        info = getattr(self.client, "_scheduler_identity", None) or {}
+        threads = info.get("total_threads")
+        if isinstance(threads, int) and threads > 0:
+            self._slots = threads
+        return self._slots
 
     @classmethod
     def local(cls, n_workers: int | None = None, threads: int = 1, **cluster_kw) -> "DaskExecutor":
@@ -764,11 +799,10 @@ class DaskExecutor(Executor):
                 err = f.exception()
                 name = type(err).__name__
                 if name == "KilledWorker" or "worker" in str(err).lower():
-                    handle.end(failure="the worker process running this run died")
+                    # Dask gave up after the run's workers died one after another
+                    handle.end(failure="the worker processes running this run died")
                 else:
                     handle.end(failure=f"{name}: {err}")
-            elif f.result() == "lost":
-                handle.end(failure="the worker process running this run died")
             elif f.result() == "stopped":
                 handle.end(stopped="stopped while queued")
             else:
@@ -924,6 +958,6 @@ def _drop_topic(topic: str, dask_scheduler=None) -> None:
         getattr(variables, "waiting_conditions", {}).pop(f"{topic}-control", None)
 
 
-__all__ = ["DaskExecutor", "Ended", "Executor", "Failed", "InProcessExecutor", "RunHandle", "RunSpec",
-           "SetupDone", "Started", "Weights", "WorkerSetup", "execute", "reevaluate", "run_on_worker",
+__all__ = ["DaskExecutor", "Ended", "Executor", "Failed", "InProcessExecutor", "RunHandle", "Restarted",
+           "RunSpec", "SetupDone", "Started", "Weights", "WorkerSetup", "execute", "reevaluate", "run_on_worker",
            "start_cluster_process"]

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,26 +48,47 @@ def pytest_configure(config):
         module.register_all()
 
 
+def _dask_env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _dask_worker(address: str, nworkers: int) -> subprocess.Popen:
+    """``dask worker ADDRESS`` with ``nworkers`` one-thread workers, as a room's machine
+    starts them (under a nanny); a minute after the scheduler is gone they close."""
+    cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+           "--nworkers", str(nworkers), "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "4GB",
+           "--death-timeout", "60"]
+    return subprocess.Popen(cmd, env=_dask_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.fixture(scope="session")
 def cluster():
     """The address of a Dask scheduler with two one-thread workers, each its own OS
     process on 127.0.0.1 (``dask scheduler`` and ``dask worker --nworkers 2``), as a room's
     cluster is started; shared by the tests that need one."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
     # an interrupted session (pytest killed, teardown skipped) leaves no orphans: the
     # scheduler closes after 30 idle minutes, the workers a minute after it is gone
-    sched = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                              "--idle-timeout", "1800"],
-                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                              "--port", str(port), "--no-dashboard", "--idle-timeout", "1800"],
+                             env=_dask_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
-    worker_cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                  "--nworkers", "2", "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "4GB",
-                  "--death-timeout", "60"]
-    workers = subprocess.Popen(worker_cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    workers = _dask_worker(address, nworkers=2)
     from distributed import Client
 
     client = Client(address, timeout=60)
@@ -75,18 +97,29 @@ def cluster():
     finally:
         client.close()
     yield address
-    for proc in (workers, sched):
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for proc in (workers, sched):
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    _stop(workers, sched)
 
 
+@pytest.fixture
+def join_worker(cluster):
+    """Starts one more one-thread ``dask worker`` against ``cluster`` (a second machine's
+    worker joining the room) and returns its process; at teardown it leaves, and the test
+    waits until the scheduler has only the cluster's own two workers again."""
+    started = []
+
+    def join() -> subprocess.Popen:
+        started.append(_dask_worker(cluster, nworkers=1))
+        return started[-1]
+
+    yield join
+    _stop(*started)
+    from distributed import Client
+
+    with Client(cluster, timeout=60) as client:
+        deadline = time.monotonic() + 60
+        while len(client.nthreads()) != 2:
+            assert time.monotonic() < deadline, client.nthreads()
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

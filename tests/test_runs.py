@@ -29,8 +29,16 @@ def small_spec(seed: int = 0, steps: int = 40, methods=("baseline", "hnn"), **co
     return runs.RunSpec("pendulum", {}, tuple(methods), cfg)
 
 
+def tiny_spec(seed: int = 0, **config) -> runs.RunSpec:
+    """One method, a few steps: a round's run where only where it runs matters."""
+    return small_spec(seed=seed, **{"steps": 20, "methods": ("hnn",), "eval_every": 10, **config})
+
+
 def evaluations(handle: runs.RunHandle) -> list[training.Evaluation]:
-    return [r for r in handle.queue if isinstance(r, training.Evaluation)]
+    """The run's evaluations; of a run that started over (``runs.Restarted``), its last attempt's."""
+    recs = list(handle.queue)
+    starts = [i for i, r in enumerate(recs) if isinstance(r, runs.Restarted)]
+    return [r for r in recs[starts[-1] if starts else 0:] if isinstance(r, training.Evaluation)]
 
 
 def fingerprint(handle: runs.RunHandle) -> list[tuple]:
@@ -314,24 +322,84 @@ def test_dask_run_paused_in_the_queue_starts_paused_and_stops(dask_ex):
     assert len(evaluations(waiting)) == 3  # the truth's and both methods' step-0 curves stay
 
 
-@pytest.mark.slow
-def test_a_killed_worker_ends_its_run_with_a_message_and_others_finish(dask_ex):
-    doomed = dask_ex.submit(small_spec(steps=200_000, eval_every=100_000))
-    deadline = time.monotonic() + 60
-    while doomed.phase != "running" or not doomed.latest:
-        assert time.monotonic() < deadline, kinds(doomed)
-        time.sleep(0.05)
-    pid = dask_ex.client.run(os.getpid, workers=[doomed.where])[doomed.where]
-    others = [dask_ex.submit(small_spec(seed=30 + i)) for i in range(2)]
+def _paused_then_killed(ex: runs.DaskExecutor, h: runs.RunHandle) -> str:
+    """Kill the worker process that holds ``h`` paused; returns its address."""
+    _nth_pause(h, 1)
+    where = h.where
+    pid = ex.client.run(os.getpid, workers=[where])[where]
     os.kill(pid, signal.SIGKILL)
-    assert doomed.finished.wait(60), kinds(doomed)
-    failed = [r for r in doomed.queue if isinstance(r, runs.Failed)]
-    assert failed and "worker process running this run died" in failed[0].message
-    assert any(isinstance(r, training.Progress) for r in doomed.queue)  # what came before stays
+    return where
+
+
+@pytest.mark.slow
+def test_a_killed_workers_run_starts_over_elsewhere_with_the_same_curves(dask_ex):
+    lone = runs.InProcessExecutor(threads=1).submit(tiny_spec(seed=5, steps=200, eval_every=20))
+    assert lone.finished.wait(120)
+    # paused at an evaluation: killed mid-run at a known point, the test's time spent waiting
+    doomed = dask_ex.submit(tiny_spec(seed=5, steps=200, eval_every=20))
+    doomed.pause()
+    others = [dask_ex.submit(tiny_spec(seed=30 + i)) for i in range(2)]
+    lost = _paused_then_killed(dask_ex, doomed)
+    # the scheduler sends the run again; it starts over, still paused as its student left it
+    again = _nth_pause(doomed, 2)
+    assert again.step == 0 and doomed.restarts == 1
+    restarted = [r for r in doomed.queue if isinstance(r, runs.Restarted)]
+    assert len(restarted) == 1 and restarted[0].where == doomed.where != lost
+    assert all(p.step == 0 for p in doomed.latest.values())  # the lost attempt's steps are gone
+    doomed.resume()
+    assert doomed.finished.wait(120), kinds(doomed)
+    assert not [r for r in doomed.queue if isinstance(r, runs.Failed)], kinds(doomed)
+    assert [f.status for f in doomed.queue if isinstance(f, training.Finished)] == ["done"]
+    assert fingerprint(doomed) == fingerprint(lone)
     for h in others:
         assert h.finished.wait(180), kinds(h)
         assert not [r for r in h.queue if isinstance(r, runs.Failed)], kinds(h)
     dask_ex.client.wait_for_workers(2, timeout=60)  # the nanny restarted it
+
+
+@pytest.mark.slow
+def test_a_worker_joining_mid_round_takes_queued_runs_and_leaving_hands_them_back(dask_ex, join_worker):
+    lone = runs.InProcessExecutor(threads=1).submit(tiny_spec(seed=4))
+    assert lone.finished.wait(120)
+    # the room's two workers held by paused runs: the round's runs wait at the scheduler
+    held = [dask_ex.submit(tiny_spec(seed=70 + i, steps=2000, eval_every=20)) for i in range(2)]
+    for h in held:
+        h.pause()
+    for h in held:
+        _nth_pause(h, 1)
+    # the head of the queue paused too, so the queue stands still while the estimate is read
+    first = dask_ex.submit(tiny_spec(seed=4))
+    first.pause()
+    rest = [dask_ex.submit(tiny_spec(seed=4)) for _ in range(2)]
+    assert dask_ex.slots == 2
+    ahead, wait = rest[-1].place()
+    assert ahead == 2 and wait > 0
+    room = set(dask_ex.client.nthreads())
+    join_worker()
+    _nth_pause(first, 1)  # taken at once by the newcomer, the only free worker
+    newcomer = set(dask_ex.client.nthreads()) - room
+    assert newcomer == {first.where}, (newcomer, first.where)
+    deadline = time.monotonic() + 10  # the client refreshes the scheduler's identity every 2 s
+    while dask_ex.slots != 3:
+        assert time.monotonic() < deadline, dask_ex.slots
+        time.sleep(0.1)
+    # the same work ahead, shared by three workers instead of two
+    assert rest[-1].place() == (1, pytest.approx(wait * 2 / 3))
+    # and it leaves again, retired with the run on it: the run goes back to the head of the
+    # queue and starts over on one of the room's own workers
+    dask_ex.client.retire_workers([first.where], close_workers=True)
+    while dask_ex.slots != 2:
+        assert time.monotonic() < deadline + 10, dask_ex.slots
+        time.sleep(0.1)
+    first.resume()
+    for h in held:
+        h.stop()
+    for h in (first, *rest):
+        assert h.finished.wait(120), kinds(h)
+        assert fingerprint(h) == fingerprint(lone)
+    assert first.restarts == 1 and first.where in room
+    for h in held:
+        assert h.finished.wait(30), kinds(h)
 
 
 @pytest.mark.slow
