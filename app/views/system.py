@@ -20,6 +20,7 @@ from conserv_core import methods as cmethods
 from app import theme
 from app.live import LivePlot
 from app.rundata import Channel, StreamSet, has_learned_energy, has_pair_potential
+from app.views import page
 from app.views.common import (PLOT_HEIGHT, SMALL_HEIGHT, _pane, _placeholder, _PlotView, _square, _styled,
                               guarded, html)
 
@@ -398,3 +399,7 @@ def _energy_levels(view, n: int = 9) -> list[np.ndarray]:
     gen = contourpy.contour_generator(np.asarray(g["q"]), np.asarray(g["p"]), H)
     lo, hi = np.percentile(H, [2, 80])
     return [line for level in np.linspace(lo, hi, n) for line in gen.lines(level) if len(line) > 1]
+
+
+page.register("system_view", SystemView, section="dynamics", page_order=20, row="results", flex="3 1 0%",
+              heading="What the learned dynamics do")
