@@ -18,12 +18,11 @@ import panel as pn
 import param
 
 from app.serving import prepare_document, release_memory_soon
-from app.lesson_views import LessonMenu, LessonView, SharePanel
+from app.lesson_views import LessonMenu, SharePanel  # (and, on import, the lesson view's place)
 from app.session import LabSession
 from app.settings import url_config_fields, url_system_fields
-from app.sweep_view import SweepView
-from app.views import (Controls, DriftView, LossView, MultiplierView, StatusView, SystemView, TeachingView,
-                       guarded, html)
+from app import sweep_view  # noqa: F401  (on import, the sweep view's place)
+from app.views import Controls, guarded, html, page
 
 TITLE = "Conservation Lab"
 
@@ -63,15 +62,14 @@ class Dashboard(pn.viewable.Viewer):
         s = self.session
         s.autodrain = autodrain
         self.controls = Controls(session=s)
-        self.status_view = StatusView(session=s)
-        self.drift_view = DriftView(session=s)
-        self.loss_view = LossView(session=s)
-        self.multiplier_view = MultiplierView(session=s)
-        self.system_view = SystemView(session=s)
-        self.teaching_view = TeachingView(session=s)
-        self.sweep_view = SweepView(session=s)
+        #: every view :mod:`app.views.page` places, by name; each is also ``self.<name>``
+        self.views: dict[str, pn.viewable.Viewer] = {}
+        for placed in page.placements():
+            if hasattr(self, placed.name) or placed.name in ("lesson_menu", "share_panel"):
+                raise ValueError(f"view name {placed.name!r} is taken by the Dashboard itself")
+            self.views[placed.name] = placed.view(session=s)
+            setattr(self, placed.name, self.views[placed.name])
         served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
-        self.lesson_view = LessonView(session=s)
         # a notebook has no address for the lessons' links: its menu applies the presets
         self.lesson_menu = LessonMenu(session=s, served=served or location is not None)
         self.share_panel = SharePanel(session=s, controls=self.controls)
@@ -91,9 +89,14 @@ class Dashboard(pn.viewable.Viewer):
         else:
             s.prepare()
 
+    def _close_views(self) -> None:
+        for view in self.views.values():
+            if callable(getattr(view, "close", None)):
+                view.close()
+
     def _destroyed(self, session_context) -> None:
         self.session.close()
-        self.sweep_view.close()
+        self._close_views()
         # the page's Location lives in a WeakKeyDictionary keyed by the document; what it
         # watches must not point back at the document, or the session is never freed
         loc, watcher = self.session.location, getattr(self, "_link_watcher", None)
@@ -140,7 +143,7 @@ class Dashboard(pn.viewable.Viewer):
 
     def close(self) -> None:
         self.session.close()
-        self.sweep_view.close()
+        self._close_views()
 
     # -- URL ----------------------------------------------------------------------------------
     def _sync_url(self, loc: pn.io.location.Location) -> None:
@@ -208,22 +211,18 @@ class Dashboard(pn.viewable.Viewer):
         return self._main
 
     def _build_main(self) -> list:
-        h = html
-        return [
-            pn.Column(self.lesson_view, self.status_view, sizing_mode="stretch_width"),
-            pn.Column(h("<h3 style='margin:4px 0'>Is the invariant kept? Drift along rollouts (log scale)</h3>"),
-                      self.drift_view, sizing_mode="stretch_width"),
-            pn.Row(
-                pn.Column(h("<h3 style='margin:4px 0'>What the learned dynamics do</h3>"),
-                          self.system_view, sizing_mode="stretch_width", styles={"flex": "3 1 0%"}),
-                pn.Column(h("<h3 style='margin:4px 0'>Training</h3>"), self.loss_view, self.multiplier_view,
-                          sizing_mode="stretch_width", styles={"flex": "2 1 0%"}),
-                sizing_mode="stretch_width",
-            ),
-            pn.Column(h("<h3 style='margin:4px 0'>The physics and the methods</h3>"), self.teaching_view,
-                      sizing_mode="stretch_width"),
-            pn.Column(self.sweep_view, sizing_mode="stretch_width"),
-        ]
+        """One row per section of :func:`app.views.page.layout` (or one row of the
+        sections that share it): each a column of its heading and its views."""
+        rows = []
+        for sections in page.layout():
+            columns = []
+            for sec, placed in sections:
+                heading = [html(page.HEADING.format(sec.heading))] if sec.heading else []
+                styles = {"styles": {"flex": sec.flex}} if sec.flex else {}
+                columns.append(pn.Column(*heading, *(self.views[p.name] for p in placed),
+                                         sizing_mode="stretch_width", **styles))
+            rows.append(columns[0] if len(columns) == 1 else pn.Row(*columns, sizing_mode="stretch_width"))
+        return rows
 
     def template(self) -> pn.template.BaseTemplate:
         """The full page (served by ``panel serve`` / ``conserv serve``)."""

@@ -15,7 +15,7 @@ from conserv_core.presets import FAILURE_MODES, PRESETS
 from app import lesson
 from app.session import LabSession
 from app.settings import url_config_fields, url_system_fields
-from app.views import Controls, guarded, html
+from app.views import Controls, guarded, html, page
 
 #: the failure-mode lessons as the menu and the README name them (preset -> short line)
 FAILURE_LINES = {
@@ -158,3 +158,6 @@ class LessonMenu(pn.viewable.Viewer):
                 b.on_click(guarded(s, lambda e, k=k: s.apply_preset(k)))
                 body.append(b)
         return pn.Card(*body, title="Lessons: how constraints fail", collapsed=True, sizing_mode="stretch_width")
+
+
+page.register("lesson_view", LessonView, section="top", order=0, page_order=0)

@@ -33,7 +33,7 @@ import param
 
 from conserv_core import budget as work_budget
 from conserv_core import methods as cmethods
-from conserv_core import presets, records, runs, training
+from conserv_core import presets, problems, records, runs, training
 from conserv_core.devices import available_devices
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, System, get_system
 
@@ -125,6 +125,9 @@ class LabSession(param.Parameterized):
         self.errors: list[str] = []
         #: the page's URL (set by the dashboard when served), for the JSON download
         self.location = None
+        #: how much each run's view arrays hold (trajectories, grids): what the page draws, so
+        #: the view that draws them sets it (:class:`app.views.system.SystemView`)
+        self.shown = problems.ViewSpec()
         self._applying_preset = False
         #: the lesson this page shows (a link's title, things to try, hidden controls)
         self.lesson = Lesson()
@@ -292,7 +295,7 @@ class LabSession(param.Parameterized):
             if cfg.device not in available_devices():
                 raise ParameterError(f"device {cfg.device!r} is not available here; choose one of "
                                      f"{', '.join(available_devices())}")
-            spec = runs.RunSpec.of(sysm, keys, cfg, max_work=work_budget.max_work())
+            spec = runs.RunSpec.of(sysm, keys, cfg, max_work=work_budget.max_work(), view=self.shown)
             now = time.monotonic()
             since_last_press, self._last_press_at = now - self._last_press_at, now
             if self._coalesces(spec, since_last_press):

@@ -32,6 +32,7 @@ from conserv_core.systems import ParameterError, get_system
 
 from app import settings, theme
 from app.session import LabSession
+from app.views import page
 
 #: cells one dashboard sweep may have (a room shares the cluster; ``conserv sweep`` has more)
 MAX_CELLS = 48
@@ -412,5 +413,7 @@ def ladder_plot(rows, quantity: str, seed: int = 0) -> hv.Layout:
             xlabel="", ylabel=label, show_grid=True, tools=["hover"], toolbar="above", fontscale=0.95))
     return hv.Layout(panels).cols(2).opts(shared_axes=False)
 
+
+page.register("sweep_view", SweepView, section="sweep", page_order=40)
 
 __all__ = ["MAX_CELLS", "SweepView", "ladder_plot", "pareto_plot", "parse_lams", "quantities", "read_results"]

@@ -12,7 +12,8 @@ For a given model it makes
   measured; what a trainer's step reads;
 * an :class:`~conserv_core.records.Evaluation` (:meth:`Problem.evaluate`): the model
   rolled out against the truth, every drift curve, and the small arrays the system view
-  draws.
+  draws: how many trajectories and how fine a grid those hold is the caller's
+  :class:`ViewSpec` (the app's), not the engine's.
 
 :class:`~conserv_core.training.Trainer` keeps only the step, the loop, stopping and
 divergence; :class:`~conserv_core.training.Comparison` builds one problem for all its
@@ -40,6 +41,44 @@ TRAIN_FRACTION = 0.8
 #: the settings a problem is built from: trainers may share one only if these agree
 PROBLEM_FIELDS = ("seed", "n_test", "ood_factor", "dt", "horizon", "integrator", "projection", "projection_tol",
                   "n_colloc", "dtype", "device")
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """How much an evaluation's ``view`` arrays hold: what the app draws, so the app (its
+    system view) chooses it and a run carries it (``RunSpec.view``); nothing measured
+    depends on it. The defaults are the dashboard's.
+
+    Attributes:
+        trajectories: test trajectories in ``view["true"]`` and ``view["model"]``, the
+            first test starts (in distribution up to ``n_test``): ``(T, trajectories, D)``.
+        energy_grid: points per side of ``view["energy_grid"]``, a learned energy over the
+            phase plane (one degree of freedom): ``H`` is ``(n, n)``.
+        field_grid: points per side of a flow's ``view["u"]`` ``(n, n, 2)`` and
+            ``view["div"]`` ``(n, n)`` at t = 0.
+    """
+
+    trajectories: int = 4
+    energy_grid: int = 41
+    field_grid: int = 64
+
+    #: (low, high) of each field: arrays a page can draw, and send, several times a run
+    BOUNDS: ClassVar[dict[str, tuple[int, int]]] = {"trajectories": (1, 64), "energy_grid": (2, 201),
+                                                    "field_grid": (2, 256)}
+
+    def __post_init__(self):
+        for name, (lo, hi) in self.BOUNDS.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ParameterError(f"view {name} must be an integer in [{lo}, {hi}]; got {v!r}")
+
+    @classmethod
+    def of(cls, values: dict) -> "ViewSpec":
+        """From plain data (``RunSpec.view``); unknown keys are refused by name."""
+        unknown = set(values) - set(cls.BOUNDS)
+        if unknown:
+            raise ParameterError(f"view takes {', '.join(cls.BOUNDS)}; got {', '.join(sorted(unknown))}")
+        return cls(**values)
 
 
 def _along(fn, z: Tensor, state_dim: int) -> Tensor:
@@ -150,7 +189,9 @@ class Problem:
     def fit(self, model, inv_names: list[str]) -> Fit:
         raise NotImplementedError
 
-    def evaluate(self, model, fit: Fit, method: str, step: int, inv_names: list[str]) -> Evaluation:
+    def evaluate(self, model, fit: Fit, method: str, step: int, inv_names: list[str],
+                 shown: ViewSpec = ViewSpec()) -> Evaluation:
+        """``model`` rolled out and measured; its ``view`` arrays as ``shown`` asks."""
         raise NotImplementedError
 
     def truth(self) -> Evaluation:
@@ -287,7 +328,7 @@ class ODEProblem(Problem):
         return {f"energy{suffix}": metrics.drift_curve(e[:, :n], scale[:n], t),
                 f"energy{suffix}_ood": metrics.drift_curve(e[:, n:], scale[n:], t)}
 
-    def evaluate(self, model, fit, method, step, inv_names):
+    def evaluate(self, model, fit, method, step, inv_names, shown: ViewSpec = ViewSpec()):
         sysm, cfg, n = self.system, self.config, self.config.n_test
         has_energy = "learned_energy" in model.capabilities
         with torch.no_grad():
@@ -315,13 +356,13 @@ class ODEProblem(Problem):
             learned.update(self._learned_drift(model, s_rk4, t, "_rk4"))
         view = {
             "t": t.cpu().numpy(),
-            "true": self.z_true[:, :4].detach().cpu().double().numpy(),
-            "model": z[:, :4].detach().cpu().double().numpy(),
+            "true": self.z_true[:, :shown.trajectories].detach().cpu().double().numpy(),
+            "model": z[:, :shown.trajectories].detach().cpu().double().numpy(),
         }
         if "energy" in sysm.invariant_names() and not sysm.is_conserved("energy") and not fit.coords.velocity:
             view.update(self._power(model))
         if has_energy and sysm.dof == 1:
-            view["energy_grid"] = self._energy_grid(model, fit)
+            view["energy_grid"] = self._energy_grid(model, fit, shown.energy_grid)
         if "pair_potential" in model.capabilities and hasattr(sysm, "pair_potential"):
             view.update(self._pair_potential(model, fit))
         return Evaluation(
@@ -344,7 +385,7 @@ class ODEProblem(Problem):
                                    "true": None if true is None else true.numpy(),
                                    "data_range": (float(r_data.min()), float(r_data.max()))}}
 
-    def _energy_grid(self, model, fit: Fit, n: int = 41) -> dict:
+    def _energy_grid(self, model, fit: Fit, n: int) -> dict:
         zt = self.z_true[:, : self.config.n_test].reshape(-1, self.system.state_dim)
         zt = zt[torch.isfinite(zt).all(-1)]
         qmax = float(zt[:, 0].abs().max()) * 1.2 + 1e-6
@@ -425,7 +466,7 @@ class FieldProblem(Problem):
         drift_ood = {"mass": metrics.drift_curve(self.mass_true_ood.unsqueeze(1), ones, self.t_ood)}
         return Evaluation("truth", 0, 0.0, drift, drift_ood, {}, None, 0.0, 0.0, 0.0, {})
 
-    def evaluate(self, model, fit, method, step, inv_names):
+    def evaluate(self, model, fit, method, step, inv_names, shown: ViewSpec = ViewSpec()):
         sysm, cfg = self.system, self.config
 
         def vel(xy, t):
@@ -483,7 +524,7 @@ class FieldProblem(Problem):
             "mass": mass.detach().cpu().double().numpy(),
             "mass_true": self.mass_true.detach().cpu().double().numpy(),
         }
-        view.update(self._field_view(model, div))
+        view.update(self._field_view(model, div, shown.field_grid))
         view.update(extra)
         return Evaluation(
             method=method, step=step, elapsed=0.0, drift=drift, drift_ood=drift_ood,
@@ -508,8 +549,7 @@ class FieldProblem(Problem):
             proj.append(float((lf.velocity(pts, tt) - true).pow(2).sum(-1).mean().sqrt()) / ref)
         return {"velocity_error": sum(plain) / n_times, "velocity_error_projected": sum(proj) / n_times}
 
-    def _field_view(self, model, div, n: int = 64) -> dict:
-        # 64 per side: sources and sinks a few grid cells wide are resolved, not a checkerboard
+    def _field_view(self, model, div, n: int) -> dict:
         xs = torch.linspace(0, 2 * math.pi, n + 1, **self.to)[:-1]
         X, Y = torch.meshgrid(xs, xs, indexing="xy")
         xy = torch.stack([X.reshape(-1), Y.reshape(-1)], -1)

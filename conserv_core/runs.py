@@ -33,6 +33,7 @@ watcher reads once per poll: no call per training step.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import os
 import pickle
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from conserv_core import budget as _budget
-from conserv_core import methods, records, training
+from conserv_core import methods, problems, records, training
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, System, get_system
 
 #: at most this many progress records per method leave a run (the newest one always does)
@@ -71,6 +72,10 @@ class RunSpec:
             None: the default, or ``CONSERV_MAX_WORK`` where the spec is checked). It
             travels with the spec, so a worker of a room with a raised limit applies
             the server's limit, not its own default.
+        view: how much the evaluations' ``view`` arrays hold, as
+            :class:`~conserv_core.problems.ViewSpec` values (empty: its defaults). What
+            the caller draws: it changes no measurement, and it is left out of
+            :meth:`to_dict` while empty (a sweep's cell keys stay as they were).
     """
 
     system: str
@@ -78,25 +83,33 @@ class RunSpec:
     methods: tuple[str, ...] = ()
     config: dict = field(default_factory=dict)
     max_work: float | None = None
+    view: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, system: System, method_keys, config: training.TrainConfig,
-           max_work: float | None = None) -> "RunSpec":
+           max_work: float | None = None, view: problems.ViewSpec | None = None) -> "RunSpec":
         """The spec of a built system, methods and config (their current values)."""
-        return cls(system.key, _plain(system), tuple(method_keys), _plain(config), max_work)
+        return cls(system.key, _plain(system), tuple(method_keys), _plain(config), max_work,
+                   dataclasses.asdict(view) if view is not None else {})
 
     def to_dict(self) -> dict:
-        return {"system": self.system, "system_params": dict(self.system_params),
-                "methods": list(self.methods), "config": dict(self.config), "max_work": self.max_work}
+        out = {"system": self.system, "system_params": dict(self.system_params),
+               "methods": list(self.methods), "config": dict(self.config), "max_work": self.max_work}
+        return {**out, "view": dict(self.view)} if self.view else out
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
-        unknown = set(d) - {"system", "system_params", "methods", "config", "max_work"}
+        unknown = set(d) - {"system", "system_params", "methods", "config", "max_work", "view"}
         if unknown:
-            raise ParameterError("a run spec has system, system_params, methods, config and max_work; "
+            raise ParameterError("a run spec has system, system_params, methods, config, max_work and view; "
                                  f"got {', '.join(sorted(unknown))}")
         return cls(d["system"], dict(d.get("system_params", {})), tuple(d.get("methods", ())),
-                   dict(d.get("config", {})), d.get("max_work"))
+                   dict(d.get("config", {})), d.get("max_work"), dict(d.get("view", {})))
+
+    @property
+    def view_spec(self) -> problems.ViewSpec:
+        """:attr:`view` as a :class:`~conserv_core.problems.ViewSpec` (checked)."""
+        return problems.ViewSpec.of(self.view)
 
     def build(self) -> tuple[System, training.TrainConfig]:
         """The system and config this spec names, validated (``ParameterError`` names the
@@ -111,6 +124,7 @@ class RunSpec:
         for k in self.methods:
             methods.check_applies(k, sysm)
         training.check_rollout(sysm, list(self.methods), cfg)
+        problems.ViewSpec.of(self.view)  # a bad view is refused here, before any work, not on a worker
         return sysm, cfg
 
     def validate(self) -> "RunSpec":
@@ -126,7 +140,7 @@ class RunSpec:
         (data, models, truth): what every executor runs, and what the CLI runs in process."""
         sysm, cfg = self.build()
         return training.Comparison(sysm, list(self.methods), cfg, listener=listener, stop_event=stop_event,
-                                   max_work=self.max_work, gate=gate)
+                                   max_work=self.max_work, gate=gate, view=self.view_spec)
 
     @property
     def steps(self) -> int:
@@ -380,8 +394,9 @@ def reevaluate(spec_dict: dict, weights: dict, changes: dict) -> dict:
     data (:func:`records.to_dict`). The same function in a thread and on a worker: no
     training step, nothing random (the run's seed gives the data; the new starts come
     from it too)."""
-    sysm, cfg = RunSpec.from_dict(spec_dict).build()
-    evs = training.reevaluate(sysm, cfg, weights, **changes)
+    spec = RunSpec.from_dict(spec_dict)
+    sysm, cfg = spec.build()
+    evs = training.reevaluate(sysm, cfg, weights, view=spec.view_spec, **changes)
     return {k: records.to_dict(ev) for k, ev in evs.items()}
 
 

@@ -48,7 +48,7 @@ import param
 import torch
 
 from conserv_core import budget, constraints, integrators, methods, metrics, models, problems
-from conserv_core.problems import Fit, Problem
+from conserv_core.problems import Fit, Problem, ViewSpec
 from conserv_core.devices import DEVICES, resolve_device
 from conserv_core.records import Evaluation, Finished, Listener, Paused, Progress, Record
 from conserv_core.systems.base import ParameterError, System, build
@@ -222,6 +222,8 @@ class Trainer:
             the true rollouts); default: built here. It must have been built for this
             system and the same settings (refused otherwise).
         max_work: the work limit in state-steps (default: :func:`budget.max_work`).
+        view: how much each evaluation's ``view`` arrays hold (:class:`ViewSpec`: the
+            caller's drawing, not the measurement; default: the dashboard's).
 
     Raises:
         ParameterError: a bad method or invariant, or a run over the work limit (checked
@@ -231,9 +233,10 @@ class Trainer:
 
     def __init__(self, system: System, method: str, config: TrainConfig | None = None,
                  listener: Listener | None = None, stop_event: threading.Event | None = None,
-                 problem: Problem | None = None, max_work: float | None = None):
+                 problem: Problem | None = None, max_work: float | None = None, view: ViewSpec | None = None):
         self.system = system
         self.method = methods.check_applies(method, system)
+        self.view = view if view is not None else ViewSpec()
         self.config = config if config is not None else make_config(system.key)
         self.listener = listener
         self.stop_event = stop_event if stop_event is not None else threading.Event()
@@ -379,7 +382,8 @@ class Trainer:
         try:
             # a long rollout ends within one integrator step of a stop (raises Stopped)
             with integrators.stopping(self.stop_event.is_set):
-                ev = self.problem.evaluate(self.model, self.fit, self.method.key, self.step_count, self.inv_names)
+                ev = self.problem.evaluate(self.model, self.fit, self.method.key, self.step_count, self.inv_names,
+                                           self.view)
         finally:
             self.model.train()
             self.elapsed += time.perf_counter() - t0
@@ -521,7 +525,7 @@ def model_state(trainer: Trainer) -> dict:
 
 
 def reevaluate(system: System, config: TrainConfig, weights: dict[str, tuple[int, dict]],
-               **changes) -> dict[str, Evaluation]:
+               view: ViewSpec | None = None, **changes) -> dict[str, Evaluation]:
     """Trained models evaluated again with some evaluation settings changed, without a
     training step: the out-of-distribution slider's work (``ood_factor=8``).
 
@@ -532,6 +536,7 @@ def reevaluate(system: System, config: TrainConfig, weights: dict[str, tuple[int
 
     Args:
         weights: method key -> (its step count, :func:`model_state`).
+        view: how much the evaluations' ``view`` arrays hold (the run's :class:`ViewSpec`).
         changes: ``TrainConfig`` fields that only change the evaluation (``ood_factor``).
 
     Returns:
@@ -545,7 +550,7 @@ def reevaluate(system: System, config: TrainConfig, weights: dict[str, tuple[int
     if problem is not None:
         system = problem.system  # equal settings (the key); a shared problem wants the same object
     for method, (step, state) in weights.items():
-        tr = Trainer(system, method, cfg, problem=problem)
+        tr = Trainer(system, method, cfg, problem=problem, view=view)
         problem = tr.problem
         tr.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
         tr.step_count = int(step)
@@ -618,7 +623,7 @@ def on_bodies(trainer: Trainer, n_bodies: int) -> tuple[Evaluation, Evaluation]:
     other = type(sysm)(**values, n_bodies=n_bodies)  # the 'random' preset: the others fix N
     cfg = trainer.config.param.values()
     cfg = TrainConfig(**{k: v for k, v in cfg.items() if k != "name"})
-    there = Trainer(other, trainer.method.key, cfg, stop_event=trainer.stop_event)
+    there = Trainer(other, trainer.method.key, cfg, stop_event=trainer.stop_event, view=trainer.view)
     there.model = trainer.model  # the trained weights, on N' bodies
     there.step_count = trainer.step_count
     return there.evaluate(), truth_evaluation(there)
@@ -726,12 +731,13 @@ class Comparison:
 
     ``gate`` (a :class:`Gate`; default: never paused) is looked at between rounds where
     every method stands at an evaluation boundary with its evaluation sent; a wait there
-    is announced with a :class:`~conserv_core.records.Paused` record.
+    is announced with a :class:`~conserv_core.records.Paused` record. ``view`` (a
+    :class:`ViewSpec`) is how much every evaluation's ``view`` arrays hold.
     """
 
     def __init__(self, system: System, method_keys: list[str], config: TrainConfig | None = None,
                  listener: Listener | None = None, stop_event: threading.Event | None = None,
-                 max_work: float | None = None, gate: Gate | None = None):
+                 max_work: float | None = None, gate: Gate | None = None, view: ViewSpec | None = None):
         if not method_keys:
             raise ParameterError(f"methods must name at least one of {', '.join(methods.valid_methods(system))}")
         self.system = system
@@ -749,7 +755,7 @@ class Comparison:
         self.trainers: dict[str, Trainer] = {}
         problem = None  # the data and the truth, built with the first trainer, shared by the rest
         for k in seen:
-            self.trainers[k] = tr = Trainer(system, k, self.config, None, self.stop_event, problem, max_work)
+            self.trainers[k] = tr = Trainer(system, k, self.config, None, self.stop_event, problem, max_work, view)
             problem = tr.problem
 
     def stop(self) -> None:

@@ -21,15 +21,22 @@ One module per view family; each module's docstring says what it draws and which
 * :mod:`app.views.drift`: the invariants' drift and the OOD slider (:class:`DriftView`);
 * :mod:`app.views.system`: phase portrait, n-body orbits, flow field and dye
   (:class:`SystemView`);
-* :mod:`app.views.teaching`: the equation cards (:class:`TeachingView`).
+* :mod:`app.views.teaching`: the equation cards (:class:`TeachingView`);
+* :mod:`app.views.page`: where each view goes on the page (:func:`~app.views.page.register`).
 
 A new plot is one new module here: a :class:`_PlotView` subclass whose ``consumes``
-names the channels it reads and whose ``build(streams)`` draws them, re-exported below;
-then one line in :class:`app.dashboard.Dashboard` places it on the page. A plot that
-needs data no channel holds yet also needs the channel (:class:`app.rundata.StreamSet`)
-and the records that fill it (:class:`app.rundata.LiveData`).
+names the channels it reads and whose ``build(streams)`` draws them, and one
+:func:`app.views.page.register` call that places it (section, order, heading). Every
+module of this package is imported with it, so the dashboard builds and shows the view
+as ``dash.<name>`` with no other file touched (:mod:`app.views.page`). A plot that needs
+data no channel holds yet also needs the channel (:class:`app.rundata.StreamSet`) and the
+records that fill it (:class:`app.rundata.LiveData`).
 """
 
+import importlib
+import pkgutil
+
+from app.views import page
 from app.views.common import PLOT_HEIGHT, SMALL_HEIGHT, TOOLS, guarded, html, tex
 from app.views.controls import SOFT, Controls, param_widget
 from app.views.drift import DriftView
@@ -39,4 +46,9 @@ from app.views.teaching import TeachingView
 from app.views.training_curves import LossView, MultiplierView
 
 __all__ = ["FLOW_SIZE", "PLOT_HEIGHT", "SMALL_HEIGHT", "SOFT", "TOOLS", "Controls", "DriftView", "LossView",
-           "MultiplierView", "StatusView", "SystemView", "TeachingView", "guarded", "html", "param_widget", "tex"]
+           "MultiplierView", "StatusView", "SystemView", "TeachingView", "guarded", "html", "page", "param_widget",
+           "tex"]
+
+# every module registers its views on import: a new module here is on the page
+for _mod in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_mod.name}")

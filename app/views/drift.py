@@ -13,6 +13,7 @@ import panel as pn
 from app import ood, theme
 from app.live import LivePlot
 from app.rundata import DRIFT_FLOOR, StreamSet, has_learned_energy
+from app.views import page
 from app.views.common import _PlotView, _series_overlay, _series_styles, _styled, guarded, html
 
 class DriftView(_PlotView):
@@ -139,3 +140,7 @@ class DriftView(_PlotView):
         return pn.Column(pn.Row(self.ood_toggle, self.ood_label, sizing_mode="stretch_width"),
                          pn.Column(self.ood_slider, self.ood_note, sizing_mode="stretch_width"), self._box,
                          sizing_mode="stretch_width")
+
+
+page.register("drift_view", DriftView, section="drift", page_order=10,
+              heading="Is the invariant kept? Drift along rollouts (log scale)")

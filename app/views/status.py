@@ -13,6 +13,7 @@ from conserv_core import integrators
 from app import theme
 from app.rundata import has_learned_energy
 from app.session import LabSession
+from app.views import page
 from app.views.common import _escape, guarded, html
 
 class StatusView(pn.viewable.Viewer):
@@ -67,3 +68,6 @@ class StatusView(pn.viewable.Viewer):
 
     def __panel__(self):
         return pn.Column(self.line, self.bar, self.speed, self.legend, self.look, sizing_mode="stretch_width")
+
+
+page.register("status_view", StatusView, section="top", order=1, page_order=0)

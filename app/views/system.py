@@ -16,10 +16,12 @@ import panel as pn
 import param
 
 from conserv_core import methods as cmethods
+from conserv_core import problems
 
 from app import theme
 from app.live import LivePlot
 from app.rundata import Channel, StreamSet, has_learned_energy, has_pair_potential
+from app.views import page
 from app.views.common import (PLOT_HEIGHT, SMALL_HEIGHT, _pane, _placeholder, _PlotView, _square, _styled,
                               guarded, html)
 
@@ -28,13 +30,19 @@ _DRAW_ORDER = {"none": 0, "soft": 1, "mixed": 2, "hard": 3}
 #: the flow's square field and dye frames (px): big enough to see sources and sinks from the
 #: back of a room; side by side in a wide column, one above the other in a narrow one
 FLOW_SIZE = 340
+#: what the system view draws, so what each run's view arrays hold: four test trajectories
+#: (the phase portrait's lines, the n-body view's test cases), the learned energy's level
+#: lines from a 41 x 41 grid, and the flow's field on 64 x 64 points (sources and sinks a
+#: few grid cells wide are resolved, not a checkerboard)
+SHOWN = problems.ViewSpec(trajectories=4, energy_grid=41, field_grid=64)
 
 
 class SystemView(_PlotView):
     """What the learned dynamics do: a phase portrait (one degree of freedom), n-body
     orbits, or the flow's learned field and dye patch."""
 
-    orbit = param.Integer(default=1, bounds=(1, 4), doc="Which test initial condition to draw (n-body).")
+    orbit = param.Integer(default=1, bounds=(1, SHOWN.trajectories),
+                          doc="Which test initial condition to draw (n-body).")
     field_of = param.Selector(default=None, objects=[], allow_None=True, doc="Whose velocity field to draw (flow).")
     frame = param.Number(default=1.0, bounds=(0.0, 1.0), doc="Time of the dye snapshot, as a fraction of the horizon.")
 
@@ -48,6 +56,7 @@ class SystemView(_PlotView):
         self._portrait_data: Channel | None = None
         self._orbit_watcher = None
         super().__init__(**params)
+        self.session.shown = SHOWN  # the runs carry what this view draws
         self.session.param.watch(guarded(self.session, self._rebuild), ["views_ready", "data"])
 
     def _rebuild(self, *events) -> None:
@@ -114,7 +123,7 @@ class SystemView(_PlotView):
         def series(views: dict) -> dict:
             out = {f"{m}:levels": _line_columns(_energy_levels(views.get(m)), dims) for m in contoured}
             for m in order:
-                z = views[m]["model"][:, :, cols] if m in views else None  # (T, 4, 2)
+                z = views[m]["model"][:, :, cols] if m in views else None  # (T, trajectories, 2)
                 out[m] = _line_columns([_clip_path(z[:, i, :]) for i in range(z.shape[1])] if z is not None else [],
                                        dims)
             ref = next((views[m] for m in order if m in views), None)
@@ -398,3 +407,7 @@ def _energy_levels(view, n: int = 9) -> list[np.ndarray]:
     gen = contourpy.contour_generator(np.asarray(g["q"]), np.asarray(g["p"]), H)
     lo, hi = np.percentile(H, [2, 80])
     return [line for level in np.linspace(lo, hi, n) for line in gen.lines(level) if len(line) > 1]
+
+
+page.register("system_view", SystemView, section="dynamics", page_order=20, row="results", flex="3 1 0%",
+              heading="What the learned dynamics do")

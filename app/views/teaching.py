@@ -14,6 +14,7 @@ from conserv_core.systems import ALL_SYSTEMS
 
 from app import theme
 from app.session import LabSession
+from app.views import page
 from app.views.common import _escape, guarded, html, tex
 
 class TeachingView(pn.viewable.Viewer):
@@ -75,3 +76,7 @@ class TeachingView(pn.viewable.Viewer):
 
     def __panel__(self):
         return self._box
+
+
+page.register("teaching_view", TeachingView, section="teaching", page_order=30,
+              heading="The physics and the methods")

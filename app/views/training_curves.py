@@ -11,6 +11,7 @@ import panel as pn
 from app import theme
 from app.live import LivePlot
 from app.rundata import StreamSet
+from app.views import page
 from app.views.common import SMALL_HEIGHT, _PlotView, _series_overlay, _series_styles, _styled
 
 class LossView(_PlotView):
@@ -61,3 +62,8 @@ class MultiplierView(_PlotView):
                            height=SMALL_HEIGHT)
 
         return LivePlot(element, streams.multipliers, names)
+
+
+page.register("loss_view", LossView, section="training", order=0, page_order=21, row="results",
+              flex="2 1 0%", heading="Training")
+page.register("multiplier_view", MultiplierView, section="training", order=1)
