@@ -14,7 +14,9 @@ HoloViews drew it with.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 from functools import partial
 from typing import Callable
 
@@ -24,7 +26,6 @@ import panel as pn
 from bokeh.document import Document
 from bokeh.io import doc as bokeh_doc
 from bokeh.models import ColumnDataSource, GlyphRenderer, LogScale
-from panel.io.state import state
 
 from app.rundata import Channel
 
@@ -64,7 +65,8 @@ class LivePlot(pn.pane.Bokeh):
         self._channel = channel
         self._keys = list(keys)
         self._padding = padding
-        #: per page (root ref): (doc, comm, {series: ColumnDataSource}, figure, empty ranges)
+        #: per page (root ref): (doc, comm, {series: ColumnDataSource}, figure, empty ranges,
+        #: the thread that serves the page: see :func:`_applies_now`)
         self._live: dict[str, tuple] = {}
         channel.subscribe(self._changed)
 
@@ -120,7 +122,7 @@ class LivePlot(pn.pane.Bokeh):
         fig, sources, empty = self._figure()
         ref = root.ref["id"]
         self._models[ref] = (fig, parent)
-        self._live[ref] = (doc, comm, sources, fig, empty)
+        self._live[ref] = (doc, comm, sources, fig, empty, _serving_thread())
         self._design.apply_bokeh_theme_to_model(fig, self.theme)
         return fig
 
@@ -139,10 +141,10 @@ class LivePlot(pn.pane.Bokeh):
     # -- updates: only what changed ------------------------------------------------------------
     def _changed(self, changes: dict, append: bool) -> None:
         bounds = None  # the same for every page: computed once
-        for doc, comm, sources, fig, empty in list(self._live.values()):
+        for doc, comm, sources, fig, empty, thread in list(self._live.values()):
             if bounds is None:
                 bounds = self._bounds(fig, empty)
-            if doc.session_context is not None and not state._unblocked(doc):  # another thread
+            if not _applies_now(doc, thread):  # another thread, or the page not loaded yet
                 doc.add_next_tick_callback(partial(self._apply, sources, fig, bounds, changes, append))
                 continue
             self._apply(sources, fig, bounds, changes, append)
@@ -161,6 +163,46 @@ class LivePlot(pn.pane.Bokeh):
             else:
                 cds.data = _columns(cds, cols)
         self._set_ranges(fig, bounds)
+
+
+def _serving_thread() -> int | None:
+    """The thread building a page's model, if it runs an event loop: on a server that is
+    the thread of the loop serving the document (Bokeh builds and changes a session's
+    document only there). ``None`` elsewhere (a notebook, a test, a pool thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return threading.get_ident()
+
+
+def _applies_now(doc: Document, thread: int | None) -> bool:
+    """Whether a change to ``doc`` may be made here and now, else it goes through
+    ``doc.add_next_tick_callback`` (which runs it on the serving thread with the document
+    locked).
+
+    The same decision as Panel's private ``_unblocked(doc)`` of its ``state`` (panel 1.9.4), from
+    public pieces and our own bookkeeping:
+
+    1. an unserved document (a notebook's, a test's; no ``session_context``) has no server
+       thread to defer to: now (and a notebook's comm then pushes the change);
+    2. ``pn.state.curdoc is doc``: the document being processed is this one. On the
+       serving thread Bokeh runs a session's callbacks with its document locked and patched
+       in as the current document, and Panel sets it for its own callbacks;
+    3. on the thread that serves it (recorded when the page's model was built, see
+       :func:`_serving_thread`; Panel records the thread that built the document).
+       Needed because Bokeh's patched current document is global, not per thread: a
+       training thread can see it while the serving thread holds the lock;
+    4. the session is not yet attached (the page being built: its state goes out whole),
+       or ``pn.state.loaded``: the page has connected and loaded. Before that, an event
+       sent on the document would find no open websocket; Panel sets loaded just after
+       connected, so a change in between waits a tick, which is always safe.
+    """
+    ctx = doc.session_context
+    if ctx is None:
+        return True
+    return (pn.state.curdoc is doc and thread is not None and threading.get_ident() == thread
+            and (ctx.session is None or pn.state.loaded))
 
 
 def _same(a, b) -> bool:

@@ -1,4 +1,4 @@
-"""The phases of a session's run: one explicit state machine.
+"""The phases of a session's run, and of a sweep: explicit state machines.
 
 A session changes phase only through :meth:`app.session.LabSession._enter` (with its
 status line), or ``_set_phase`` directly for a discarded run's silent return to idle;
@@ -35,4 +35,20 @@ TRANSITIONS = {
     "paused": {*NEW, "training", "stopping", *ENDED},
     "stopping": {*NEW, "stopping", *ENDED},
     **{p: NEW for p in ENDED},
+}
+
+#: a sweep's phases (the sweep card, :class:`app.sweep_view.SweepView`): the session's
+#: vocabulary and colours, less what a sweep has no use for (it is not queued behind
+#: anything the page can see, prepares nothing apart and never pauses or diverges; a
+#: diverged cell is a row, not the sweep's end). ``failed``: the sweep itself raised.
+SWEEP_PHASES = {p: PHASES[p] for p in ("idle", "training", "stopping", "done", "stopped", "failed")}
+SWEEP_ACTIVE = ("training", "stopping")
+SWEEP_ENDED = ("done", "stopped", "failed")
+#: a new sweep (``training``) or none (``idle``: a results file opened) from anywhere; a
+#: sweep goes forward only: Stop asked, then ended (a sweep can finish before it stops)
+SWEEP_TRANSITIONS = {
+    "idle": {"idle", "training"},
+    "training": {"idle", "training", "stopping", *SWEEP_ENDED},
+    "stopping": {"idle", "training", "stopping", *SWEEP_ENDED},
+    **{p: {"idle", "training"} for p in SWEEP_ENDED},
 }

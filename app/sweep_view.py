@@ -10,6 +10,10 @@ or in a notebook, called by hand in tests) moves them onto the page, redrawing a
 every :data:`REDRAW_S`. A results file (CSV or Parquet, as ``conserv sweep`` writes it) can
 be opened instead.
 
+The card's sweep is one explicit phase (:data:`app.phases.SWEEP_PHASES`, the session's
+vocabulary), changed only by :meth:`SweepView._enter` with its status line; the line's
+colour and ``running`` follow from the phase, and both are read-only elsewhere.
+
 The plots are built only when the card is first opened: a page that never opens it pays
 nothing for it.
 """
@@ -31,6 +35,7 @@ from conserv_core import pareto, runs, sweeps
 from conserv_core.systems import ParameterError, get_system
 
 from app import settings, theme
+from app.phases import SWEEP_ACTIVE, SWEEP_PHASES, SWEEP_TRANSITIONS
 from app.session import LabSession
 from app.views import page
 
@@ -104,8 +109,12 @@ class SweepView(pn.viewable.Viewer):
     n_seeds = param.Integer(default=3, bounds=(1, 10), doc="Seeds 0 … n−1 for every cell: the spread over seeds.")
     quantity = param.Selector(default=None, objects=[], allow_None=True, doc="The invariant whose drift is drawn.")
     ladder_seed = param.Integer(default=0, bounds=(0, None), doc="The seed the ladder's markers show.")
+    phase = param.Selector(default="idle", objects=list(SWEEP_PHASES), constant=True,
+                           doc="Where the card's sweep is (see SWEEP_PHASES); changed only by _enter.")
     status = param.String(default="")
-    running = param.Boolean(default=False)
+    status_kind = param.Selector(default="info", objects=["info", "running", "success", "warning", "danger"])
+    running = param.Boolean(default=False, constant=True,
+                            doc="Whether a sweep runs (the phase is one of SWEEP_ACTIVE): follows the phase.")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -145,10 +154,11 @@ class SweepView(pn.viewable.Viewer):
         self._status_w = pn.pane.HTML(sizing_mode="stretch_width", stylesheets=[theme.CSS])
         self._pareto = pn.pane.HoloViews(None, sizing_mode="stretch_width", linked_axes=False)
         self._ladder = pn.pane.HoloViews(None, sizing_mode="stretch_width", linked_axes=False)
-        self.param.watch(lambda e: self._status_w.param.update(object=self._status_html()), ["status"])
-        self.param.watch(self._running_changed, "running")
+        self.param.watch(lambda *e: self._status_w.param.update(object=self._status_html()), ["status", "status_kind"])
+        self.param.watch(self._phase_changed, "phase")
         self.param.watch(self._guard(lambda e: self.redraw()), ["quantity", "ladder_seed"])
         self._status_w.object = self._status_html()
+        self._phase_changed(None)  # a sweep started before the card was opened
         intro = pn.pane.HTML(
             "<p style='margin:2px 0'>Trains the ticked methods (" + ", ".join(s.methods) + " now) at every λ of "
             "the ladder and for several seeds, with every other setting as it is. Each dot is one trained "
@@ -173,20 +183,35 @@ class SweepView(pn.viewable.Viewer):
             try:
                 return fn(*args, **kwargs)
             except ParameterError as err:
-                self.status = f"! {err}"
+                self._notice(f"! {err}", "warning")
             except Exception as err:  # no click may take the server down
-                self.status = f"! {type(err).__name__}: {err}"
+                self._notice(f"! {type(err).__name__}: {err}", "danger")
         return wrapper
 
-    def _running_changed(self, event) -> None:
-        self._start_w.disabled = event.new
-        self._stop_w.disabled = not event.new
+    # -- the phase: one state machine -----------------------------------------------------
+    def _enter(self, phase: str, text: str) -> None:
+        """The one place the sweep's phase changes: ``phase`` with the status ``text``,
+        whose colour follows from the phase. Raises ``ValueError`` on a transition
+        :data:`SWEEP_TRANSITIONS` does not allow (a bug, not a user's doing)."""
+        if phase not in SWEEP_TRANSITIONS[self.phase]:
+            raise ValueError(f"a sweep cannot go from {self.phase!r} to {phase!r}")
+        with param.edit_constant(self):
+            self.param.update(phase=phase, running=phase in SWEEP_ACTIVE, status=text,
+                              status_kind=SWEEP_PHASES[phase])
+
+    def _notice(self, text: str, kind: str) -> None:
+        """A notice that changes no phase (a refused click, a bad file)."""
+        self.param.update(status=text, status_kind=kind)
+
+    def _phase_changed(self, event) -> None:
+        self._start_w.disabled = self.running
+        self._stop_w.disabled = self.phase != "training"
 
     def _status_html(self) -> str:
-        text = self.status.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        if text.startswith("! "):
-            return f"<div class='cl-status cl-warning' style='padding:4px 8px'>{text[2:]}</div>"
-        return f"<div style='padding:4px 0'>{text}</div>"
+        # a refusal's "! " marks it in the text (tests and logs); the colour says it on the page
+        text = self.status.removeprefix("! ")
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return f"<div class='cl-status {self.status_kind}' style='padding:4px 8px'>{text}</div>" if text else ""
 
     # -- running --------------------------------------------------------------------------
     def cells(self) -> list:
@@ -216,28 +241,29 @@ class SweepView(pn.viewable.Viewer):
         return cells
 
     def start(self) -> None:
-        """Start a sweep from the current settings (a running one is stopped first)."""
+        """Start a sweep from the current settings (a running one is stopped first; a
+        refused one leaves it running)."""
+        cells = self.cells()
         if self.running:
             self.stop()
-        cells = self.cells()
         self.rows = None
-        self._inbox.clear()
-        self._stop = threading.Event()
+        # each sweep has its own inbox and stop flag: a stopped sweep's last rows and its
+        # end, arriving after a new one started, land in its own inbox, not the new one's
+        self._inbox = inbox = collections.deque()
+        self._stop = stop = threading.Event()
         self._total = len(cells)
         ex = self.session.executor
         client = ex.client if isinstance(ex, runs.DaskExecutor) else None
         where = "on the cluster" if client is not None else "in this process"
-        self.status = f"0 of {self._total} runs done {where}…"
-        self.running = True
-        stop = self._stop
+        self._enter("training", f"0 of {self._total} runs done {where}…")
 
         def work():
             try:
-                sweeps.run(cells, client=client, on_row=self._inbox.append, stop_event=stop)
+                sweeps.run(cells, client=client, on_row=inbox.append, stop_event=stop)
             except Exception as err:  # reported on the page, not in the server log
-                self._inbox.append({"__error__": f"{type(err).__name__}: {err}"})
+                inbox.append({"__error__": f"{type(err).__name__}: {err}"})
             finally:
-                self._inbox.append({"__end__": True})
+                inbox.append({"__end__": True})
 
         self._thread = threading.Thread(target=work, name="conserv-sweep", daemon=True)
         self._thread.start()
@@ -246,10 +272,15 @@ class SweepView(pn.viewable.Viewer):
     def stop(self) -> None:
         """Stop the sweep: runs not started are dropped, rows already in are kept."""
         self._stop.set()
+        if self.phase == "training":
+            self._enter("stopping", self._progress_text(False, stopping=True))
 
     def close(self) -> None:
         """The page is gone: stop the sweep and the periodic drain."""
         self._stop.set()
+        self._stop_periodic()
+
+    def _stop_periodic(self) -> None:
         if self._periodic is not None:
             self._periodic.stop()
             self._periodic = None
@@ -278,25 +309,28 @@ class SweepView(pn.viewable.Viewer):
             frame = pd.DataFrame(new)
             self.rows = frame if self.rows is None else pd.concat([self.rows, frame], ignore_index=True)
             self._dirty = True
-        if ended or error:
-            self.running = False
-        if new or ended or error:
-            self.status = self._progress_text(ended, error)
+        if error:
+            self._enter("failed", f"! The sweep stopped: {error}")
+        elif ended:
+            done = self._count() == self._total
+            self._enter("done" if done else "stopped", self._progress_text(True))
+        elif new:
+            self._enter(self.phase, self._progress_text(False, stopping=self.phase == "stopping"))
         if self._dirty and (force or ended or time.monotonic() - self._drawn_at >= REDRAW_S):
             self.redraw()
-        if ended and self._periodic is not None:
-            self._periodic.stop()
-            self._periodic = None
+        if ended:
+            self._stop_periodic()
         return len(new)
 
-    def _progress_text(self, ended: bool, error: str | None) -> str:
-        if error:
-            return f"! The sweep stopped: {error}"
-        df = self.rows
-        status = df["status"] if df is not None else None
-        done = 0 if df is None else int((status == "done").sum())
-        failed = 0 if df is None else int(status.isin(["diverged", "error"]).sum())
-        n = done + failed  # stopped cells are not results
+    def _count(self, statuses=("done", "diverged", "error")) -> int:
+        """How many of the rows in have one of ``statuses`` (by default: the results;
+        stopped cells are not results)."""
+        return 0 if self.rows is None else int(self.rows["status"].isin(statuses).sum())
+
+    def _progress_text(self, ended: bool, stopping: bool = False) -> str:
+        n, failed = self._count(), self._count(("diverged", "error"))
+        if stopping:
+            return f"Stopping the sweep (running cells end within a step): {n} of {self._total} runs kept so far…"
         if not ended:
             return f"{n} of {self._total} runs done ({failed} failed), {self._total - n} to go…"
         if n < self._total:
@@ -313,8 +347,11 @@ class SweepView(pn.viewable.Viewer):
         """Show a results file's rows (a running sweep is stopped first)."""
         df = read_results(name, content)
         self.stop()
+        self._inbox = collections.deque()  # what the stopped sweep still sends goes nowhere
+        self._stop_periodic()
         self.rows = df.reset_index(drop=True)
-        self.status = f"Opened {settings.quote(name)}: {len(df)} runs ({int((df['status'] != 'done').sum())} failed)."
+        self._enter("idle", f"Opened {settings.quote(name)}: {len(df)} runs "
+                            f"({int((df['status'] != 'done').sum())} failed).")
         self.redraw()
 
     def _csv(self) -> io.StringIO:

@@ -80,6 +80,7 @@ def test_bad_input_is_refused_on_the_card_before_anything_runs():
     dash.close()
 
 
+@pytest.mark.slow  # trains real cells (~4 s); the scripted tests below cover Stop fast
 def test_stop_keeps_the_rows_already_in():
     dash, view = _dashboard()
     view.param.update(lams="1, 10, 100", n_seeds=2)
@@ -93,3 +94,169 @@ def test_stop_keeps_the_rows_already_in():
     assert 1 <= done < 8, view.rows[["method", "status"]]
     assert view.status.startswith("Sweep stopped"), view.status
     dash.close()
+
+
+# -- the card's phase machine (a scripted sweeps.run: no training, each test well under 2 s) --
+def _row(cell, status="done"):
+    v = cell.values
+    return {"method": v["method"], "lam": v.get("lam"), "seed": v["seed"], "status": status,
+            "test_mse": 1e-3 * (1 + v["seed"]), "drift_energy_max": 1e-2, "drift_energy_ood_max": 1e-1,
+            "message": ""}
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """``sweeps.run`` replaced by one that sends a row per cell, waiting on ``go`` before
+    each; ``fail`` names the cells (by index) whose row says ``error``; ``raise_`` makes
+    the sweep itself raise after its first row."""
+    import threading
+
+    script = {"go": threading.Semaphore(0), "fail": set(), "raise_": None}
+
+    def run(cells, *, client=None, on_row=None, stop_event=None, **_):
+        for i, cell in enumerate(cells):
+            while not script["go"].acquire(timeout=0.01):
+                if stop_event.is_set():
+                    for rest in cells[i:]:
+                        on_row(_row(rest, "stopped"))
+                    return
+            on_row(_row(cell, "error" if i in script["fail"] else "done"))
+            if script["raise_"]:
+                raise script["raise_"]
+
+    monkeypatch.setattr(sweep_view.sweeps, "run", run)
+    return script
+
+
+def _step(view, script, rows: int) -> None:
+    """Let ``rows`` more cells finish and drain them onto the card."""
+    for _ in range(rows):
+        script["go"].release()
+    want = (0 if view.rows is None else len(view.rows)) + rows
+    for _ in range(200):
+        view.drain()
+        if view.rows is not None and len(view.rows) >= want:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{want} rows expected, have {view.rows}")
+
+
+def _seen(view) -> list:
+    seen = []
+    view.param.watch(lambda e: seen.append((e.new, view.status_kind)), "phase")
+    return seen
+
+
+def test_a_sweep_goes_idle_training_done_and_its_colour_follows(scripted):
+    dash, view = _dashboard()
+    view.param.update(lams="1", n_seeds=2)  # baseline ×2 + penalty ×2
+    seen = _seen(view)
+    assert (view.phase, view.running, view._stop_w.disabled) == ("idle", False, True)
+    view.start()
+    assert (view.phase, view.running, view.status_kind) == ("training", True, "running")
+    assert view._start_w.disabled and not view._stop_w.disabled
+    _step(view, scripted, 1)
+    assert view.phase == "training" and view.status.startswith("1 of 4 runs done"), view.status
+    _step(view, scripted, 3)
+    _finish(view)
+    assert (view.phase, view.running, view.status_kind) == ("done", False, "success")
+    assert view.status.startswith("Sweep finished: 4 runs (0 failed)"), view.status
+    assert "cl-status success" in view._status_w.object
+    assert not view._start_w.disabled and view._stop_w.disabled
+    assert seen == [("training", "running"), ("done", "success")]  # progress changes no phase
+    view.stop()  # Stop after the end changes nothing
+    assert view.phase == "done"
+    dash.close()
+
+
+def test_stop_goes_through_stopping_to_stopped(scripted):
+    dash, view = _dashboard()
+    view.param.update(lams="1", n_seeds=2)
+    seen = _seen(view)
+    view.start()
+    _step(view, scripted, 1)
+    view._stop_w.clicks += 1
+    assert (view.phase, view.running, view.status_kind) == ("stopping", True, "warning")
+    assert view._stop_w.disabled and view._start_w.disabled  # stopping: nothing to press yet
+    _finish(view)
+    assert (view.phase, view.running, view.status_kind) == ("stopped", False, "warning")
+    assert view.status.startswith("Sweep stopped: 1 of 4 runs kept"), view.status
+    assert seen == [("training", "running"), ("stopping", "warning"), ("stopped", "warning")]
+    view.start()  # a new sweep from an ended one
+    assert view.phase == "training" and view.rows is None
+    view.stop()
+    _finish(view)
+    dash.close()
+
+
+def test_a_failing_cell_is_a_row_and_a_failing_sweep_fails(scripted):
+    dash, view = _dashboard()
+    view.param.update(lams="1", n_seeds=1)
+    scripted["fail"] = {1}
+    view.start()
+    _step(view, scripted, 2)
+    _finish(view)
+    assert view.phase == "done" and view.status.startswith("Sweep finished: 2 runs (1 failed)"), view.status
+    scripted["raise_"] = RuntimeError("the cluster went away")
+    view.start()
+    _step(view, scripted, 1)
+    _finish(view)
+    assert (view.phase, view.running, view.status_kind) == ("failed", False, "danger")
+    assert view.status == "! The sweep stopped: RuntimeError: the cluster went away"
+    assert "cl-status danger" in view._status_w.object and "!" not in view._status_w.object
+    dash.close()
+
+
+def test_a_restart_leaves_the_stopped_sweeps_end_behind(scripted):
+    dash, view = _dashboard()
+    view.param.update(lams="1", n_seeds=1)
+    view.start()
+    first = view._thread
+    view.start()  # the first sweep is stopped; its end must not end the second
+    first.join(10)
+    view.drain()
+    assert view.phase == "training" and view.rows is None
+    _step(view, scripted, 2)
+    _finish(view)
+    assert view.phase == "done" and len(view.rows) == 2
+    dash.close()
+
+
+def test_opening_a_file_is_idle_and_a_refusal_changes_no_phase(scripted):
+    dash, view = _dashboard()
+    view.param.update(lams="1", n_seeds=1)
+    view.start()
+    view.lams = "-1"
+    view._start_w.clicks += 1  # refused: the running sweep runs on
+    assert view.status.startswith("! λ ladder") and view.status_kind == "warning"
+    assert view.phase == "training"
+    rows = "method,seed,status,test_mse,drift_energy_max\nbaseline,0,done,0.1,0.2\n"
+    view.load("r.csv", rows.encode())
+    assert (view.phase, view.running, view.status_kind) == ("idle", False, "info")
+    view._thread.join(10)
+    view.drain()
+    assert view.phase == "idle" and len(view.rows) == 1  # the stopped sweep's rows went nowhere
+    dash.close()
+
+
+@pytest.mark.parametrize("start, to", [("idle", "done"), ("idle", "stopping"), ("done", "stopping"),
+                                       ("stopped", "done"), ("failed", "stopping"), ("done", "done")])
+def test_an_illegal_transition_is_refused(start, to):
+    view = sweep_view.SweepView(session=app.LabSession())
+    path = {"idle": [], "done": ["training", "done"], "stopped": ["training", "stopped"],
+            "failed": ["training", "failed"]}[start]
+    for p in path:
+        view._enter(p, p)
+    with pytest.raises(ValueError, match=f"from {start!r} to {to!r}"):
+        view._enter(to, "no")
+    assert view.phase == start and view.status == (path[-1] if path else "")
+
+
+def test_running_and_phase_are_read_only_outside():
+    view = sweep_view.SweepView(session=app.LabSession())
+    for name, value in (("running", True), ("phase", "training")):
+        with pytest.raises(TypeError):
+            setattr(view, name, value)
+        with pytest.raises(TypeError):
+            view.param.update(**{name: value})
+    assert (view.phase, view.running) == ("idle", False)
