@@ -339,12 +339,11 @@ def _cmd_train(args, out) -> int:
         else:
             keys = methods.valid_methods(sysm)
     cfg = _config_from_args(args, system_key, dict(preset.config) if preset else {})
-    for k in keys:  # a bad method is named before the budget's arithmetic needs it
-        methods.check_applies(k, sysm)
+    # the same plain description the dashboard and the workers run from, checked once in
+    # full (a bad method named first, the work budget last) before anything is built
+    spec = runs.RunSpec.of(sysm, keys, cfg, max_work=args.max_work)
+    plan = spec.plan()
     movable = training.check_on_bodies(sysm, keys, args.rollout_bodies) if args.rollout_bodies is not None else []
-    # the same plain description the dashboard and the workers run from (checked in full,
-    # the work budget included, before anything is built)
-    spec = runs.RunSpec.of(sysm, keys, cfg, max_work=args.max_work).validate()
     bar = _ProgressBar(cfg.steps * len(keys), enabled=not args.quiet)
     truth_box = []
 
@@ -353,7 +352,7 @@ def _cmd_train(args, out) -> int:
             truth_box.append(rec)
         bar(rec)
 
-    comp = spec.comparison(listener=listen)
+    comp = spec.comparison(listener=listen, plan=plan)
     try:
         comp.run()
     except KeyboardInterrupt:

@@ -43,7 +43,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from conserv_core import budget as _budget
 from conserv_core import methods, problems, records, training
 from conserv_core.systems import ALL_SYSTEMS, ParameterError, System, get_system
 
@@ -127,20 +126,30 @@ class RunSpec:
         problems.ViewSpec.of(self.view)  # a bad view is refused here, before any work, not on a worker
         return sysm, cfg
 
+    def plan(self) -> training.Plan:
+        """The spec's set-up built and checked once (:func:`training.plan_run`: methods,
+        invariants, rollout options, the work budget; ``ParameterError`` names what is
+        wrong), before any work starts."""
+        if self.system not in ALL_SYSTEMS:
+            raise ParameterError(f"system must be one of {', '.join(ALL_SYSTEMS)}; got {self.system!r}")
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in self.system_params.items()}
+        sysm = get_system(self.system, **params)
+        cfg = training.make_config(self.system, **self.config)
+        return training.plan_run(sysm, list(self.methods), cfg, self.max_work, self.view_spec)
+
     def validate(self) -> "RunSpec":
         """Refuse a spec that cannot run, or that needs more work than the limit, before any
-        work starts; returns the spec."""
-        sysm, cfg = self.build()
-        _budget.check(sysm, list(self.methods), cfg, self.max_work)
+        work starts (:meth:`plan`); returns the spec."""
+        self.plan()
         return self
 
     def comparison(self, listener=None, stop_event: threading.Event | None = None,
-                   gate: training.Gate | None = None) -> training.Comparison:
+                   gate: training.Gate | None = None, plan: training.Plan | None = None) -> training.Comparison:
         """The :class:`~conserv_core.training.Comparison` this spec describes, built here
-        (data, models, truth): what every executor runs, and what the CLI runs in process."""
-        sysm, cfg = self.build()
-        return training.Comparison(sysm, list(self.methods), cfg, listener=listener, stop_event=stop_event,
-                                   max_work=self.max_work, gate=gate, view=self.view_spec)
+        (data, models, truth): what every executor runs, and what the CLI runs in process.
+        ``plan``: this spec's :meth:`plan` when the caller has it already (not checked again)."""
+        return training.Comparison.from_plan(plan if plan is not None else self.plan(), listener=listener,
+                                             stop_event=stop_event, gate=gate)
 
     @property
     def steps(self) -> int:

@@ -39,6 +39,7 @@ loop, stopping and divergence.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import threading
 import time
@@ -205,6 +206,51 @@ def check_rollout(system: System, method_keys, config: TrainConfig) -> None:
                 f"turn projection off")
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A run's set-up, checked once by :func:`plan_run`: the system, the methods (each
+    once, in order), the config, what the evaluations' views hold and the work the budget
+    priced. A :class:`Comparison` or :class:`Trainer` built from a plan checks nothing
+    again; one built from loose arguments makes its plan first, through the same checks."""
+    system: System
+    methods: tuple[methods.Method, ...]
+    config: TrainConfig
+    view: ViewSpec
+    #: state-steps, :func:`budget.check`'s estimate for all the methods together
+    work: float
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(m.key for m in self.methods)
+
+    def method(self, key: str) -> methods.Method:
+        for m in self.methods:
+            if m.key == key:
+                return m
+        raise ParameterError(f"method must be one of this plan's {', '.join(self.keys)}; got {key!r}")
+
+
+def plan_run(system: System, method_keys, config: TrainConfig | None = None, max_work: float | None = None,
+             view: ViewSpec | None = None) -> Plan:
+    """Every check a run needs, once, before any work starts: at least one method, each
+    applying to the system (named first, before the budget's arithmetic needs it), the
+    constrained invariants, the rollout options, and the work of all the methods
+    together against ``max_work``. ``ParameterError`` names what is wrong and its range."""
+    config = config if config is not None else make_config(system.key)
+    if not method_keys:
+        raise ParameterError(f"methods must name at least one of {', '.join(methods.valid_methods(system))}")
+    keys = list(dict.fromkeys(method_keys))
+    chosen = tuple(methods.check_applies(k, system) for k in keys)
+    if system.kind == "ode":
+        bad = [n for n in constrained_invariants(system, config) if n not in system.invariant_names()]
+        if bad:
+            raise ParameterError(
+                f"invariants must be among {', '.join(system.invariant_names())}; got {', '.join(bad)}")
+    check_rollout(system, keys, config)
+    work = budget.check(system, keys, config, max_work)
+    return Plan(system, chosen, config, view if view is not None else ViewSpec(), work)
+
+
 # ---------------------------------------------------------------------------------------
 # the trainer
 # ---------------------------------------------------------------------------------------
@@ -233,11 +279,14 @@ class Trainer:
 
     def __init__(self, system: System, method: str, config: TrainConfig | None = None,
                  listener: Listener | None = None, stop_event: threading.Event | None = None,
-                 problem: Problem | None = None, max_work: float | None = None, view: ViewSpec | None = None):
-        self.system = system
-        self.method = methods.check_applies(method, system)
-        self.view = view if view is not None else ViewSpec()
-        self.config = config if config is not None else make_config(system.key)
+                 problem: Problem | None = None, max_work: float | None = None, view: ViewSpec | None = None,
+                 plan: Plan | None = None):
+        if plan is None:  # a trainer of its own: checked here, the one way every run is
+            plan = plan_run(system, [method], config, max_work, view)
+        self.system = plan.system
+        self.method = plan.method(method)
+        self.view = plan.view
+        self.config = plan.config
         self.listener = listener
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         cfg = self.config
@@ -252,14 +301,7 @@ class Trainer:
         self.last_eval: Evaluation | None = None
         self.history: list[Progress] = []
         self.evaluations: list[Evaluation] = []
-        self.inv_names = constrained_invariants(system, cfg)
-        if system.kind == "ode":
-            bad = [n for n in self.inv_names if n not in system.invariant_names()]
-            if bad:
-                raise ParameterError(
-                    f"invariants must be among {', '.join(system.invariant_names())}; got {', '.join(bad)}")
-        check_rollout(system, [self.method.key], cfg)
-        budget.check(system, [self.method.key], cfg, max_work)
+        self.inv_names = constrained_invariants(self.system, cfg)
         # the data and the truth rollout are the long loops of set-up: let a stop end them
         with integrators.stopping(self.stop_event.is_set):
             self._build(problem)
@@ -737,26 +779,27 @@ class Comparison:
 
     def __init__(self, system: System, method_keys: list[str], config: TrainConfig | None = None,
                  listener: Listener | None = None, stop_event: threading.Event | None = None,
-                 max_work: float | None = None, gate: Gate | None = None, view: ViewSpec | None = None):
-        if not method_keys:
-            raise ParameterError(f"methods must name at least one of {', '.join(methods.valid_methods(system))}")
-        self.system = system
-        self.config = config if config is not None else make_config(system.key)
+                 max_work: float | None = None, gate: Gate | None = None, view: ViewSpec | None = None,
+                 plan: Plan | None = None):
+        if plan is None:
+            plan = plan_run(system, method_keys, config, max_work, view)
+        self.plan = plan
+        self.system = plan.system
+        self.config = plan.config
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.gate = gate if gate is not None else Gate()
         self.listener = listener
-        seen = []
-        for k in method_keys:
-            methods.check_applies(k, system)
-            if k not in seen:
-                seen.append(k)
-        check_rollout(system, seen, self.config)
-        budget.check(system, seen, self.config, max_work)
         self.trainers: dict[str, Trainer] = {}
         problem = None  # the data and the truth, built with the first trainer, shared by the rest
-        for k in seen:
-            self.trainers[k] = tr = Trainer(system, k, self.config, None, self.stop_event, problem, max_work, view)
+        for k in plan.keys:
+            self.trainers[k] = tr = Trainer(plan.system, k, None, None, self.stop_event, problem, plan=plan)
             problem = tr.problem
+
+    @classmethod
+    def from_plan(cls, plan: Plan, listener: Listener | None = None, stop_event: threading.Event | None = None,
+                  gate: Gate | None = None) -> "Comparison":
+        """The comparison of a checked :class:`Plan` (:func:`plan_run`): nothing is checked again."""
+        return cls(plan.system, list(plan.keys), listener=listener, stop_event=stop_event, gate=gate, plan=plan)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -351,7 +351,7 @@ def test_worker_failure_is_reported(dash, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no data today")
 
-    monkeypatch.setattr(training, "Comparison", broken)
+    monkeypatch.setattr(training.Comparison, "from_plan", broken)
     click(dash.controls.train_button)
     drain_until(dash, lambda: not dash.session.running, timeout=10)
     assert dash.session.status_kind == "danger" and "no data today" in dash.session.status

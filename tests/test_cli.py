@@ -52,6 +52,30 @@ def test_compare_writes_json_with_documented_fields(tmp_path):
         assert m["steps"] == 4
 
 
+@pytest.mark.parametrize("command", ["run", "compare"])
+def test_a_run_is_checked_once(command, monkeypatch):
+    """One plan (training.plan_run) is the only validation: each method's applicability,
+    the rollout options and the budget are checked once per run, not again by the spec,
+    the comparison and each trainer (a planted second check fails this)."""
+    from conserv_core import budget, methods, training
+
+    counts = {"applies": 0, "rollout": 0, "budget": 0}
+
+    def counted(name, f):
+        def wrapper(*a, **k):
+            counts[name] += 1
+            return f(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(methods, "check_applies", counted("applies", methods.check_applies))
+    monkeypatch.setattr(training, "check_rollout", counted("rollout", training.check_rollout))
+    monkeypatch.setattr(budget, "check", counted("budget", budget.check))
+    which = ["--method", "hnn"] if command == "run" else ["--methods", "baseline,hnn"]
+    rc, out = run_cli(command, "--system", "pendulum", *which, *TINY)
+    assert rc == 0, out
+    assert counts == {"applies": 1 if command == "run" else 2, "rollout": 1, "budget": 1}, counts
+
+
 def test_run_with_system_param_and_save(tmp_path):
     ck = tmp_path / "m.pt"
     rc, out = run_cli("run", "--system", "pendulum", "--method", "baseline", "--param", "damping=0.2",

@@ -130,7 +130,7 @@ def test_a_failing_run_is_a_record_not_an_exception(monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("no data today")
 
-    monkeypatch.setattr(training, "Comparison", broken)
+    monkeypatch.setattr(training.Comparison, "from_plan", broken)
     h = runs.InProcessExecutor().submit(small_spec())
     assert h.finished.wait(30)
     failed = [r for r in h.queue if isinstance(r, runs.Failed)]
