@@ -32,6 +32,7 @@ PAGE = [
     [("What the learned dynamics do", "3 1 0%", ["system_view"]),
      ("Training", "2 1 0%", ["loss_view", "multiplier_view"])],
     [("The physics and the methods", "", ["teaching_view"])],
+    [("Which law, which method: every conservation law the lab shows, in one table", "", ["laws_view"])],
     [("", "", ["sweep_view"])],
 ]
 
@@ -104,7 +105,7 @@ def test_a_plot_registered_from_outside_is_on_the_dashboard():
         try:
             assert isinstance(d.steps_view, StepsView)
             assert d.steps_view.built_on is d.session.streams
-            assert named(d, shape(d.main())) == PAGE[:4] + [[("Steps (test)", "", ["steps_view"])]] + PAGE[4:]
+            assert named(d, shape(d.main())) == PAGE[:5] + [[("Steps (test)", "", ["steps_view"])]] + PAGE[5:]
         finally:
             d.close()
     assert "steps_view" not in page.VIEWS and "steps" not in page.SECTIONS
@@ -181,7 +182,7 @@ def test_the_architecture_pages_plot_example_is_drawn_on_a_dashboard(monkeypatch
     d = app.Dashboard(autodrain=False, sync_url=False)
     try:
         assert type(d.loss_again_view).__name__ == "LossAgainView"
-        assert named(d, shape(d.main())) == PAGE[:4] + [[("The loss, once more", "", ["loss_again_view"])]] + PAGE[4:]
+        assert named(d, shape(d.main())) == PAGE[:5] + [[("The loss, once more", "", ["loss_again_view"])]] + PAGE[5:]
         plot = d.loss_again_view._box.objects[0]
         assert type(plot).__name__ == "LivePlot" and plot._figure() is not None  # the element renders
     finally:
