@@ -27,7 +27,8 @@ def untrained(cls, seed: int):
     model = models.init_weights(cls(n_modes=3, width=32, depth=2), torch.Generator().manual_seed(seed)).double()
     g = torch.Generator().manual_seed(1000 + seed)
     x = torch.rand(256, 3, generator=g, dtype=torch.float64) * torch.tensor([2 * math.pi, 2 * math.pi, T_END])
-    y = torch.randn(256, 3, generator=g, dtype=torch.float64) * torch.tensor([0.5, 0.8, 0.8]) + torch.tensor([1.0, 0.2, 0.0])
+    spread, mean = torch.tensor([0.5, 0.8, 0.8]), torch.tensor([1.0, 0.2, 0.0])  # of (ρ, J_x, J_y)
+    y = torch.randn(256, 3, generator=g, dtype=torch.float64) * spread + mean
     model.set_scales(x, y)
     return model
 

@@ -10,7 +10,8 @@ sees the flow evolve) or that velocity held at its initial field (``velocity="fr
 a steady stirring, cheaper and easier to learn), and ``U = (mean_u, mean_v)`` a uniform
 mean flow. The default is the evolving flow: it is the same flow the ``flow`` system shows
 (same grid and seed, same initial field), so a lesson can put the two side by side; the
-frozen one is for quick fits (``tests/test_charge_training.py``). Q is exact either way. The coupled state ``s = (ω̂, ρ̂)`` is advanced as ``ds/dt = L s + N(s)``:
+frozen one is for quick fits (``tests/test_charge_training.py``). Q is exact either way.
+The coupled state ``s = (ω̂, ρ̂)`` is advanced as ``ds/dt = L s + N(s)``:
 
 * ``L`` is diagonal: ``−ν k² − i k·U`` for ω̂ and ``−κ k² − i k·U`` for ρ̂. Diffusion *and* the
   mean flow are integrated exactly by the integrating factor, so a single Fourier mode
