@@ -47,7 +47,8 @@ PACKAGES = ("conserv_core", "app")
 
 REGISTRIES = {"conserv_core/methods.py", "conserv_core/models/__init__.py", "conserv_core/constraints.py",
               "app/theme.py"}
-DATA = {"conserv_core/presets.py"}
+#: tables of named things (presets, the laws-by-method table): their keys are their content
+DATA = {"conserv_core/presets.py", "conserv_core/laws.py"}
 
 
 def registered_keys() -> dict[str, set[str]]:
