@@ -4,38 +4,41 @@ One server runs as a subprocess (``conserv serve``, the same server as ``python 
 a Dask LocalCluster of ``--workers`` processes in a process of its own). For each N in
 ``--sessions`` (default 1,5,10,30), N sessions are opened and all press Train at once:
 
-* up to ``--pages`` (default 5) are real chromium pages; each also measures the widget
+* up to ``--pages`` (default 2) are real chromium pages; each also measures the widget
   round trip while the room trains (a user's edit of the seed box until the server's
-  answer shows in the page's URL), about once a second;
-* the rest are light clients: ``bokeh.client.pull_session`` opens a real server session
-  (the same document a page gets), sends ``DocumentReady`` as BokehJS does, and presses
-  Train by sending the button's ``ButtonClick`` event (what a page's click sends). Each
-  runs its own IOLoop on a thread of this process, so it reads every patch the server
-  pushes.
+  answer shows in the page's URL), every ``--edit-every-ms`` on average, until the whole
+  room is Done; a round too short for ``--min-edits`` (40) edits on after it, said;
+* the rest are light clients (``tests/light_client.py``): real server sessions over the
+  websocket (the same document a page gets) that send ``DocumentReady`` as BokehJS does,
+  press Train by sending the button's ``ButtonClick`` event and apply every patch the
+  server pushes, but render nothing. Students' browsers are not on the server's cores;
+  these cost this machine little. (``bokeh.client`` handles each message by recursion
+  and dies after about 330 messages: rooms measured with it were partly measuring
+  clients that had stopped listening. The report says how many were still listening.)
 
 Printed per N, next to the targets: sessions finished; seconds from each session's Train
 to its first drift curves and to "Done" (p50/p95); when the last session was Done, against
 1.3 × the lone runs' time shared by the workers; the widget round trip (p50/p95, real
-pages); RSS of the server process alone and, apart, of the cluster's process tree, before
-the sessions opened, at the peak and after they closed (the server drops a closed session
-after ``--unused-session-lifetime``); and whether identical sessions drew identical curves
-(every ColumnDataSource with a ``drift`` column, compared exactly as multisets).
+pages); CPU seconds of the server's main thread (its event loop, where every session's
+updates are built) per session-run, from the first press until the room is Done, and its
+share of the cluster's CPU over the same time; RSS of the server process alone and, apart,
+of the cluster's process tree, before the sessions opened, at the peak, after they closed
+(the server drops a closed session after ``--unused-session-lifetime``) and ``--later-s``
+after that; and whether identical sessions drew identical curves (every ColumnDataSource
+with a ``drift`` column, compared exactly as multisets).
 
 Usage::
 
-    python benchmarks/bench_room.py --sessions 1,5 --workers 2
+    python benchmarks/bench_room.py --sessions 1,5,10 --workers 2
     python benchmarks/bench_room.py --sessions 1,5,10,30 --steps 200   # a shorter demo: said in the output
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import os
-import pkgutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +50,8 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dashboard import ARGS, CHROMIUM, LONGEST, free_port  # noqa: E402
+from bench_dashboard import ARGS, CHROMIUM, LONGEST, free_port  # noqa: E402  (puts tests/ on the path)
+from light_client import LightClient, load_panel_models, main_thread_cpu, tree_cpu  # noqa: E402
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
@@ -59,7 +63,7 @@ DEMO_STEPS = 600  # Pendulum.demo (the dashboard's live demo)
 #: instruments a page: timestamps of its first drift points and of "Done" (relative to its
 #: own Train press), and a loop of seed edits timed until the URL shows them
 INSTRUMENT = """([base, gap]) => {
-  const B = window.__bench = {t0: null, first: null, done: null, failed: null, trips: [], lost: 0};
+  const B = window.__bench = {t0: null, first: null, done: null, failed: null, trips: [], lost: 0, stop: false};
   const models = () => { const out = []; for (const d of window.Bokeh.documents) for (const m of d.all_models) out.push(m); return out; };
   const longest = () => { let n = -1; for (const m of models()) { const d = m.data; if (d && d.drift !== undefined) n = Math.max(n, d.drift.length); } return n; };
   const look = (text) => {
@@ -89,9 +93,10 @@ INSTRUMENT = """([base, gap]) => {
   };
   B.loop = async () => {
     let k = 0;
-    while (B.done === null && B.failed === null) {
+    // until the bench says stop: the whole room is Done (and enough edits were timed)
+    while (!B.stop && B.failed === null) {
       await new Promise(r => setTimeout(r, gap * (0.5 + Math.random())));
-      if (B.done !== null || B.failed !== null) break;
+      if (B.stop || B.failed !== null) break;
       const ms = await B.trip(base + k++);
       if (ms < 0) B.lost++; else B.trips.push(ms);
     }
@@ -101,6 +106,7 @@ INSTRUMENT = """([base, gap]) => {
 
 PRESS = """(el) => { window.__bench.t0 = performance.now(); el.click(); window.__bench.loop(); }"""
 STATE = """() => { const B = window.__bench; return {first: B.first, done: B.done, failed: B.failed, trips: B.trips, lost: B.lost}; }"""
+STOP = """() => { window.__bench.stop = true; }"""
 #: every drift curve the page holds: [t, drift] of each ColumnDataSource with a drift column
 DRIFTS = """() => {
   const out = [];
@@ -112,18 +118,6 @@ DRIFTS = """() => {
 }"""
 
 
-def _load_panel_models() -> None:
-    """A client document holds Panel's own models: their classes must be known here."""
-    import panel.models
-
-    for info in pkgutil.walk_packages(panel.models.__path__, "panel.models."):
-        try:
-            importlib.import_module(info.name)
-        except Exception:  # an optional model whose dependency is missing
-            pass
-    import panel.template  # noqa: F401
-
-
 def curve_key(t, drift) -> str:
     """An exact, hashable form of one curve (repr round-trips a float; NaN is 'nan')."""
     return ";".join(",".join(repr(float(x)) if x is not None else "nan" for x in col) for col in (t, drift))
@@ -131,72 +125,6 @@ def curve_key(t, drift) -> str:
 
 def multiset(curves) -> tuple:
     return tuple(sorted(curve_key(t, d) for t, d in curves))
-
-
-class LightClient:
-    """A real server session without a browser: pull the document, run its IOLoop on a
-    thread, press Train by sending the button's click event."""
-
-    def __init__(self, url: str, arguments: dict, gate: threading.Semaphore):
-        self.url, self.arguments, self.gate = url, arguments, gate
-        self.t0 = self.first = self.done = self.failed = None
-        self.error: str | None = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True, name="light-client")
-        self.thread.start()
-
-    def _run(self) -> None:
-        from bokeh.client import pull_session
-        from bokeh.events import DocumentReady
-        from bokeh.models import Button
-
-        try:
-            with self.gate:  # a few at a time: the server builds one session at a time anyway
-                self.session = pull_session(url=self.url, arguments=self.arguments)
-            self.doc = self.session.document
-            self.button = next(m for m in self.doc.models if isinstance(m, Button) and m.label == "Train")
-            self.loop = self.session._connection._loop
-            self.doc.on_change(self._changed)
-            self.loop.add_callback(lambda: self.doc.callbacks.send_event(DocumentReady()))
-        except Exception as err:
-            self.error = f"{type(err).__name__}: {err}"
-            return
-        finally:
-            self.ready.set()
-        self.session._loop_until_closed()
-
-    def _changed(self, event) -> None:
-        if self.t0 is None:
-            return
-        now = time.perf_counter() - self.t0
-        from bokeh.models import ColumnDataSource
-
-        model = getattr(event, "model", None)
-        if self.first is None and isinstance(model, ColumnDataSource) and len(model.data.get("drift", ())) > 0:
-            self.first = now
-        new = getattr(event, "new", None)
-        if getattr(event, "attr", None) == "text" and isinstance(new, str):
-            if self.done is None and "Done (" in new:
-                self.done = now
-            elif self.failed is None and self.done is None and "cl-status danger" in new:
-                self.failed = new
-
-    def press(self) -> None:
-        from bokeh.events import ButtonClick
-
-        self.t0 = time.perf_counter()
-        self.loop.add_callback(lambda: self.doc.callbacks.send_event(ButtonClick(self.button)))
-
-    def drifts(self) -> list:
-        from bokeh.models import ColumnDataSource
-
-        return [(list(m.data.get("t", [])), list(m.data["drift"])) for m in list(self.doc.models)
-                if isinstance(m, ColumnDataSource) and "drift" in m.data]
-
-    def close(self) -> None:
-        if getattr(self, "loop", None) is not None:
-            self.loop.add_callback(self.session.close)
-        self.thread.join(timeout=10)
 
 
 class RSS:
@@ -285,7 +213,7 @@ def order(n: int, n_pages: int) -> list[bool]:
 
 
 def run_round(browser, url: str, query: dict, n: int, n_pages: int, rss: RSS, timeout_s: float,
-              settle_s: float, gap_ms: int, later_s: float = 0.0) -> dict:
+              settle_s: float, gap_ms: int, later_s: float = 0.0, min_edits: int = 0) -> dict:
     from urllib.parse import urlencode
 
     gate = threading.Semaphore(3)
@@ -304,6 +232,7 @@ def run_round(browser, url: str, query: dict, n: int, n_pages: int, rss: RSS, ti
     it_p, it_l = iter(pages), iter(lights)
     clients = [("page", next(it_p)) if real else ("light", next(it_l)) for real in kinds]
     rss.reset()
+    cpu0 = main_thread_cpu(rss.proc.pid), tree_cpu(rss.proc.pid)
     pressed = []
     t_round = time.perf_counter()
     for kind, c in clients:
@@ -326,8 +255,25 @@ def run_round(browser, url: str, query: dict, n: int, n_pages: int, rss: RSS, ti
         if all(s["done"] is not None or s["failed"] for s in states) or time.perf_counter() > deadline:
             break
         time.sleep(0.5)
+    t_all_done = time.perf_counter()
     peak_rss = rss.peak()
     time.sleep(1.5)  # the verdict comes first; the last redraws within a drain or two
+    cpu1 = main_thread_cpu(rss.proc.pid), tree_cpu(rss.proc.pid)
+    # the pages time edits until the room is Done; a short round (N = 1) edits on until
+    # ``min_edits`` are timed (at most 60 s more), said in the report
+    page_list = [c for kind, c in clients if kind == "page"]
+    extra = time.perf_counter() + 60
+    while page_list and time.perf_counter() < extra and \
+            sum(len(c.evaluate(STATE)["trips"]) for c in page_list) < min_edits:
+        time.sleep(0.5)
+    trips_during = sum(len(s.get("trips", [])) for s in states)
+    t_edits = time.perf_counter() - t_all_done
+    for c in page_list:
+        c.evaluate(STOP)
+        states[clients.index(("page", c))].update(
+            {k: v for k, v in c.evaluate(STATE).items() if k in ("trips", "lost")})
+    alive = [c.alive for kind, c in clients if kind == "light"]
+    messages = [c.messages for kind, c in clients if kind == "light"]
     curves = [multiset(c.evaluate(DRIFTS)) if kind == "page" else multiset(c.drifts()) for kind, c in clients]
     done_ok = [s["done"] is not None for s in states]
     peak_rss = tuple(max(a, b) for a, b in zip(peak_rss, rss.peak()))
@@ -348,6 +294,9 @@ def run_round(browser, url: str, query: dict, n: int, n_pages: int, rss: RSS, ti
         "done": [s["done"] for s in states if s["done"] is not None],
         "last_done": max(finished) if finished else float("nan"),
         "trips": trips, "lost": sum(s.get("lost", 0) for s in states),
+        "trips_during": trips_during, "edits_after_s": t_edits,
+        "cpu_main": cpu1[0] - cpu0[0], "cpu_workers": cpu1[1] - cpu0[1],
+        "lights_alive": sum(alive), "lights": len(alive), "messages": messages,
         "rss": (before, peak_rss, after, later), "later_s": later_s,
         "curves": done_curves[0] if done_curves else None,
         "identical": bool(done_curves) and all(c == done_curves[0] for c in done_curves),
@@ -374,8 +323,20 @@ def report(r: dict, lone_s: float, workers: int, baseline: tuple[float, float], 
     trips = r["trips"]
     row(f"widget round trip while training, p50 / p95 ({len(trips)} edits on {r['pages']} pages)",
         f"{pct(trips, 50):.0f} / {pct(trips, 95):.0f} ms", "p95 < 300 ms", bool(trips) and pct(trips, 95) < 300)
+    if len(trips) > r["trips_during"]:
+        row("  of which timed after the room was Done",
+            f"{len(trips) - r['trips_during']} in {r['edits_after_s']:.0f} s")
     if r["lost"]:
         row("  edits with no answer within 10 s", str(r["lost"]), "0", False)
+    if r["lights"]:
+        m = r["messages"]
+        row("light clients still listening at the end (server messages each, min / max)",
+            f"{r['lights_alive']} of {r['lights']} ({min(m)} / {max(m)})", f"{r['lights']} of {r['lights']}",
+            r["lights_alive"] == r["lights"])
+    per_run = r["cpu_main"] / n
+    ratio = r["cpu_main"] / r["cpu_workers"] if r["cpu_workers"] > 0 else float("nan")
+    row("server main-thread CPU per session-run; against the workers' CPU",
+        f"{per_run:.2f} s; {100 * ratio:.1f} %")
     (sb, cb), (sp, cp), (sa0, ca0), (sa, ca) = r["rss"]
     later = f"{r['later_s']:.0f} s later"
     row("server RSS: before / peak / after close / " + later, f"{sb:.0f} / {sp:.0f} / {sa0:.0f} / {sa:.0f} MB",
@@ -397,19 +358,19 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None,
                     help=f"training steps per method (default: the demo's {DEMO_STEPS}); said in the output")
     ap.add_argument("--workers", type=int, default=2, help="worker processes of the server's cluster (default 2)")
-    ap.add_argument("--pages", type=int, default=5, help="real chromium pages per room, at most (default 5)")
+    ap.add_argument("--pages", type=int, default=2, help="real chromium pages per room, at most (default 2)")
     ap.add_argument("--lifetime-ms", type=int, default=2000, help="the server's --unused-session-lifetime")
     ap.add_argument("--check-ms", type=int, default=500, help="the server's --check-unused-sessions")
     ap.add_argument("--later-s", type=float, default=20.0,
                     help="a second RSS reading this long after the first one after close (default 20)")
-    ap.add_argument("--edit-every-ms", type=int, default=1000, help="mean gap between a page's seed edits")
+    ap.add_argument("--edit-every-ms", type=int, default=500, help="mean gap between a page's seed edits (default 500)")
+    ap.add_argument("--min-edits", type=int, default=40,
+                    help="edits timed per round at least: a short round edits on after Done (default 40)")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sessions.split(",") if s.strip()]
     if not os.path.exists(CHROMIUM):
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
-    if args.pages < min(5, max(sizes)):
-        print(f"note: only {args.pages} real pages measure the round trip (the brief asks for 5)")
-    _load_panel_models()
+    load_panel_models()
 
     query = {"seed": 0}
     if args.steps is not None:
@@ -451,7 +412,7 @@ def main(argv=None) -> int:
                 timeout = 300 + 3 * n * per_run / args.workers
                 t0 = time.perf_counter()
                 r = run_round(browser, url, query, n, args.pages, rss, timeout, settle_s, args.edit_every_ms,
-                              args.later_s)
+                              args.later_s, args.min_edits)
                 if n == 1 and lone_s is None:
                     lone_s, lone_curves = r["last_done"], r["curves"]
                 head = (f"N = {n}: {r['pages']} chromium pages + {n - r['pages']} light clients; sessions opened "

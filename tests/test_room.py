@@ -1,6 +1,9 @@
 """A room in a real browser: several pages press Train at once against one served
 dashboard (its own process, training on a Dask cluster of two workers), and every page
-must finish and draw the curves a lone run with the same settings gives.
+must finish and draw the curves a lone run with the same settings gives. And a room of
+light clients (``tests/light_client.py``: real sessions over the websocket that render
+nothing) of ten: all finish with identical curves, and the server's main thread, which
+builds every session's updates, spends at most a bounded CPU time per session-run.
 
 Skips (or fails, with ``CONSERV_REQUIRE_BROWSER=1``) as tests/test_browser.py does.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -17,6 +21,7 @@ import numpy as np
 import pytest
 
 from browsing import LONGEST, VIEWPORT, require_browser
+from light_client import LightClient, load_panel_models, main_thread_cpu, tree_cpu
 from serving_helpers import ServerProcess
 
 require_browser()
@@ -51,7 +56,7 @@ DONE = """() => {
 
 
 @pytest.fixture(scope="module")
-def room_server(tmp_path_factory):
+def room_process(tmp_path_factory) -> ServerProcess:
     """``conserv serve --workers 2`` in a process of its own, on a free port (the same
     ``app.__main__.main`` as ``python -m app``)."""
     srv = ServerProcess([sys.executable, "-m", "conserv_core", "serve", "--port", "{port}", "--workers", "2",
@@ -59,9 +64,14 @@ def room_server(tmp_path_factory):
                         log=Path(tmp_path_factory.mktemp("room")) / "server.log")
     srv.start(timeout_s=180)
     try:
-        yield srv.url
+        yield srv
     finally:
         srv.kill()
+
+
+@pytest.fixture(scope="module")
+def room_server(room_process) -> str:
+    return room_process.url
 
 
 def lone_run_curves(query: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -156,3 +166,53 @@ def test_pages_training_at_once_finish_with_the_lone_runs_curves(room_server, br
     # and those of the lone run (another process: equal to ~1e-12)
     why = _match(got[0], expected)
     assert why is None, why
+
+
+#: the light-client room
+LIGHT = 10
+#: server main-thread CPU seconds per session-run of QUERY, at most. Measured on 2 shared
+#: cores: 0.36, 0.60 and 0.67 s (three runs, load average 2.4 to 6.6). A full re-render of
+#: the figures per update, planted in ``LivePlot._apply`` (``_render(self._element())``),
+#: measured 1.01 to 1.26 s (three runs, load 0.8 to 6.6), and fails. CPU time grows with
+#: the machine's load too; the bound sits between the two, 1.3 times the worst clean run
+#: (three times would have let the plant pass): a busier machine may need it raised.
+MAIN_CPU_PER_RUN = 0.85
+
+
+@pytest.mark.slow
+def test_a_light_client_room_of_ten_finishes_alike_and_costs_the_event_loop_little(room_process):
+    load_panel_models()
+    args = dict(parse_qsl(QUERY))
+    gate = threading.Semaphore(3)
+    clients = [LightClient(room_process.url, args, gate) for _ in range(LIGHT)]
+    try:
+        for c in clients:
+            assert c.ready.wait(180) and c.error is None, c.error or "no session within 180 s"
+        pid = room_process.proc.pid
+        cpu0 = main_thread_cpu(pid), tree_cpu(pid)
+        for c in clients:
+            c.press()
+        deadline = time.monotonic() + DONE_S
+        while not all(c.done is not None or c.failed for c in clients) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        time.sleep(1.5)  # the verdict comes first, the last redraws within a drain or two
+        main_s = main_thread_cpu(pid) - cpu0[0]
+        workers_s = tree_cpu(pid) - cpu0[1]
+        assert all(c.alive for c in clients), [c.error for c in clients]
+        failed = [c.failed for c in clients if c.failed]
+        assert not failed, failed[0]
+        assert all(c.done is not None for c in clients), \
+            f"{sum(c.done is not None for c in clients)} of {LIGHT} Done within {DONE_S} s"
+        got = [_nonempty(c.drifts()) for c in clients]
+    finally:
+        for c in clients:
+            c.close()
+    first = sorted(map(_key, got[0]))
+    assert len(first) >= 4
+    differ = [i for i, curves in enumerate(got) if sorted(map(_key, curves)) != first]
+    assert not differ, f"clients {differ} hold other drift curves than client 0"
+    per_run = main_s / LIGHT
+    print(f"main thread {per_run:.3f} s per session-run; workers {workers_s:.1f} s in all; "
+          f"messages {min(c.messages for c in clients)}-{max(c.messages for c in clients)}")
+    assert per_run < MAIN_CPU_PER_RUN, (f"the server's main thread spent {per_run:.2f} s of CPU per session-run "
+                                        f"(bound {MAIN_CPU_PER_RUN} s; the workers spent {workers_s:.1f} s in all)")
