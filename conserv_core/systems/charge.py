@@ -144,8 +144,7 @@ class Charge(System):
 
     @property
     def t_span(self) -> float:
-        extra = max(0, math.ceil((self.horizon - self.t_end) / self.snapshot_dt - 1e-9))
-        return self.t_end + extra * self.snapshot_dt
+        return flow.solved_span(self.t_end, self.snapshot_dt, self.horizon)
 
     def grid_xy(self) -> tuple[Tensor, Tensor]:
         """Grid coordinates ``x (n,)``, ``y (n,)`` float64."""

@@ -54,6 +54,13 @@ RANDOM_MAX_K = 8
 PointField = Callable[[Tensor, float], Tensor]  # (xy (B, 2), t) -> (B, 2) or (B,)
 
 
+def solved_span(t_end: float, snapshot_dt: float, horizon: float) -> float:
+    """End of a solver's interval: ``t_end``, extended by whole snapshot steps to cover
+    ``horizon`` (the flow's and the charge's snapshots share this)."""
+    extra = max(0, math.ceil((horizon - t_end) / snapshot_dt - 1e-9))
+    return t_end + extra * snapshot_dt
+
+
 # -- spectral machinery -------------------------------------------------------------------
 class SpectralGrid:
     """Wavenumbers, de-aliasing mask and the IF-RK4 step for an ``n × n`` periodic grid.
@@ -427,8 +434,7 @@ class Flow(FieldSystem):
     @property
     def t_span(self) -> float:
         """End of the solved interval: ``t_end``, extended (same spacing) to cover ``horizon``."""
-        extra = max(0, math.ceil((self.horizon - self.t_end) / self.snapshot_dt - 1e-9))
-        return self.t_end + extra * self.snapshot_dt
+        return solved_span(self.t_end, self.snapshot_dt, self.horizon)
 
     def grid_xy(self, dtype: torch.dtype = torch.float64, device=None) -> tuple[Tensor, Tensor]:
         """Grid coordinates ``x (n,)``, ``y (n,)``; a field ``f[iy, ix]`` lives at ``(x[ix], y[iy])``."""
