@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import pkgutil
 import threading
 import time
 from urllib.parse import urlencode
@@ -32,15 +31,37 @@ MAX_MESSAGE = 200 * 2**20
 
 
 def load_panel_models() -> None:
-    """A client document holds Panel's own models: their classes must be known here."""
-    import panel.models
-
-    for info in pkgutil.walk_packages(panel.models.__path__, "panel.models."):
-        try:
-            importlib.import_module(info.name)
-        except Exception:  # an optional model whose dependency is missing
-            pass
+    """Panel's base models and its templates' (what every page holds); the rest are
+    imported as a document names them (:func:`import_models_named`). Importing all of
+    ``panel.models`` would register models whose JavaScript lives on a CDN (Vizzu): a
+    Panel server in the same process, as in the suite, then asks every page it serves to
+    fetch it from outside."""
+    import panel.models  # noqa: F401
     import panel.template  # noqa: F401
+
+
+_IMPORTED: set[str] = set()
+
+
+def import_models_named(content) -> None:
+    """Import the module of every Panel model a message's ``content`` names
+    (``"panel.models.markup.HTML"``), before a document is built from it."""
+    stack = [content]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            name = item.get("name")
+            if item.get("type") == "object" and isinstance(name, str) and name.startswith("panel."):
+                module = name.rsplit(".", 1)[0]
+                if module not in _IMPORTED:
+                    _IMPORTED.add(module)
+                    try:
+                        importlib.import_module(module)
+                    except ImportError:  # not a module path: the model is in an imported one
+                        pass
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 class LightClient:
@@ -114,6 +135,7 @@ class LightClient:
                 if reply.msgtype == "PULL-DOC-REPLY":
                     break
             self.doc = Document()
+            import_models_named(reply.content)
             reply.push_to_document(self.doc)
         finally:
             if self.gate is not None:
@@ -125,6 +147,7 @@ class LightClient:
         # one flat loop, one message at a time: no frame is left behind per message
         while (msg := await self._receive()) is not None:
             if msg.msgtype == "PATCH-DOC":
+                import_models_named(msg.content)
                 msg.apply_to_document(self.doc, self)
 
     async def _receive(self):
